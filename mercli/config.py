@@ -1,0 +1,220 @@
+"""Configuration dataclasses and per-dataset presets.
+
+Every config is a frozen dataclass; a preset is a named set of changes to the defaults, made with
+``dataclasses.replace``. Facts about a dataset (feature widths, task) are not hyperparameters: the
+data adapter reports them and :meth:`ModelConfig.for_dataset` returns a new config from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from mercli.schema import MODALITIES
+
+Task = Literal["regression", "classification"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """One modality's temporal encoder (paper 2.1): Conv1D -> positional encoding -> Transformer."""
+
+    d_in: int  # width of the input features (768 for BERT states, 5 for MOSI audio, ...)
+    n_layers: int  # Transformer layers (paper Table 2: text/audio/vision = 3/2/2)
+    n_heads: int  # attention heads (paper Table 2: 4/2/2)
+    kernel_size: int = 1  # Conv1D projection width; 1 keeps padded steps out of valid ones
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The IAMD + MIC + SGAFF model. Switches cover every ablation of paper Tables 5-7."""
+
+    text: EncoderConfig = EncoderConfig(d_in=768, n_layers=3, n_heads=4)
+    audio: EncoderConfig = EncoderConfig(d_in=5, n_layers=2, n_heads=2)
+    vision: EncoderConfig = EncoderConfig(d_in=20, n_layers=2, n_heads=2)
+    modalities: tuple[str, ...] = MODALITIES  # any non-empty subset (Table 5)
+    d_model: int = 176  # common width; with the widths below, 8.63 M parameters as in the paper
+    n_shared_layers: int = 1  # the Transformer shared by all modalities after their own
+    n_shared_heads: int = 4
+    d_ff_mult: int = 4  # Transformer feed-forward width = d_ff_mult * d_model
+    d_latent: int = 256  # width of h~ = [u~; r~]; u and r get half each
+    n_householder: int = 3  # J reflections in the orthogonal mixing Q (paper: 3)
+    n_mask_groups: int = 8  # channel groups = tokens of the per-sample attention mask
+    d_key: int = 16  # query/key width of the attention mask
+    d_mic: int = 640  # hidden width of the MI scoring nets and the CMI discriminator
+    knn_k: int = 3  # neighbours of r whose labels give the CMI negatives z'
+    dropout: float = 0.1  # paper Table 2
+    task: Task = "regression"  # MSE on a score (MOSI/MOSEI) or cross-entropy (UR-FUNNY)
+    n_classes: int = 2  # used only when task == "classification"
+    use_iamd: bool = True  # False: plain MLP projections to u and r, no invertible core
+    use_mic: bool = True  # False: no MI estimators (and no L_MI)
+    use_sgaff: bool = True  # False: concatenate [u; r] of all modalities -> one head
+    text_backbone: str | None = None  # BERT-family name/path; None = text inputs are states
+    finetune_text_backbone: bool = True  # False: the backbone is frozen
+
+    def __post_init__(self) -> None:
+        if not self.modalities:
+            raise ValueError("ModelConfig.modalities must name at least one modality")
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {MODALITIES}")
+        if self.d_latent % 2:
+            raise ValueError("d_latent must be even: it splits into u and r")
+        if (self.d_latent // 2) % self.n_mask_groups:
+            raise ValueError("d_latent / 2 must be divisible by n_mask_groups")
+        if self.task == "classification" and self.n_classes < 2:
+            raise ValueError("classification needs n_classes >= 2")
+
+    @property
+    def d_half(self) -> int:
+        return self.d_latent // 2
+
+    @property
+    def d_out(self) -> int:
+        return 1 if self.task == "regression" else self.n_classes
+
+    def encoder(self, modality: str) -> EncoderConfig:
+        return getattr(self, modality)
+
+    def for_dataset(self, info: DatasetInfo) -> ModelConfig:
+        """A copy whose input widths and task come from the data, not from the preset."""
+        encoders = {m: replace(self.encoder(m), d_in=d) for m, d in info.d_in.items()}
+        return replace(self, **encoders, task=info.task, n_classes=info.n_classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = _checked(cls, data)
+        for m in MODALITIES:
+            if isinstance(data.get(m), dict):
+                data[m] = EncoderConfig(**_checked(EncoderConfig, data[m]))
+        if "modalities" in data:
+            data["modalities"] = tuple(data["modalities"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset says about itself; read by the code that builds the model."""
+
+    name: str
+    d_in: dict[str, int]  # feature width per modality (text: token-state width or 768)
+    task: Task = "regression"
+    n_classes: int = 2
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """lambda_1..lambda_5 of paper eq. 23; a weight of 0 removes the term (Table 6 ablations)."""
+
+    invertibility: float = 0.1  # lambda_1, L_IN
+    similarity: float = 0.05  # lambda_2, L_S (CMD between shared features)
+    independence: float = 0.3  # lambda_3, L_H (HSIC)
+    reconstruction: float = 0.2  # lambda_4, L_RE
+    mutual_information: float = 0.1  # lambda_5, L_MI = L_R + L_C
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and protocol (paper 3.2, Table 2)."""
+
+    batch_size: int = 32
+    lr: float = 6e-5  # everything but the text backbone
+    text_lr: float = 2e-5  # the BERT-family backbone, when fine-tuned
+    weight_decay: float = 5e-5
+    max_epochs: int = 40
+    patience: int = 8  # epochs without a better validation loss before stopping
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    seeds: tuple[int, ...] = (42, 1, 11, 111, 1111)  # the paper's five seeds
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = _checked(cls, data)
+        if isinstance(data.get("loss_weights"), dict):
+            data["loss_weights"] = LossWeights(**_checked(LossWeights, data["loss_weights"]))
+        if "seeds" in data:
+            data["seeds"] = tuple(data["seeds"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A dataset's model and training configuration."""
+
+    model: ModelConfig
+    train: TrainConfig
+
+
+_MOSEI_WEIGHTS = LossWeights(0.05, 0.05, 0.2, 0.1, 0.1)  # paper Table 2, MOSEI and UR-FUNNY
+
+PRESETS: dict[str, Preset] = {
+    "mosi": Preset(ModelConfig(), TrainConfig()),
+    "mosei": Preset(
+        ModelConfig(
+            audio=EncoderConfig(d_in=74, n_layers=2, n_heads=2),  # COVAREP 74-d
+            vision=EncoderConfig(d_in=35, n_layers=2, n_heads=2),  # FACET 35-d
+        ),
+        TrainConfig(loss_weights=_MOSEI_WEIGHTS),
+    ),
+    "urfunny": Preset(
+        ModelConfig(
+            task="classification",  # humour / not humour on the punchline
+            audio=EncoderConfig(d_in=81, n_layers=2, n_heads=2),  # COVAREP 81-d
+            vision=EncoderConfig(d_in=371, n_layers=2, n_heads=2),  # OpenFace V2
+        ),
+        TrainConfig(lr=4.5e-5, text_lr=5e-5, loss_weights=_MOSEI_WEIGHTS),
+    ),
+}
+
+
+def from_name(name: str, **model_overrides: Any) -> Preset:
+    """The preset called ``name`` with model fields replaced by ``model_overrides``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    _checked(ModelConfig, model_overrides)
+    return replace(preset, model=replace(preset.model, **model_overrides))
+
+
+ABLATIONS: dict[str, dict[str, Any]] = {
+    # Table 6/7 switches as changes to (model, loss weights). Modality subsets go through
+    # ModelConfig.modalities directly.
+    "full": {},
+    "no-iamd": {"model": {"use_iamd": False}},
+    "no-mic": {"model": {"use_mic": False}},
+    "no-sgaff": {"model": {"use_sgaff": False}},
+    "no-ls": {"loss": {"similarity": 0.0}},
+    "no-lh": {"loss": {"independence": 0.0}},
+    "no-lre": {"loss": {"reconstruction": 0.0}},
+    "no-lin": {"loss": {"invertibility": 0.0}},
+    "no-lmi": {"loss": {"mutual_information": 0.0}},
+}
+
+
+def apply_ablation(preset: Preset, ablation: str) -> Preset:
+    """The preset with one named ablation of paper Tables 6-7 switched on."""
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; available: {', '.join(ABLATIONS)}")
+    change = ABLATIONS[ablation]
+    model = replace(preset.model, **change.get("model", {}))
+    weights = replace(preset.train.loss_weights, **change.get("loss", {}))
+    return Preset(model, replace(preset.train, loss_weights=weights))
+
+
+def _checked(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` after refusing keys that ``cls`` does not have."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s): {', '.join(sorted(unknown))}")
+    return dict(data)

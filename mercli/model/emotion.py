@@ -1,0 +1,155 @@
+"""EmotionModel: encoders -> IAMD per modality -> SGAFF (paper Fig. 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mercli.config import ModelConfig
+from mercli.model.disentangle import Disentangled, InvertibleDisentangler, PlainDisentangler
+from mercli.model.encoder import (
+    ModalityEncoder,
+    attention_padding_mask,
+    masked_mean,
+    transformer,
+)
+from mercli.model.fusion import ConcatFusion, GatedFusion
+from mercli.model.mic import MutualInformationEstimators
+from mercli.schema import Batch
+
+
+@dataclass
+class ModelOutput:
+    """Everything the losses, the reports and ``analyze`` need from one forward pass."""
+
+    prediction: torch.Tensor  # (B,) score for regression, (B, n_classes) logits
+    shared_branch: torch.Tensor | None  # g(s), same shape as prediction; None without SGAFF
+    specific_branch: torch.Tensor | None  # g(p)
+    gate: torch.Tensor | None  # (B,) gamma, weight of the shared branch; None without SGAFF
+    features: dict[str, Disentangled]  # per modality: r, u, h~, F^-1([u; r]), alpha, beta
+    pooled: dict[str, torch.Tensor]  # per modality x_m, (B, d_model): the encoders' output
+    reconstructed: dict[str, torch.Tensor]  # per modality x_m rebuilt from [u; r] (eq. 10)
+
+    @property
+    def shared(self) -> dict[str, torch.Tensor]:
+        return {m: f.shared for m, f in self.features.items()}
+
+    @property
+    def specific(self) -> dict[str, torch.Tensor]:
+        return {m: f.specific for m, f in self.features.items()}
+
+
+class EmotionModel(nn.Module):
+    """The IAMD + MIC + SGAFF model, built from a :class:`ModelConfig`."""
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module | None = None):
+        """Args:
+        config: the architecture; every ablation is a field of it.
+        backbone: an already loaded text transformer; loaded from ``config.text_backbone``
+            when None and the config names one.
+        """
+        super().__init__()
+        self.config = config
+        modalities = config.modalities
+        self.text_backbone = self._backbone(config, backbone) if "text" in modalities else None
+        d_ff = config.d_ff_mult * config.d_model
+        self.encoders = nn.ModuleDict(
+            {m: ModalityEncoder(self._encoder_config(m), config.d_model, d_ff, config.dropout)
+             for m in modalities}
+        )
+        self.shared_encoder = transformer(
+            config.d_model, config.n_shared_layers, config.n_shared_heads, d_ff, config.dropout
+        )
+        self.disentanglers = nn.ModuleDict({m: self._disentangler(i) for i, m in enumerate(modalities)})
+        self.reconstructors = nn.ModuleDict(
+            {m: nn.Linear(config.d_latent, config.d_model) for m in modalities}
+        )
+        fusion = GatedFusion if config.use_sgaff else ConcatFusion
+        self.fusion = fusion(modalities, config.d_half, config.d_out, config.dropout)
+        self.mic = (
+            MutualInformationEstimators(modalities, config.d_half, config.d_mic, config.d_out)
+            if config.use_mic else None
+        )
+
+    @staticmethod
+    def _backbone(config: ModelConfig, backbone: nn.Module | None) -> nn.Module | None:
+        if backbone is None and config.text_backbone is not None:
+            from mercli.model.text_backbone import load_backbone
+
+            backbone = load_backbone(config.text_backbone)
+        if backbone is not None and not config.finetune_text_backbone:
+            backbone.requires_grad_(False)
+        return backbone
+
+    def _encoder_config(self, modality: str) -> Any:
+        cfg = self.config.encoder(modality)
+        if modality == "text" and self.text_backbone is not None:
+            from dataclasses import replace
+
+            return replace(cfg, d_in=self.text_backbone.config.hidden_size)
+        return cfg
+
+    def _disentangler(self, index: int) -> nn.Module:
+        c = self.config
+        if not c.use_iamd:
+            return PlainDisentangler(c.d_model, c.d_half, c.dropout)
+        return InvertibleDisentangler(
+            c.d_model, c.d_half, c.n_householder, c.n_mask_groups, c.d_key, c.dropout, seed=index
+        )
+
+    def train(self, mode: bool = True) -> EmotionModel:
+        super().train(mode)
+        if self.text_backbone is not None and not self.config.finetune_text_backbone:
+            self.text_backbone.eval()  # a frozen backbone keeps its dropout off
+        return self
+
+    def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per modality the pooled utterance vector x_m, (B, d_model)."""
+        pooled = {}
+        for m in self.config.modalities:
+            x, mask = self._modality_input(batch, m)  # (B, T_m, d_m), (B, T_m)
+            h = self.encoders[m](x, mask)  # (B, T_m, d_model)
+            h = self.shared_encoder(h, src_key_padding_mask=attention_padding_mask(mask))
+            pooled[m] = masked_mean(h, mask)  # (B, d_model)
+        return pooled
+
+    def _modality_input(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, mask = batch.inputs[m], batch.masks[m].bool()
+        if m == "text" and self.text_backbone is not None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.finetune_text_backbone):
+                x = self.text_backbone(input_ids=x.long(), attention_mask=mask.long()).last_hidden_state
+        return x.float(), mask
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        pooled = self.encode(batch)
+        features = {m: self.disentanglers[m](x) for m, x in pooled.items()}
+        shared = {m: f.shared for m, f in features.items()}
+        specific = {m: f.specific for m, f in features.items()}
+        fused = self.fusion(shared, specific)
+        reconstructed = {
+            m: self.reconstructors[m](torch.cat([f.specific, f.shared], dim=-1))
+            for m, f in features.items()
+        }
+        squeeze = self.config.task == "regression"
+        return ModelOutput(
+            prediction=_squeeze(fused.prediction, squeeze),
+            shared_branch=_squeeze(fused.shared_branch, squeeze),
+            specific_branch=_squeeze(fused.specific_branch, squeeze),
+            gate=None if fused.gate is None else fused.gate[:, 0],
+            features=features,
+            pooled=pooled,
+            reconstructed=reconstructed,
+        )
+
+    def count_parameters(self, include_text_backbone: bool = True) -> int:
+        backbone = set() if self.text_backbone is None else {id(p) for p in self.text_backbone.parameters()}
+        return sum(
+            p.numel() for p in self.parameters() if include_text_backbone or id(p) not in backbone
+        )
+
+
+def _squeeze(x: torch.Tensor | None, squeeze: bool) -> torch.Tensor | None:
+    return x[:, 0] if x is not None and squeeze else x

