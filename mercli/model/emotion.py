@@ -118,7 +118,9 @@ class EmotionModel(nn.Module):
 
     def _modality_input(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, mask = batch.inputs[m], batch.masks[m].bool()
-        if m == "text" and self.text_backbone is not None:
+        # Text arrives as token ids (B, T) for the backbone, or as its states (B, T, H) when a
+        # frozen backbone's outputs were computed once ahead of training.
+        if m == "text" and self.text_backbone is not None and x.dim() == 2:
             with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.finetune_text_backbone):
                 x = self.text_backbone(input_ids=x.long(), attention_mask=mask.long()).last_hidden_state
         return x.float(), mask

@@ -1,0 +1,70 @@
+"""Reusable option groups and small parsers shared by the commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def json_option(func: Any) -> Any:
+    return click.option("json_", "--json", is_flag=True, help="Print one JSON document on stdout.")(func)
+
+
+def device_option(func: Any) -> Any:
+    return click.option(
+        "--device", default="auto", show_default=True,
+        help="auto (CUDA when there is one), cpu, cuda or cuda:N.",
+    )(func)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    return device
+
+
+def preset_option(func: Any) -> Any:
+    return click.option(
+        "--preset", default=None, type=click.Choice(["mosi", "mosei", "urfunny"]),
+        help="Hyperparameter preset; defaults to the dataset's own.",
+    )(func)
+
+
+def ablation_options(func: Any) -> Any:
+    from mercli.config import ABLATIONS
+
+    func = click.option(
+        "--ablation", "ablations", multiple=True, type=click.Choice(sorted(ABLATIONS)),
+        help="Switch off a part of the model or a loss term (repeatable).",
+    )(func)
+    return click.option(
+        "--modalities", default="text,audio,vision", show_default=True,
+        help="Comma-separated subset of text, audio, vision.",
+    )(func)
+
+
+def parse_modalities(value: str) -> tuple[str, ...]:
+    from mercli.schema import MODALITIES
+
+    names = tuple(m.strip() for m in value.split(",") if m.strip())
+    unknown = [m for m in names if m not in MODALITIES]
+    if unknown or not names:
+        raise click.BadParameter(f"choose from {', '.join(MODALITIES)}; got {value!r}", param_hint="--modalities")
+    return tuple(m for m in MODALITIES if m in names)
+
+
+def build_preset(preset: str, modalities: str, ablations: tuple[str, ...]) -> Any:
+    from dataclasses import replace
+
+    from mercli.config import apply_ablation, from_name
+
+    chosen = from_name(preset)
+    chosen = replace(chosen, model=replace(chosen.model, modalities=parse_modalities(modalities)))
+    for ablation in ablations:
+        chosen = apply_ablation(chosen, ablation)
+    return chosen

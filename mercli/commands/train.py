@@ -1,0 +1,151 @@
+"""``mer train``, ``mer evaluate`` and ``mer compare``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from mercli.commands.options import (
+    ablation_options,
+    build_preset,
+    device_option,
+    json_option,
+    preset_option,
+    resolve_device,
+)
+
+DATASETS = click.Choice(["mosi", "mosei", "urfunny"])
+
+
+def _log(message: str) -> None:
+    from mercli.train import world
+
+    if world()[0] == 0:
+        click.echo(message, err=True)
+
+
+@click.command()
+@click.option("--dataset", required=True, type=DATASETS, help="Benchmark the data follows.")
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="MMSA pickle (or its folder), UR-FUNNY folder, or an MMSA-style label.csv (text only).")
+@click.option("--extra-train", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Another label.csv whose train split is added (text only; repeatable).")
+@click.option("--seed", "seeds", multiple=True, type=int, help="Repeatable; default the paper's 42 1 11 111 1111.")
+@preset_option
+@ablation_options
+@click.option("--text-backbone", default=None,
+              help="BERT-family name or path; default: the pickle's BERT states, or all-MiniLM-L6-v2 for text CSVs.")
+@click.option("--freeze-text/--finetune-text", default=False, show_default=True,
+              help="Freeze the text backbone (its states are computed once) or fine-tune it.")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs (preset: 40).")
+@click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs (preset: 8).")
+@click.option("--batch-size", type=int, default=None, help="Batch size (preset: 32).")
+@click.option("--lr", type=float, default=None, help="Learning rate of everything but the text backbone.")
+@device_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default runs/<dataset>).")
+@click.option("--resume", is_flag=True, help="Go on from the last finished epoch of a killed run.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write t-SNE, branch-weight and learning-curve PNGs here.")
+@json_option
+def train(
+    dataset: str, data_path: Path, extra_train: tuple[Path, ...], seeds: tuple[int, ...],
+    preset: str | None, modalities: str, ablations: tuple[str, ...], text_backbone: str | None,
+    freeze_text: bool, epochs: int | None, patience: int | None, batch_size: int | None,
+    lr: float | None, device: str, out_dir: Path | None, resume: bool, report_dir: Path | None,
+    json_: bool,
+) -> None:
+    """Train and test the model on a benchmark, once per seed; mean +- std of test metrics."""
+    from mercli import render
+    from mercli.data import DatasetError
+    from mercli.experiment import DataSpec, run
+    from mercli.train import init_distributed, world
+
+    device = resolve_device(device)
+    init_distributed(device)
+    chosen = build_preset(preset or dataset, modalities, ablations)
+    overrides = {k: v for k, v in {"max_epochs": epochs, "patience": patience, "batch_size": batch_size, "lr": lr}.items() if v is not None}
+    chosen = replace(chosen, train=replace(chosen.train, **overrides))
+    seeds = seeds or chosen.train.seeds
+    spec = DataSpec(dataset, data_path, extra_train, text_backbone, finetune_text=not freeze_text)
+    out_dir = out_dir or Path("runs") / dataset
+    try:
+        results = run(chosen, spec, seeds, out_dir, device=device, resume=resume, log=_log)
+    except DatasetError as err:
+        raise click.ClickException(str(err)) from err
+    if world()[0] != 0:
+        return
+    _log(f"results: {out_dir / 'results.json'}")
+    if report_dir is not None:
+        _report(spec, results, report_dir, device)
+    if json_:
+        click.echo(json.dumps(results["summary"]))
+    else:
+        render.metrics_summary(results, title=f"{dataset} test, {len(results['seeds'])} seed(s)")
+
+
+def _report(spec, results, report_dir: Path, device: str) -> None:  # type: ignore[no-untyped-def]
+    from mercli.experiment import load_data
+    from mercli.report import write_report
+    from mercli.train import EpochLog
+
+    first = next(iter(results["seeds"].values()))
+    history = [EpochLog(**h) for h in first["history"]]
+    paths = write_report(Path(first["checkpoint"]), load_data(spec, _log), history, report_dir, device)
+    for p in paths:
+        _log(f"wrote {p}")
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dataset", required=True, type=DATASETS, help="Benchmark the data follows.")
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="MMSA pickle, UR-FUNNY folder or label.csv.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "valid", "test"]))
+@device_option
+@json_option
+def evaluate(checkpoint: Path, dataset: str, data_path: Path, split: str, device: str, json_: bool) -> None:
+    """Metrics of a checkpoint on a split of a benchmark."""
+    from mercli import render
+    from mercli.checkpoint import CheckpointError, load_checkpoint
+    from mercli.data import DatasetError
+    from mercli.experiment import DataSpec, load_data
+    from mercli.train import evaluate as evaluate_split
+    from mercli.train import make_loader
+
+    device = resolve_device(device)
+    try:
+        model, _ = load_checkpoint(checkpoint, device)
+        cfg = model.config
+        spec = DataSpec(dataset, data_path, (), cfg.text_backbone, finetune_text=True)
+        data = load_data(spec, _log)
+    except (CheckpointError, DatasetError) as err:
+        raise click.ClickException(str(err)) from err
+    loader = make_loader(data.split(split), data.collate, 64, shuffle=False, seed=0)
+    _, metrics = evaluate_split(model, loader, device)
+    if json_:
+        click.echo(json.dumps(metrics))
+    else:
+        render.metrics_summary({"seeds": {"-": {"test": metrics}}}, title=f"{checkpoint} on {dataset} {split}")
+
+
+@click.command()
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def compare(a: Path, b: Path, json_: bool) -> None:
+    """Paired t-test per test metric between two results.json files, over matching seeds."""
+    from mercli import render
+    from mercli.experiment import compare as compare_results
+
+    try:
+        rows = compare_results(json.loads(a.read_text()), json.loads(b.read_text()))
+    except (ValueError, KeyError) as err:
+        raise click.ClickException(f"cannot compare {a} and {b}: {err}") from err
+    if json_:
+        click.echo(json.dumps([r.__dict__ for r in rows]))
+    else:
+        render.comparison(rows, str(a), str(b))

@@ -1,0 +1,250 @@
+"""The MMSA feature pickle (``aligned_50.pkl`` / ``unaligned_50.pkl``), DESIGN.md section 4.
+
+Layout: ``{"train" | "valid" | "test": {key: array}}`` with ``text`` (N, 50, 768) frozen BERT
+states, ``text_bert`` (N, 3, 50) token ids / attention mask / segment ids stored as floats,
+``audio`` (N, T_a, d_a), ``vision`` (N, T_v, d_v), ``regression_labels`` (N,), ``id`` (N,),
+``raw_text`` (N,) and, in unaligned files only, ``audio_lengths`` / ``vision_lengths`` (N,).
+
+Valid steps: unaligned files record them in ``*_lengths`` (padding past a length holds anything,
+and is never handed out); aligned files have none, so the text attention mask's length holds for
+all three modalities, as in MMSA. ``-inf``, ``+inf`` and NaN features become 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mercli.config import DatasetInfo
+from mercli.data import D_TOKEN_PLACEHOLDER, SPLITS, DatasetError, SplitDatasets, TextSource
+from mercli.data.safe_pickle import load_pickle
+from mercli.data.samples import Collator, Sample
+
+_LENGTH_KEYS = {"audio": "audio_lengths", "vision": "vision_lengths"}
+
+collate = Collator(task="regression")
+"""``list[Sample] -> Batch`` for MMSA datasets (float labels)."""
+
+
+class MmsaDataset(Dataset[Sample]):
+    """One split of an MMSA pickle; ``dataset[i]`` is a :class:`Sample` cut to its valid steps.
+
+    Args:
+        features: per modality ``(N, T_m, d_m)`` float (or text ids ``(N, T_t)`` long), cleaned.
+        lengths: per modality ``(N,)`` valid steps.
+        labels: ``(N,)`` scores in [-3, 3].
+        ids: N identifiers ``"<video>$_$<clip>"``.
+        texts: N raw transcripts, or None.
+    """
+
+    def __init__(
+        self,
+        features: dict[str, torch.Tensor],
+        lengths: dict[str, list[int]],
+        labels: torch.Tensor,
+        ids: list[str],
+        texts: list[str] | None = None,
+    ) -> None:
+        self.features = features
+        self.lengths = lengths
+        self.labels = labels
+        self.ids = ids
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        return Sample(
+            features={m: x[index, : self.lengths[m][index]] for m, x in self.features.items()},
+            label=float(self.labels[index]),
+            id=self.ids[index],
+            text=None if self.texts is None else self.texts[index],
+        )
+
+
+def load_mmsa(
+    path: str | Path, *, name: str = "mosi", text_source: TextSource = "states"
+) -> SplitDatasets:
+    """Load and validate an MMSA pickle.
+
+    Args:
+        path: ``aligned_50.pkl`` or ``unaligned_50.pkl``, or a folder holding one (unaligned
+            first).
+        name: the dataset's name for :class:`DatasetInfo`.
+        text_source: ``states``: text is the frozen ``text`` states (T, 768); ``tokens``: text is
+            the ``text_bert`` ids (T,), for a backbone.
+
+    Raises:
+        DatasetError: naming the file, split and key of the first problem found.
+    """
+    if text_source not in ("states", "tokens"):
+        raise ValueError(f"text_source must be 'states' or 'tokens', not {text_source!r}")
+    path = _pickle_path(Path(path))
+    data = load_pickle(path)
+    if not isinstance(data, dict):
+        raise DatasetError(path, f"expected a dict of splits, found {type(data).__name__}")
+    splits = {split: read_split(path, split, data, text_source) for split in SPLITS}
+    return SplitDatasets(**splits, info=dataset_info(name, splits["train"]), collate=collate)
+
+
+def _pickle_path(path: Path) -> Path:
+    """``path`` itself, or for a folder its ``unaligned_50.pkl`` (else ``aligned_50.pkl``)."""
+    if not path.is_dir():
+        return path
+    for name in ("unaligned_50.pkl", "aligned_50.pkl"):
+        if (path / name).is_file():
+            return path / name
+    raise DatasetError(path, "folder holds neither unaligned_50.pkl nor aligned_50.pkl")
+
+
+def dataset_info(name: str, dataset: MmsaDataset) -> DatasetInfo:
+    """Feature widths per modality, read from a loaded split."""
+    text = dataset.features["text"]
+    d_in = {
+        "text": D_TOKEN_PLACEHOLDER if text.dtype == torch.long else int(text.shape[-1]),
+        "audio": int(dataset.features["audio"].shape[-1]),
+        "vision": int(dataset.features["vision"].shape[-1]),
+    }
+    return DatasetInfo(name=name, d_in=d_in, task="regression")
+
+
+def read_split(path: Path, split: str, data: dict, text_source: TextSource) -> MmsaDataset:
+    """Validate one split of a loaded pickle and wrap it in an :class:`MmsaDataset`."""
+    if split not in data:
+        raise DatasetError(path, f"missing split (found {sorted(map(str, data))})", split=split)
+    arrays = data[split]
+    if not isinstance(arrays, dict):
+        raise DatasetError(
+            path, f"expected a dict of arrays, found {type(arrays).__name__}", split=split
+        )
+
+    def array(key: str, ndim: int) -> np.ndarray:
+        return _array(path, split, arrays, key, ndim)
+
+    text_bert = array("text_bert", 3)  # (N, 3, T_t)
+    if text_bert.shape[1] < 2:
+        raise DatasetError(
+            path,
+            f"expected (N, 3, T) ids/mask/segments, found {text_bert.shape}",
+            split=split,
+            key="text_bert",
+        )
+    token_ids = np.nan_to_num(text_bert[:, 0], nan=0.0, posinf=0.0, neginf=0.0)  # (N, T_t)
+    text_mask = np.nan_to_num(text_bert[:, 1], nan=0.0, posinf=0.0, neginf=0.0)  # (N, T_t)
+    features = {
+        "text": array("text", 3) if text_source == "states" else token_ids.astype(np.int64),
+        "audio": array("audio", 3),
+        "vision": array("vision", 3),
+    }
+    labels = array("regression_labels", 1)
+    ids = array("id", 1)
+    n_samples = len(labels)
+    for key, values in (("text_bert", text_bert), *features.items(), ("id", ids)):
+        if len(values) != n_samples:
+            raise DatasetError(
+                path,
+                f"{len(values)} rows but regression_labels has {n_samples}",
+                split=split,
+                key=key,
+            )
+    if text_source == "states" and features["text"].shape[1] != text_bert.shape[2]:
+        raise DatasetError(
+            path,
+            f"{features['text'].shape[1]} steps but text_bert has {text_bert.shape[2]}",
+            split=split,
+            key="text",
+        )
+    if np.isnan(labels).any():
+        raise DatasetError(
+            path,
+            f"{int(np.isnan(labels).sum())} NaN label(s)",
+            split=split,
+            key="regression_labels",
+        )
+    text_lengths = text_mask.sum(axis=1).round().astype(np.int64)  # (N,)
+    lengths = {
+        "text": text_lengths,
+        **_modality_lengths(path, split, arrays, features, text_lengths),
+    }
+    for m, length in lengths.items():
+        _check_lengths(path, split, _LENGTH_KEYS.get(m, "text_bert"), length, features[m].shape[1])
+    raw_text = arrays.get("raw_text")
+    return MmsaDataset(
+        features={m: torch.from_numpy(_cleaned(x)) for m, x in features.items()},
+        lengths={m: x.tolist() for m, x in lengths.items()},
+        labels=torch.tensor(labels, dtype=torch.float32),
+        ids=[str(i) for i in ids],
+        texts=None if raw_text is None else [str(t) for t in np.asarray(raw_text).ravel()],
+    )
+
+
+def _modality_lengths(
+    path: Path, split: str, arrays: dict, features: dict[str, np.ndarray], text_lengths: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Audio and vision lengths: ``*_lengths`` when the file has them, else the text lengths."""
+    present = [key for key in _LENGTH_KEYS.values() if key in arrays]
+    if not present:  # aligned: one time axis for all modalities
+        return {m: text_lengths for m in _LENGTH_KEYS}
+    if len(present) == 1:
+        missing = next(k for k in _LENGTH_KEYS.values() if k not in arrays)
+        raise DatasetError(
+            path, f"missing key while {present[0]!r} is present", split=split, key=missing
+        )
+    lengths = {}
+    for m, key in _LENGTH_KEYS.items():
+        values = _array(path, split, arrays, key, 1)
+        if len(values) != len(features[m]):
+            raise DatasetError(
+                path,
+                f"{len(values)} lengths for {len(features[m])} rows of {m}",
+                split=split,
+                key=key,
+            )
+        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+            raise DatasetError(path, "lengths must be whole numbers", split=split, key=key)
+        lengths[m] = values.astype(np.int64)
+    return lengths
+
+
+def _check_lengths(path: Path, split: str, key: str, lengths: np.ndarray, n_steps: int) -> None:
+    if lengths.min(initial=0) < 0:
+        raise DatasetError(path, f"negative length {int(lengths.min())}", split=split, key=key)
+    if lengths.max(initial=0) > n_steps:
+        raise DatasetError(
+            path,
+            f"length {int(lengths.max())} exceeds the {n_steps} steps stored",
+            split=split,
+            key=key,
+        )
+
+
+def _array(path: Path, split: str, arrays: dict, key: str, ndim: int) -> np.ndarray:
+    """``arrays[key]`` as a numpy array with ``ndim`` dimensions ((N, 1) labels are flattened)."""
+    if key not in arrays:
+        raise DatasetError(
+            path, f"missing key (found {sorted(map(str, arrays))})", split=split, key=key
+        )
+    value = np.asarray(arrays[key])
+    if ndim == 1 and value.ndim == 2 and value.shape[1] == 1:
+        value = value[:, 0]
+    if value.ndim != ndim:
+        raise DatasetError(
+            path, f"expected {ndim} dimensions, found shape {value.shape}", split=split, key=key
+        )
+    if key != "id" and value.dtype.kind not in "biuf":
+        raise DatasetError(
+            path, f"expected numbers, found dtype {value.dtype}", split=split, key=key
+        )
+    return value
+
+
+def _cleaned(values: np.ndarray) -> np.ndarray:
+    """Float features as float32 with NaN and +-inf set to 0 (MMSA treats -inf as 0)."""
+    if values.dtype.kind != "f":
+        return values
+    values = values.astype(np.float32, copy=not values.flags.writeable)  # protocol 5: read-only
+    return np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)

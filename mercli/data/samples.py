@@ -1,0 +1,104 @@
+"""One utterance as a loader hands it out, and the collation of utterances into a Batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from mercli.config import Task
+from mercli.schema import MODALITIES, Batch
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One utterance, each modality already cut to its valid steps.
+
+    Attributes:
+        features: per modality float features ``(T_m, d_m)`` or, for text given as token ids,
+            ``(T_t,)`` long. Text is absent here when it is tokenised at collate time.
+        label: a score (regression) or a class id (classification).
+        id: the sample's identifier.
+        text: the raw transcript, when the data holds one.
+    """
+
+    features: dict[str, torch.Tensor]
+    label: float | int
+    id: str
+    text: str | None = None
+
+
+class ListDataset(Dataset[Sample]):
+    """A map-style dataset over samples built in memory."""
+
+    def __init__(self, samples: Sequence[Sample]) -> None:
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
+
+
+def pad_sequences(sequences: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad along time to the longest sequence (at least one step).
+
+    Args:
+        sequences: B tensors of shape ``(T_i, *rest)``.
+
+    Returns:
+        ``(padded, mask)``: ``padded`` shape = (B, T, *rest), ``mask`` shape = (B, T) bool, True on
+        the first ``T_i`` steps of row i. A row with ``T_i = 0`` is all False.
+    """
+    lengths = torch.tensor([len(x) for x in sequences], dtype=torch.long)  # (B,)
+    n_steps = max(1, int(lengths.max()) if len(lengths) else 1)
+    first = sequences[0]
+    padded = first.new_zeros((len(sequences), n_steps, *first.shape[1:]))  # (B, T, ...)
+    for row, x in enumerate(sequences):
+        padded[row, : len(x)] = x
+    mask = torch.arange(n_steps)[None, :] < lengths[:, None]  # (B, T)
+    return padded, mask
+
+
+@dataclass(frozen=True)
+class Collator:
+    """``list[Sample] -> Batch``: pad each modality to the longest sample in the batch.
+
+    Attributes:
+        task: regression gives float labels ``(B,)``, classification long labels ``(B,)``.
+        tokenizer: when set, text comes from ``Sample.text`` through this Hugging Face tokenizer
+            (padding to the longest in the batch) instead of from ``Sample.features["text"]``.
+        max_text_tokens: truncation length for the tokenizer.
+    """
+
+    task: Task = "regression"
+    tokenizer: Any = field(default=None, compare=False)
+    max_text_tokens: int = 50
+
+    def __call__(self, samples: Sequence[Sample]) -> Batch:
+        inputs: dict[str, torch.Tensor] = {}
+        masks: dict[str, torch.Tensor] = {}
+        for m in MODALITIES:
+            if m == "text" and self.tokenizer is not None:
+                inputs[m], masks[m] = tokenize(
+                    [s.text or "" for s in samples], self.tokenizer, self.max_text_tokens
+                )
+            elif m in samples[0].features:
+                inputs[m], masks[m] = pad_sequences([s.features[m] for s in samples])
+        dtype = torch.float32 if self.task == "regression" else torch.long
+        labels = torch.tensor([s.label for s in samples], dtype=dtype)  # (B,)
+        return Batch(inputs=inputs, masks=masks, labels=labels, ids=[s.id for s in samples])
+
+
+def tokenize(
+    texts: list[str], tokenizer: Any, max_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids ``(B, T)`` long and attention mask ``(B, T)`` bool, padded to the longest text."""
+    encoded = tokenizer(
+        texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return encoded["input_ids"].long(), encoded["attention_mask"].bool()

@@ -1,0 +1,192 @@
+"""Experiments: a dataset, a preset and several seeds -> checkpoints, metrics and a results file.
+
+The results file (``results.json``) is what ``mer compare`` reads: per seed the test and
+validation metrics, and their mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mercli.checkpoint import CheckpointMeta
+from mercli.config import ModelConfig, Preset
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the data comes from and how its text reaches the model."""
+
+    dataset: str  # mosi | mosei | urfunny
+    path: Path
+    extra_train: tuple[Path, ...] = ()  # more label CSVs whose train splits are added
+    text_backbone: str | None = None  # None: the pickle's frozen BERT states
+    finetune_text: bool = True
+
+    @property
+    def is_text_csv(self) -> bool:
+        return self.path.suffix.lower() == ".csv"
+
+
+def feature_profile(spec: DataSpec, model: ModelConfig) -> dict[str, Any]:
+    """What the checkpoint's inputs were made with, so ``analyze`` can tell whether it can
+    reproduce them. CMU's benchmark features (COVAREP, FACET, OpenFace) cannot be made from raw
+    video by mer."""
+    text = {"extractor": model.text_backbone or "bert-base-uncased states (MMSA pickle)"}
+    profile: dict[str, Any] = {"modalities": list(model.modalities), "text": text}
+    if spec.is_text_csv:
+        profile["name"] = "text-only"
+    else:
+        profile["name"] = f"cmu-benchmark-{spec.dataset}"
+        profile["audio"] = {"extractor": "covarep" if spec.dataset != "urfunny" else "covarep-81"}
+        profile["vision"] = {"extractor": "facet" if spec.dataset == "mosi" else "openface/facet"}
+    return profile
+
+
+def load_data(spec: DataSpec, log: Callable[[str], None]) -> Any:
+    """The :class:`~mercli.data.SplitDatasets` for ``spec``, text prepared for the model."""
+    from mercli.data import load_dataset
+
+    if spec.is_text_csv:
+        from mercli.model.text_backbone import DEFAULT_BACKBONE, load_tokenizer
+
+        backbone = spec.text_backbone or DEFAULT_BACKBONE
+        tokenizer = load_tokenizer(backbone)
+        data = load_dataset(f"{spec.dataset}-text", spec.path, tokenizer=tokenizer)  # type: ignore[arg-type]
+        for extra in spec.extra_train:
+            more = load_dataset(f"{spec.dataset}-text", extra, tokenizer=tokenizer)  # type: ignore[arg-type]
+            data = _with_more_training(data, more)
+        if not spec.finetune_text:
+            from mercli.data.text_states import with_text_states
+
+            data = with_text_states(data, backbone, log=log)
+        return data
+    source = "tokens" if spec.text_backbone else "states"
+    return load_dataset(spec.dataset, spec.path, text_source=source)  # type: ignore[arg-type]
+
+
+def _with_more_training(data: Any, more: Any) -> Any:
+    from torch.utils.data import ConcatDataset
+
+    return replace(data, train=ConcatDataset([data.train, more.train]))
+
+
+def model_config_for(preset: Preset, spec: DataSpec, info: Any) -> ModelConfig:
+    """The preset's model with the data's widths and the chosen text path."""
+    config = preset.model
+    if spec.is_text_csv:
+        from mercli.model.text_backbone import DEFAULT_BACKBONE
+
+        config = replace(config, modalities=("text",), text_backbone=spec.text_backbone or DEFAULT_BACKBONE)
+    elif spec.text_backbone:
+        config = replace(config, text_backbone=spec.text_backbone)
+    config = replace(config, finetune_text_backbone=spec.finetune_text)
+    info_d_in = {m: d for m, d in info.d_in.items() if m in config.modalities}
+    return config.for_dataset(replace(info, d_in=info_d_in))
+
+
+def run(
+    preset: Preset, spec: DataSpec, seeds: tuple[int, ...], out_dir: Path, *,
+    device: str = "cpu", resume: bool = False, log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and test once per seed; write ``out_dir/results.json``; return its content."""
+    from mercli.train import fit, world
+
+    data = load_data(spec, log)
+    config = model_config_for(preset, spec, data.info)
+    meta = CheckpointMeta(model_config={}, feature_profile=feature_profile(spec, config))
+    results = _read_results(out_dir) if resume else {}
+    per_seed = results.get("seeds", {})
+    for seed in seeds:
+        if str(seed) in per_seed:
+            log(f"seed {seed} already done; skipping")
+            continue
+        result = fit(config, data, preset.train, out_dir / f"seed_{seed}", seed=seed, device=device,
+                     resume=resume, meta=meta, log=log)
+        per_seed[str(seed)] = {
+            "test": result.test_metrics,
+            "valid": result.history[result.best_epoch - 1].valid_metrics,
+            "best_epoch": result.best_epoch,
+            "epochs": len(result.history),
+            "checkpoint": str(result.checkpoint),
+            "history": [h.__dict__ for h in result.history],
+        }
+        results = _summarise(spec, preset, config, per_seed)
+        if world()[0] == 0:
+            _write_results(out_dir, results)
+    return results
+
+
+def _summarise(spec: DataSpec, preset: Preset, config: ModelConfig, per_seed: dict) -> dict[str, Any]:
+    metrics = sorted({k for r in per_seed.values() for k in r["test"]})
+    summary = {}
+    for k in metrics:
+        values = np.array([r["test"][k] for r in per_seed.values()], dtype=np.float64)
+        summary[k] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+    return {
+        "dataset": spec.dataset,
+        "data": str(spec.path),
+        "extra_train": [str(p) for p in spec.extra_train],
+        "model_config": config.to_dict(),
+        "train_config": preset.train.to_dict(),
+        "seeds": per_seed,
+        "summary": summary,
+    }
+
+
+def _read_results(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_results(out_dir: Path, results: dict[str, Any]) -> None:
+    import os
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / (RESULTS_FILE + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=_plain))
+    os.replace(tmp, out_dir / RESULTS_FILE)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float | np.floating) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, tuple | set):
+        return list(value)
+    raise TypeError(type(value).__name__)
+
+
+@dataclass
+class Comparison:
+    metric: str
+    mean_a: float
+    mean_b: float
+    p_value: float
+    n_seeds: int
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Comparison]:
+    """Paired t-test per test metric over the seeds both results share (paper 3.3)."""
+    from scipy.stats import ttest_rel
+
+    seeds = sorted(set(a["seeds"]) & set(b["seeds"]), key=int)
+    if len(seeds) < 2:
+        raise ValueError(f"a paired t-test needs at least 2 common seeds; found {seeds or 'none'}")
+    metrics = [k for k in a["seeds"][seeds[0]]["test"] if k in b["seeds"][seeds[0]]["test"]]
+    rows = []
+    for k in metrics:
+        xa = np.array([a["seeds"][s]["test"][k] for s in seeds], dtype=np.float64)
+        xb = np.array([b["seeds"][s]["test"][k] for s in seeds], dtype=np.float64)
+        p = float(ttest_rel(xa, xb).pvalue) if np.any(xa != xb) else 1.0
+        rows.append(Comparison(k, float(xa.mean()), float(xb.mean()), p, len(seeds)))
+    return rows

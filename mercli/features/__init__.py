@@ -1,0 +1,1 @@
+"""Raw media to model inputs: decoding, transcription and per-modality features."""

@@ -1,0 +1,349 @@
+"""Decode audio and video with the ffmpeg binary.
+
+The binary is the one shipped by ``imageio-ffmpeg`` (a fresh machine has no ``ffmpeg`` on PATH),
+falling back to a system ``ffmpeg``. Container metadata (frame counts, nominal fps) is never
+trusted: audio is resampled by ffmpeg and video frames are resampled to a fixed rate by its ``fps``
+filter, so timestamps follow from sample and frame indices alone. ffmpeg applies the display
+rotation of portrait phone videos itself (autorotate is on by default).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE_HZ = 16000  # what Whisper and the acoustic features expect
+
+
+class MediaError(Exception):
+    """A media file cannot be decoded as asked (unreadable, no audio stream, ...)."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class FfmpegNotFoundError(RuntimeError):
+    """Neither imageio-ffmpeg's binary nor an ``ffmpeg`` on PATH is available."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What ``ffmpeg -i`` reports about a file. Sizes are in pixels, ``None`` when unknown."""
+
+    duration_s: float | None  # container duration
+    has_audio: bool
+    has_video: bool  # a real video stream (cover art in audio files does not count)
+    width: int | None = None  # coded size of the first video stream
+    height: int | None = None
+    display_width: int | None = None  # after rotation and sample aspect ratio
+    display_height: int | None = None
+    rotation_deg: float = 0.0  # display rotation from the stream's display matrix
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    audio_sample_rate_hz: int | None = None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One sampled video frame.
+
+    Attributes:
+        index: position in the resampled stream (0, 1, 2, ...).
+        time_s: ``index / fps``, seconds from the start of the video stream.
+        rgb: pixels, shape = (H, W, 3), dtype uint8, display orientation.
+    """
+
+    index: int
+    time_s: float
+    rgb: np.ndarray
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary: imageio-ffmpeg's, else ``ffmpeg`` on PATH."""
+    try:
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError) as error:
+        log.debug("imageio-ffmpeg binary unavailable (%s); trying PATH", error)
+    found = shutil.which("ffmpeg")
+    if found is None:
+        raise FfmpegNotFoundError(
+            "ffmpeg not found: install imageio-ffmpeg (pip) or put ffmpeg on PATH"
+        )
+    return found
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise MediaError(path, "file not found")
+    if not path.is_file():
+        raise MediaError(path, "not a regular file")
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return "ffmpeg failed without a message"
+    # ffmpeg ends with generic lines ("Error opening input files: ..."); the cause is on them too.
+    return lines[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# probe
+
+
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+_STREAM = re.compile(r"^\s*Stream #\d+:\d+.*?: (Video|Audio): ([\w-]+)(.*)$")
+_SIZE = re.compile(r",\s(\d+)x(\d+)[\s,]")
+_SAR = re.compile(r"\[SAR (\d+):(\d+)")
+_SAMPLE_RATE = re.compile(r",\s(\d+) Hz")
+_ROTATION = re.compile(r"(?:rotation of|rotate\s*:)\s*(-?\d+(?:\.\d+)?)")
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Describe a media file by parsing ``ffmpeg -i`` (imageio-ffmpeg ships no ffprobe).
+
+    Raises:
+        MediaError: the file is missing or ffmpeg cannot open it.
+    """
+    path = Path(path)
+    _check_exists(path)
+    result = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    if "Input #0" not in result.stderr:
+        raise MediaError(path, f"unreadable media ({_last_error_line(result.stderr)})")
+    return _parse_probe(result.stderr)
+
+
+@dataclass
+class _VideoStream:
+    """The first real video stream of an ``ffmpeg -i`` listing."""
+
+    codec: str
+    width: int | None
+    height: int | None
+    sar: tuple[int, int] = (1, 1)  # sample (pixel) aspect ratio
+    rotation_deg: float = 0.0
+
+    def display_size(self) -> tuple[int | None, int | None]:
+        if self.width is None or self.height is None:
+            return None, None
+        sar_num, sar_den = self.sar
+        width = self.width * sar_num // sar_den if sar_num and sar_den else self.width
+        if round(abs(self.rotation_deg)) % 180 == 90:
+            return self.height, width
+        return width, self.height
+
+
+def _parse_probe(stderr: str) -> MediaInfo:
+    """Build a :class:`MediaInfo` from the text ``ffmpeg -i`` writes to stderr."""
+    duration = _DURATION.search(stderr)
+    duration_s = None
+    if duration:
+        hours, minutes, seconds = duration.groups()
+        duration_s = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    video: _VideoStream | None = None
+    audio: tuple[str, int | None] | None = None  # (codec, sample rate in Hz)
+    in_first_video = False
+    for line in stderr.splitlines():
+        stream = _STREAM.match(line)
+        if stream:
+            kind, codec, rest = stream.groups()
+            in_first_video = False
+            if kind == "Video" and video is None and "(attached pic)" not in rest:
+                video = _parse_video_stream(codec, rest)
+                in_first_video = True
+            elif kind == "Audio" and audio is None:
+                rate = _SAMPLE_RATE.search(rest)
+                audio = (codec, int(rate.group(1)) if rate else None)
+        elif video is not None and in_first_video and (rotation := _ROTATION.search(line)):
+            video.rotation_deg = float(rotation.group(1))
+    return _media_info(duration_s, video, audio)
+
+
+def _parse_video_stream(codec: str, rest: str) -> _VideoStream:
+    size = _SIZE.search(rest)
+    sar = _SAR.search(rest)
+    return _VideoStream(
+        codec=codec,
+        width=int(size.group(1)) if size else None,
+        height=int(size.group(2)) if size else None,
+        sar=(int(sar.group(1)), int(sar.group(2))) if sar else (1, 1),
+    )
+
+
+def _media_info(
+    duration_s: float | None, video: _VideoStream | None, audio: tuple[str, int | None] | None
+) -> MediaInfo:
+    if video is None:
+        return MediaInfo(
+            duration_s=duration_s,
+            has_audio=audio is not None,
+            has_video=False,
+            audio_codec=audio[0] if audio else None,
+            audio_sample_rate_hz=audio[1] if audio else None,
+        )
+    display_width, display_height = video.display_size()
+    return MediaInfo(
+        duration_s=duration_s,
+        has_audio=audio is not None,
+        has_video=True,
+        width=video.width,
+        height=video.height,
+        display_width=display_width,
+        display_height=display_height,
+        rotation_deg=video.rotation_deg,
+        video_codec=video.codec,
+        audio_codec=audio[0] if audio else None,
+        audio_sample_rate_hz=audio[1] if audio else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# audio
+
+
+def load_audio(path: str | os.PathLike[str], sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
+    """Decode the first audio stream to mono float32 at ``sample_rate_hz``.
+
+    Channels are averaged. Samples are in [-1, 1].
+
+    Returns:
+        waveform, shape = (n_samples,), dtype float32. Zero length when the stream is empty.
+
+    Raises:
+        MediaError: the file is missing, unreadable, or has no audio stream.
+    """
+    path = Path(path)
+    _check_exists(path)
+    command = [
+        ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
+        "-ac", "1", "-ar", str(sample_rate_hz), "-f", "f32le", "-",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, check=False)
+    if result.returncode != 0:
+        stderr = result.stderr.decode(errors="replace")
+        if "matches no streams" in stderr:
+            raise MediaError(path, "no audio stream")
+        raise MediaError(path, f"cannot decode audio ({_last_error_line(stderr)})")
+    n_bytes = len(result.stdout) - len(result.stdout) % 4
+    return np.frombuffer(result.stdout[:n_bytes], dtype=np.float32).copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# video
+
+
+def output_size(display_width: int, display_height: int, max_side: int) -> tuple[int, int]:
+    """Frame size after fitting the longer side into ``max_side`` (never upscaled).
+
+    Returns:
+        (width, height) in pixels, both even (friendlier to every scaler) and >= 2.
+    """
+    scale = min(1.0, max_side / max(display_width, display_height))
+    width = max(2, round(display_width * scale / 2) * 2)
+    height = max(2, round(display_height * scale / 2) * 2)
+    return width, height
+
+
+def iter_frames(
+    path: str | os.PathLike[str], fps: float = 5.0, max_side: int = 640
+) -> Iterator[Frame]:
+    """Stream RGB frames sampled at ``fps`` from an ffmpeg pipe.
+
+    Memory holds one frame at a time whatever the video length. Frames come out at a constant
+    rate whatever the container says (variable frame rate included): ffmpeg's ``fps`` filter
+    picks, for each output time ``i / fps``, the nearest source frame.
+
+    Args:
+        path: a video file.
+        fps: output frame rate, frames per second.
+        max_side: the longer side of the output in pixels; smaller videos keep their size.
+
+    Returns:
+        an iterator of :class:`Frame` with ``rgb`` of shape (H, W, 3), uint8, writable, in display
+        orientation. The file is probed now; decoding starts at the first ``next()``.
+
+    Raises:
+        MediaError: at call time when the file is missing, unreadable or has no video stream;
+            during iteration when decoding fails before the first frame.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    path = Path(path)
+    info = probe(path)
+    if not info.has_video or info.display_width is None or info.display_height is None:
+        raise MediaError(path, "no video stream")
+    width, height = output_size(info.display_width, info.display_height, max_side)
+    command = [
+        ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+        "-vf", f"fps={fps},scale={width}:{height}:flags=area",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
+    ]  # fmt: skip
+    return _read_frames(path, command, width, height, fps)
+
+
+def _read_exact(stream: IO[bytes], n_bytes: int) -> bytearray | None:
+    """Exactly ``n_bytes`` from ``stream`` into a fresh (writable) buffer; ``None`` at the end."""
+    buffer = bytearray(n_bytes)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < n_bytes:
+        n_read = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not n_read:
+            return None  # end of stream; a trailing partial frame is dropped
+        filled += n_read
+    return buffer
+
+
+def _read_frames(
+    path: Path, command: list[str], width: int, height: int, fps: float
+) -> Iterator[Frame]:
+    frame_bytes = width * height * 3
+    # stderr goes to a file: a pipe nobody reads would block ffmpeg once it fills.
+    with tempfile.TemporaryFile() as stderr_file:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file)
+        assert process.stdout is not None
+        index = 0
+        try:
+            while (buffer := _read_exact(process.stdout, frame_bytes)) is not None:
+                rgb = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
+                yield Frame(index=index, time_s=index / fps, rgb=rgb)
+                index += 1
+        finally:
+            if process.poll() is None:
+                process.kill()  # the consumer stopped early
+            process.stdout.close()
+            returncode = process.wait()
+        stderr_file.seek(0)
+        stderr = stderr_file.read().decode(errors="replace")
+    if returncode != 0 and index == 0:
+        raise MediaError(path, f"cannot decode video ({_last_error_line(stderr)})")
+    if returncode != 0:
+        log.warning(
+            "%s: video decoding stopped after %d frames: %s", path, index, _last_error_line(stderr)
+        )

@@ -1,0 +1,327 @@
+"""The one training loop: fit a model on a dataset's train split, select on valid, test.
+
+Works the same on one process and under ``torchrun`` (DistributedDataParallel): each process
+takes its share of every batch, gradients are averaged, and rank 0 writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mercli.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from mercli.config import LossWeights, ModelConfig, TrainConfig
+from mercli.losses import total_loss
+from mercli.metrics import compute_metrics
+from mercli.model import EmotionModel
+from mercli.schema import Batch
+
+RESUME_FILE = "trainer_state.pt"
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    valid_metrics: dict[str, float]
+    seconds: float
+    terms: dict[str, float] = field(default_factory=dict)  # mean of each loss term on train
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_valid_loss: float
+    test_metrics: dict[str, float]
+    history: list[EpochLog]
+    checkpoint: Path
+
+
+@dataclass
+class Predictions:
+    """Model outputs over a split, in dataset order. Arrays of shape (N,) unless noted."""
+
+    predicted: np.ndarray  # scores (N,) or logits (N, C)
+    labels: np.ndarray
+    gates: np.ndarray | None  # weight of the shared branch
+    shared: dict[str, np.ndarray]  # per modality (N, d_half)
+    specific: dict[str, np.ndarray]
+    ids: list[str]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_optimizer(model: EmotionModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with the text backbone on its own learning rate; matrices decay, vectors do not."""
+    backbone = set() if model.text_backbone is None else {id(p) for p in model.text_backbone.parameters()}
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        lr = cfg.text_lr if id(p) in backbone else cfg.lr
+        decay = cfg.weight_decay if p.dim() >= 2 else 0.0
+        groups.setdefault((lr, decay), []).append(p)
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+    )
+
+
+# --- distribution -------------------------------------------------------------------------
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> None:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def make_loader(
+    dataset: Any, collate: Callable, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool = False
+) -> torch.utils.data.DataLoader:
+    """A loader that, under torchrun, gives each process every world-size-th sample of a batch."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    rank, size = world()
+    generator = torch.Generator().manual_seed(seed)
+    if size == 1:
+        return DataLoader(dataset, batch_size, shuffle=shuffle, collate_fn=collate,
+                          generator=generator, drop_last=drop_last)
+    if batch_size % size:
+        raise ValueError(f"batch size {batch_size} does not split over {size} processes")
+    sampler = DistributedSampler(dataset, size, rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    return DataLoader(dataset, batch_size // size, sampler=sampler, collate_fn=collate)
+
+
+# --- one pass -----------------------------------------------------------------------------
+
+
+def train_epoch(
+    model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,
+    weights: LossWeights, device: str, grad_clip: float,
+) -> tuple[float, dict[str, float]]:
+    """One pass over the train split; the mean total loss and mean of each term."""
+    core = _core(model)
+    model.train()
+    sums: dict[str, float] = {}
+    n = 0
+    for batch in loader:
+        batch = batch.to(device)
+        terms = total_loss(core, model(batch), batch.labels, weights)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        for k, v in terms.as_floats().items():
+            sums[k] = sums.get(k, 0.0) + v
+        n += 1
+    means = {k: v / max(n, 1) for k, v in sums.items()}
+    return means.get("total", math.nan), means
+
+
+@torch.no_grad()
+def predict(model: EmotionModel, loader: Iterable[Batch], device: str) -> Predictions:
+    """Eval-mode outputs over every batch of ``loader``."""
+    model.eval()
+    parts: dict[str, list] = {"p": [], "y": [], "g": [], "ids": []}
+    shared: dict[str, list] = {}
+    specific: dict[str, list] = {}
+    for batch in loader:
+        out = model(batch.to(device))
+        parts["p"].append(out.prediction.float().cpu())
+        parts["y"].append(batch.labels.cpu())
+        if out.gate is not None:
+            parts["g"].append(out.gate.float().cpu())
+        parts["ids"].extend(batch.ids)
+        for m, f in out.features.items():
+            shared.setdefault(m, []).append(f.shared.float().cpu())
+            specific.setdefault(m, []).append(f.specific.float().cpu())
+    return Predictions(
+        predicted=torch.cat(parts["p"]).numpy(),
+        labels=torch.cat(parts["y"]).numpy(),
+        gates=torch.cat(parts["g"]).numpy() if parts["g"] else None,
+        shared={m: torch.cat(v).numpy() for m, v in shared.items()},
+        specific={m: torch.cat(v).numpy() for m, v in specific.items()},
+        ids=parts["ids"],
+    )
+
+
+def evaluate(model: EmotionModel, loader: Iterable[Batch], device: str) -> tuple[float, dict[str, float]]:
+    """Task loss (the selection criterion) and metrics over a split."""
+    from mercli.losses import task_loss
+
+    p = predict(model, loader, device)
+    loss = float(task_loss(torch.from_numpy(p.predicted), torch.from_numpy(p.labels), model.config.task))
+    return loss, compute_metrics(model.config.task, p.predicted, p.labels)
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+@dataclass
+class FitState:
+    """What a killed run needs to go on from its last finished epoch."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_valid_loss: float = math.inf
+    bad_epochs: int = 0
+    history: list[EpochLog] = field(default_factory=list)
+
+
+def fit(
+    config: ModelConfig,
+    data: Any,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    seed: int,
+    device: str = "cpu",
+    resume: bool = False,
+    shuffle: bool = True,
+    meta: CheckpointMeta | None = None,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train on ``data.train``, keep the epoch with the lowest validation loss, test it.
+
+    Args:
+        config: the model to build (widths already read from the data).
+        data: a :class:`~mercli.data.SplitDatasets`.
+        out_dir: gets ``best/`` (the selected checkpoint) and ``last/`` + ``trainer_state.pt``
+            (for ``resume``), written after every epoch.
+        resume: continue from ``out_dir/last`` when it exists; at most one epoch is lost.
+        shuffle: shuffle the train split each epoch (off only for exact comparisons).
+    """
+    out_dir = Path(out_dir)
+    rank, _ = world()
+    seed_everything(seed)
+    model = EmotionModel(config).to(device)
+    optimizer = configure_optimizer(model, cfg)
+    state = FitState()
+    if resume and (out_dir / "last" / RESUME_FILE).is_file():
+        state = _restore(model, optimizer, out_dir / "last", device)
+        log(f"resuming seed {seed} after epoch {state.epoch}")
+    trained = _distributed(model, device)
+    valid_loader = make_loader(data.valid, data.collate, cfg.batch_size * 2, shuffle=False, seed=seed)
+    for epoch in range(state.epoch + 1, cfg.max_epochs + 1):
+        if state.bad_epochs >= cfg.patience:
+            break
+        start = time.perf_counter()
+        train_loader = make_loader(data.train, data.collate, cfg.batch_size, shuffle=shuffle,
+                                   seed=seed + epoch, drop_last=len(data.train) > cfg.batch_size)
+        train_loss, terms = train_epoch(trained, train_loader, optimizer, cfg.loss_weights, device, cfg.grad_clip)
+        valid_loss, valid_metrics = evaluate(model, valid_loader, device)
+        state.history.append(EpochLog(epoch, train_loss, valid_loss, valid_metrics, time.perf_counter() - start, terms))
+        state.epoch = epoch
+        improved = valid_loss < state.best_valid_loss
+        if improved:
+            state.best_epoch, state.best_valid_loss, state.bad_epochs = epoch, valid_loss, 0
+        else:
+            state.bad_epochs += 1
+        if rank == 0:
+            if improved:
+                save_checkpoint(model, out_dir / "best", _with_metrics(meta, config, cfg, valid_metrics, "valid"))
+            _save_state(model, optimizer, state, out_dir / "last", meta, config, cfg)
+        log(_epoch_line(seed, state.history[-1], improved))
+        _barrier()
+    best, _ = load_checkpoint(out_dir / "best", device)
+    test_loader = make_loader(data.test, data.collate, cfg.batch_size * 2, shuffle=False, seed=seed)
+    _, test_metrics = evaluate(best, test_loader, device)
+    if rank == 0:
+        final = _with_metrics(meta, config, cfg, test_metrics, "test")
+        final.metrics["valid"] = state.history[state.best_epoch - 1].valid_metrics
+        final.extra["best_epoch"] = state.best_epoch
+        save_checkpoint(best, out_dir / "best", final)
+    return FitResult(state.best_epoch, state.best_valid_loss, test_metrics, state.history, out_dir / "best")
+
+
+def _core(model: nn.Module) -> EmotionModel:
+    return model.module if hasattr(model, "module") else model  # type: ignore[return-value]
+
+
+def _distributed(model: EmotionModel, device: str) -> nn.Module:
+    _, size = world()
+    if size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [torch.device(device).index] if device.startswith("cuda") else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _barrier() -> None:
+    if world()[1] > 1:
+        torch.distributed.barrier()
+
+
+def _epoch_line(seed: int, e: EpochLog, improved: bool) -> str:
+    key = "mae" if "mae" in e.valid_metrics else "acc2"
+    mark = " *" if improved else ""
+    return (
+        f"seed {seed} epoch {e.epoch:3d}  train {e.train_loss:.4f}  valid {e.valid_loss:.4f}  "
+        f"valid {key} {e.valid_metrics[key]:.4f}  {e.seconds:.1f}s{mark}"
+    )
+
+
+def _with_metrics(
+    meta: CheckpointMeta | None, config: ModelConfig, cfg: TrainConfig, metrics: dict, split: str
+) -> CheckpointMeta:
+    base = meta or CheckpointMeta(model_config={})
+    return CheckpointMeta(
+        model_config=config.to_dict(), train_config=cfg.to_dict(),
+        feature_profile=dict(base.feature_profile), metrics={split: metrics}, extra=dict(base.extra),
+    )
+
+
+def _save_state(
+    model: EmotionModel, optimizer: torch.optim.Optimizer, state: FitState, directory: Path,
+    meta: CheckpointMeta | None, config: ModelConfig, cfg: TrainConfig,
+) -> None:
+    import os
+
+    save_checkpoint(model, directory, _with_metrics(meta, config, cfg, {}, "valid"))
+    payload = {
+        "optimizer": optimizer.state_dict(),
+        "state": {**asdict(state), "history": [asdict(h) for h in state.history]},
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist()},
+    }
+    tmp = directory / (RESUME_FILE + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, directory / RESUME_FILE)
+
+
+def _restore(model: EmotionModel, optimizer: torch.optim.Optimizer, directory: Path, device: str) -> FitState:
+    last, _ = load_checkpoint(directory, device)
+    model.load_state_dict(last.state_dict())
+    payload = torch.load(directory / RESUME_FILE, map_location=device, weights_only=True)
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["rng"]["torch"].cpu())
+    raw = payload["state"]
+    history = [EpochLog(**h) for h in raw.pop("history")]
+    return FitState(**raw, history=history)
