@@ -121,24 +121,35 @@ def make_loader(
 # --- one pass -----------------------------------------------------------------------------
 
 
+class TrainingStep(nn.Module):
+    """The model and its loss as one module, so DistributedDataParallel sees every parameter
+    the loss uses (the MI estimators are used by the loss, not by the model's forward)."""
+
+    def __init__(self, model: EmotionModel, weights: LossWeights):
+        super().__init__()
+        self.model = model
+        self.weights = weights
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        terms = total_loss(self.model, self.model(batch), batch.labels, self.weights)
+        return terms.total, terms.as_floats()
+
+
 def train_epoch(
-    model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,
-    weights: LossWeights, device: str, grad_clip: float,
+    step: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, device: str, grad_clip: float,
 ) -> tuple[float, dict[str, float]]:
     """One pass over the train split; the mean total loss and mean of each term."""
-    core = _core(model)
-    model.train()
+    step.train()
     sums: dict[str, float] = {}
     n = 0
     for batch in loader:
-        batch = batch.to(device)
-        terms = total_loss(core, model(batch), batch.labels, weights)
+        loss, terms = step(batch.to(device))
         optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        loss.backward()
         if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            torch.nn.utils.clip_grad_norm_(step.parameters(), grad_clip)
         optimizer.step()
-        for k, v in terms.as_floats().items():
+        for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v
         n += 1
     means = {k: v / max(n, 1) for k, v in sums.items()}
@@ -227,7 +238,7 @@ def fit(
     if resume and (out_dir / "last" / RESUME_FILE).is_file():
         state = _restore(model, optimizer, out_dir / "last", device)
         log(f"resuming seed {seed} after epoch {state.epoch}")
-    trained = _distributed(model, device)
+    step = _distributed(TrainingStep(model, cfg.loss_weights), device)
     valid_loader = make_loader(data.valid, data.collate, cfg.batch_size * 2, shuffle=False, seed=seed)
     for epoch in range(state.epoch + 1, cfg.max_epochs + 1):
         if state.bad_epochs >= cfg.patience:
@@ -235,7 +246,7 @@ def fit(
         start = time.perf_counter()
         train_loader = make_loader(data.train, data.collate, cfg.batch_size, shuffle=shuffle,
                                    seed=seed + epoch, drop_last=len(data.train) > cfg.batch_size)
-        train_loss, terms = train_epoch(trained, train_loader, optimizer, cfg.loss_weights, device, cfg.grad_clip)
+        train_loss, terms = train_epoch(step, train_loader, optimizer, device, cfg.grad_clip)
         valid_loss, valid_metrics = evaluate(model, valid_loader, device)
         state.history.append(EpochLog(epoch, train_loss, valid_loss, valid_metrics, time.perf_counter() - start, terms))
         state.epoch = epoch
@@ -261,18 +272,15 @@ def fit(
     return FitResult(state.best_epoch, state.best_valid_loss, test_metrics, state.history, out_dir / "best")
 
 
-def _core(model: nn.Module) -> EmotionModel:
-    return model.module if hasattr(model, "module") else model  # type: ignore[return-value]
-
-
-def _distributed(model: EmotionModel, device: str) -> nn.Module:
+def _distributed(model: nn.Module, device: str) -> nn.Module:
     _, size = world()
     if size == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [torch.device(device).index] if device.startswith("cuda") else None
-    return DistributedDataParallel(model, device_ids=ids)
+    # A loss weight of 0 (an ablation) leaves some parameters without gradient.
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
 def _barrier() -> None:

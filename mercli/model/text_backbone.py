@@ -25,7 +25,9 @@ def resolve_backbone(name: str) -> str:
 def load_backbone(name: str) -> Any:
     """The transformer (``AutoModel``) called ``name``."""
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # the unused pooler is reported as an "unexpected" key
     path = resolve_backbone(name)
     try:  # the pooler is unused: without it every parameter is trained by the loss
         return AutoModel.from_pretrained(path, add_pooling_layer=False)
