@@ -38,7 +38,9 @@ def timed(model: EmotionModel, batch, repeats: int, device: str) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def measure(config: ModelConfig, device: str, repeats: int, big_batch: int, dtype: torch.dtype) -> dict:
+def measure(
+    config: ModelConfig, device: str, repeats: int, big_batch: int, dtype: torch.dtype
+) -> dict:
     model = EmotionModel(config).to(device=device, dtype=dtype).eval()
     one = random_batch(config, MOSI_STEPS, 1, device=device)
     many = random_batch(config, MOSI_STEPS, big_batch, device=device)
@@ -64,10 +66,18 @@ def main() -> None:
         name: measure(cfg, args.device, args.repeats, args.batch, dtype)
         for name, cfg in (("full", full), ("baseline", baseline))
     }
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    device_name = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
     ratio = results["full"]["latency_ms"] / results["baseline"]["latency_ms"]
     if args.json:
-        print(json.dumps({"device": device_name, "dtype": str(dtype), **results, "latency_ratio": ratio}))
+        print(
+            json.dumps(
+                {"device": device_name, "dtype": str(dtype), **results, "latency_ratio": ratio}
+            )
+        )
         return
     print(f"device: {device_name}, dtype {dtype}, batch 1 latency / batch {args.batch} throughput")
     for name, r in results.items():

@@ -52,7 +52,11 @@ def _stored_state(model: Any) -> dict[str, Any]:
 
 
 def save_checkpoint(model: Any, directory: str | Path, meta: CheckpointMeta | None = None) -> Path:
-    """Write ``model`` (an :class:`EmotionModel`) and ``meta`` into ``directory``, atomically per file."""
+    """Write ``model`` (an :class:`EmotionModel`) and ``meta`` into ``directory``.
+
+    Each file is written to a temporary name first and then renamed, so a crash leaves the
+    previous checkpoint whole.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -120,7 +124,9 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[Any, Ch
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
         first = str(err).splitlines()[1:2]
-        raise CheckpointError(f"{weights}: weights do not fit the config ({first[0].strip() if first else err})") from err
+        raise CheckpointError(
+            f"{weights}: weights do not fit the config ({first[0].strip() if first else err})"
+        ) from err
     frozen_backbone = not config.finetune_text_backbone
     missing = [k for k in missing if not (frozen_backbone and k.startswith("text_backbone."))]
     if missing or unexpected:

@@ -85,7 +85,9 @@ def model_config_for(preset: Preset, spec: DataSpec, info: Any) -> ModelConfig:
     if spec.is_text_csv:
         from mercli.model.text_backbone import DEFAULT_BACKBONE
 
-        config = replace(config, modalities=("text",), text_backbone=spec.text_backbone or DEFAULT_BACKBONE)
+        config = replace(
+            config, modalities=("text",), text_backbone=spec.text_backbone or DEFAULT_BACKBONE
+        )
     elif spec.text_backbone:
         config = replace(config, text_backbone=spec.text_backbone)
     config = replace(config, finetune_text_backbone=spec.finetune_text)
@@ -94,8 +96,14 @@ def model_config_for(preset: Preset, spec: DataSpec, info: Any) -> ModelConfig:
 
 
 def run(
-    preset: Preset, spec: DataSpec, seeds: tuple[int, ...], out_dir: Path, *,
-    device: str = "cpu", resume: bool = False, log: Callable[[str], None] = print,
+    preset: Preset,
+    spec: DataSpec,
+    seeds: tuple[int, ...],
+    out_dir: Path,
+    *,
+    device: str = "cpu",
+    resume: bool = False,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and test once per seed; write ``out_dir/results.json``; return its content."""
     from mercli.train import fit, world
@@ -109,8 +117,17 @@ def run(
         if str(seed) in per_seed:
             log(f"seed {seed} already done; skipping")
             continue
-        result = fit(config, data, preset.train, out_dir / f"seed_{seed}", seed=seed, device=device,
-                     resume=resume, meta=meta, log=log)
+        result = fit(
+            config,
+            data,
+            preset.train,
+            out_dir / f"seed_{seed}",
+            seed=seed,
+            device=device,
+            resume=resume,
+            meta=meta,
+            log=log,
+        )
         per_seed[str(seed)] = {
             "test": result.test_metrics,
             "valid": result.history[result.best_epoch - 1].valid_metrics,
@@ -125,12 +142,17 @@ def run(
     return results
 
 
-def _summarise(spec: DataSpec, preset: Preset, config: ModelConfig, per_seed: dict) -> dict[str, Any]:
+def _summarise(
+    spec: DataSpec, preset: Preset, config: ModelConfig, per_seed: dict
+) -> dict[str, Any]:
     metrics = sorted({k for r in per_seed.values() for k in r["test"]})
     summary = {}
     for k in metrics:
         values = np.array([r["test"][k] for r in per_seed.values()], dtype=np.float64)
-        summary[k] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+        summary[k] = {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        }
     return {
         "dataset": spec.dataset,
         "data": str(spec.path),

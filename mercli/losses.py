@@ -45,7 +45,11 @@ def gaussian_gram(x: torch.Tensor) -> torch.Tensor:
     """exp(-||x_i - x_j||^2 / (2 sigma^2)) with sigma^2 the median squared distance, (B, B)."""
     sq = torch.cdist(x, x).pow(2)
     off_diagonal = sq[~torch.eye(len(x), dtype=torch.bool, device=x.device)]
-    sigma2 = off_diagonal.detach().median().clamp(min=1e-6) if off_diagonal.numel() else sq.new_tensor(1.0)
+    sigma2 = (
+        off_diagonal.detach().median().clamp(min=1e-6)
+        if off_diagonal.numel()
+        else sq.new_tensor(1.0)
+    )
     return torch.exp(-sq / (2 * sigma2))
 
 
@@ -55,8 +59,8 @@ def hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if n < 2:
         return x.new_zeros(())
     h = torch.eye(n, device=x.device, dtype=x.dtype) - 1.0 / n
-    k, l = gaussian_gram(x), gaussian_gram(y)
-    return torch.trace(h @ k @ h @ l) / (n - 1) ** 2
+    gram_x, gram_y = gaussian_gram(x), gaussian_gram(y)
+    return torch.trace(h @ gram_x @ h @ gram_y) / (n - 1) ** 2
 
 
 def info_nce(scores: torch.Tensor) -> torch.Tensor:
@@ -66,7 +70,9 @@ def info_nce(scores: torch.Tensor) -> torch.Tensor:
 
 def invertibility_loss(output: ModelOutput) -> torch.Tensor:
     """L_IN (eq. 11): ||F^-1([u; r]) - [u~; r~]||^2, mean over elements and modalities."""
-    terms = [F.mse_loss(f.restored, f.latent) for f in output.features.values() if f.restored is not None]
+    terms = [
+        F.mse_loss(f.restored, f.latent) for f in output.features.values() if f.restored is not None
+    ]
     return torch.stack(terms).mean() if terms else output.prediction.new_zeros(())
 
 
@@ -82,7 +88,9 @@ def similarity_loss(shared: dict[str, torch.Tensor], n_moments: int = 5) -> torc
     return torch.stack(terms).mean() if terms else _zero(shared)
 
 
-def independence_loss(shared: dict[str, torch.Tensor], specific: dict[str, torch.Tensor]) -> torch.Tensor:
+def independence_loss(
+    shared: dict[str, torch.Tensor], specific: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """L_H (eq. 15): HSIC between specific features of modality pairs, plus HSIC(r_m, u_m)."""
     pairs = [hsic(specific[a], specific[b]) for a, b in combinations(specific, 2)]
     within = [hsic(shared[m], specific[m]) for m in shared]
@@ -166,14 +174,17 @@ def total_loss(
         "similarity": similarity_loss(shared) if weights.similarity else zero,
         "independence": independence_loss(shared, specific) if weights.independence else zero,
         "reconstruction": reconstruction_loss(output) if weights.reconstruction else zero,
-        "relevance": zero, "conditional": zero, "discriminator": zero,
+        "relevance": zero,
+        "conditional": zero,
+        "discriminator": zero,
     }
     if model.mic is not None and weights.mutual_information and len(labels) > 1:
         z = model.mic.embed_labels(labels)  # (B, d_half)
         terms["relevance"] = relevance_loss(model.mic, shared, z)
         cmi = [
-            conditional_mi(model.mic.discriminators[m], specific[m], z.detach(), shared[m],
-                           model.config.knn_k)
+            conditional_mi(
+                model.mic.discriminators[m], specific[m], z.detach(), shared[m], model.config.knn_k
+            )
             for m in shared
         ]
         terms["conditional"] = torch.stack([e for e, _ in cmi]).sum()

@@ -13,7 +13,15 @@ import warnings
 import numpy as np
 
 REGRESSION_METRICS = (
-    "mae", "corr", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7", "acc5", "acc3",
+    "mae",
+    "corr",
+    "acc2_has0",
+    "acc2_non0",
+    "f1_has0",
+    "f1_non0",
+    "acc7",
+    "acc5",
+    "acc3",
 )
 CLASSIFICATION_METRICS = ("acc2", "f1")
 
@@ -44,9 +52,13 @@ def regression_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict[str, fl
         "mae": float(np.mean(np.abs(p - t))),
         "corr": _correlation(p, t),
         "acc2_has0": float(np.mean((p >= 0) == (t >= 0))),
-        "acc2_non0": float(np.mean((p[non_zero] > 0) == (t[non_zero] > 0))) if non_zero.any() else float("nan"),
+        "acc2_non0": float(np.mean((p[non_zero] > 0) == (t[non_zero] > 0)))
+        if non_zero.any()
+        else float("nan"),
         "f1_has0": _weighted_f1(t >= 0, p >= 0),
-        "f1_non0": _weighted_f1(t[non_zero] > 0, p[non_zero] > 0) if non_zero.any() else float("nan"),
+        "f1_non0": _weighted_f1(t[non_zero] > 0, p[non_zero] > 0)
+        if non_zero.any()
+        else float("nan"),
         "acc7": _class_accuracy(p, t, 3.0),
         "acc5": _class_accuracy(p, t, 2.0),
         "acc3": _class_accuracy(p, t, 1.0),

@@ -26,7 +26,10 @@ class ModelInfo:
 
 
 def random_batch(
-    config: ModelConfig, steps: dict[str, int], batch_size: int = 1, seed: int = 0,
+    config: ModelConfig,
+    steps: dict[str, int],
+    batch_size: int = 1,
+    seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> Batch:
     """A batch of random features with every step valid; token ids when the text has a backbone."""

@@ -26,15 +26,20 @@ def plot_tsne(predictions: Any, path: Path, seed: int = 0, max_points: int = 600
     n = min(len(predictions.labels), max_points)
     rows = np.random.default_rng(seed).permutation(len(predictions.labels))[:n]
     features = np.concatenate(
-        [predictions.shared[m][rows] for m in modalities] + [predictions.specific[m][rows] for m in modalities]
+        [predictions.shared[m][rows] for m in modalities]
+        + [predictions.specific[m][rows] for m in modalities]
     )
     perplexity = float(max(2, min(30, (len(features) - 1) // 3)))
     points = TSNE(2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(features)
     fig, ax = plt.subplots(figsize=(7, 6))
     markers = {"shared": "o", "specific": "x"}
-    for k, (kind, m) in enumerate([("shared", m) for m in modalities] + [("specific", m) for m in modalities]):
+    for k, (kind, m) in enumerate(
+        [("shared", m) for m in modalities] + [("specific", m) for m in modalities]
+    ):
         block = points[k * n : (k + 1) * n]
-        ax.scatter(block[:, 0], block[:, 1], s=10, marker=markers[kind], label=f"{m} {kind}", alpha=0.7)
+        ax.scatter(
+            block[:, 0], block[:, 1], s=10, marker=markers[kind], label=f"{m} {kind}", alpha=0.7
+        )
     ax.set_title("t-SNE of shared (r) and specific (u) features")
     ax.legend(fontsize=8, markerscale=2)
     return _save(fig, path)
@@ -75,7 +80,9 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def write_report(checkpoint: Path, data: Any, history: list[Any], out_dir: Path, device: str = "cpu") -> list[Path]:
+def write_report(
+    checkpoint: Path, data: Any, history: list[Any], out_dir: Path, device: str = "cpu"
+) -> list[Path]:
     """All figures for the model in ``checkpoint`` on the test split of ``data``."""
     from mercli.checkpoint import load_checkpoint
     from mercli.train import make_loader, predict
@@ -83,7 +90,9 @@ def write_report(checkpoint: Path, data: Any, history: list[Any], out_dir: Path,
     model, _ = load_checkpoint(checkpoint, device)
     loader = make_loader(data.test, data.collate, 64, shuffle=False, seed=0)
     predictions = predict(model, loader, device)
-    written = [plot_tsne(predictions, out_dir / "tsne_features.png"),
-               plot_learning_curves(history, out_dir / "learning_curves.png")]
+    written = [
+        plot_tsne(predictions, out_dir / "tsne_features.png"),
+        plot_learning_curves(history, out_dir / "learning_curves.png"),
+    ]
     gates = plot_gates(predictions, out_dir / "branch_weights.png")
     return written + ([gates] if gates else [])

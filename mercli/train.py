@@ -67,7 +67,9 @@ def seed_everything(seed: int) -> None:
 
 def configure_optimizer(model: EmotionModel, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with the text backbone on its own learning rate; matrices decay, vectors do not."""
-    backbone = set() if model.text_backbone is None else {id(p) for p in model.text_backbone.parameters()}
+    backbone = (
+        set() if model.text_backbone is None else {id(p) for p in model.text_backbone.parameters()}
+    )
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for p in model.parameters():
         if not p.requires_grad:
@@ -102,7 +104,13 @@ def init_distributed(device: str) -> None:
 
 
 def make_loader(
-    dataset: Any, collate: Callable, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool = False
+    dataset: Any,
+    collate: Callable,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    drop_last: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A loader that, under torchrun, gives each process every world-size-th sample of a batch."""
     from torch.utils.data import DataLoader, DistributedSampler
@@ -110,11 +118,19 @@ def make_loader(
     rank, size = world()
     generator = torch.Generator().manual_seed(seed)
     if size == 1:
-        return DataLoader(dataset, batch_size, shuffle=shuffle, collate_fn=collate,
-                          generator=generator, drop_last=drop_last)
+        return DataLoader(
+            dataset,
+            batch_size,
+            shuffle=shuffle,
+            collate_fn=collate,
+            generator=generator,
+            drop_last=drop_last,
+        )
     if batch_size % size:
         raise ValueError(f"batch size {batch_size} does not split over {size} processes")
-    sampler = DistributedSampler(dataset, size, rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    sampler: DistributedSampler = DistributedSampler(
+        dataset, size, rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+    )
     return DataLoader(dataset, batch_size // size, sampler=sampler, collate_fn=collate)
 
 
@@ -131,12 +147,18 @@ class TrainingStep(nn.Module):
         self.weights = weights
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        if batch.labels is None:
+            raise ValueError("a training batch needs labels")
         terms = total_loss(self.model, self.model(batch), batch.labels, self.weights)
         return terms.total, terms.as_floats()
 
 
 def train_epoch(
-    step: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, device: str, grad_clip: float,
+    step: nn.Module,
+    loader: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    device: str,
+    grad_clip: float,
 ) -> tuple[float, dict[str, float]]:
     """One pass over the train split; the mean total loss and mean of each term."""
     step.train()
@@ -166,7 +188,8 @@ def predict(model: EmotionModel, loader: Iterable[Batch], device: str) -> Predic
     for batch in loader:
         out = model(batch.to(device))
         parts["p"].append(out.prediction.float().cpu())
-        parts["y"].append(batch.labels.cpu())
+        if batch.labels is not None:
+            parts["y"].append(batch.labels.cpu())
         if out.gate is not None:
             parts["g"].append(out.gate.float().cpu())
         parts["ids"].extend(batch.ids)
@@ -183,12 +206,16 @@ def predict(model: EmotionModel, loader: Iterable[Batch], device: str) -> Predic
     )
 
 
-def evaluate(model: EmotionModel, loader: Iterable[Batch], device: str) -> tuple[float, dict[str, float]]:
+def evaluate(
+    model: EmotionModel, loader: Iterable[Batch], device: str
+) -> tuple[float, dict[str, float]]:
     """Task loss (the selection criterion) and metrics over a split."""
     from mercli.losses import task_loss
 
     p = predict(model, loader, device)
-    loss = float(task_loss(torch.from_numpy(p.predicted), torch.from_numpy(p.labels), model.config.task))
+    loss = float(
+        task_loss(torch.from_numpy(p.predicted), torch.from_numpy(p.labels), model.config.task)
+    )
     return loss, compute_metrics(model.config.task, p.predicted, p.labels)
 
 
@@ -239,16 +266,28 @@ def fit(
         state = _restore(model, optimizer, out_dir / "last", device)
         log(f"resuming seed {seed} after epoch {state.epoch}")
     step = _distributed(TrainingStep(model, cfg.loss_weights), device)
-    valid_loader = make_loader(data.valid, data.collate, cfg.batch_size * 2, shuffle=False, seed=seed)
+    valid_loader = make_loader(
+        data.valid, data.collate, cfg.batch_size * 2, shuffle=False, seed=seed
+    )
     for epoch in range(state.epoch + 1, cfg.max_epochs + 1):
         if state.bad_epochs >= cfg.patience:
             break
         start = time.perf_counter()
-        train_loader = make_loader(data.train, data.collate, cfg.batch_size, shuffle=shuffle,
-                                   seed=seed + epoch, drop_last=len(data.train) > cfg.batch_size)
+        train_loader = make_loader(
+            data.train,
+            data.collate,
+            cfg.batch_size,
+            shuffle=shuffle,
+            seed=seed + epoch,
+            drop_last=len(data.train) > cfg.batch_size,
+        )
         train_loss, terms = train_epoch(step, train_loader, optimizer, device, cfg.grad_clip)
         valid_loss, valid_metrics = evaluate(model, valid_loader, device)
-        state.history.append(EpochLog(epoch, train_loss, valid_loss, valid_metrics, time.perf_counter() - start, terms))
+        state.history.append(
+            EpochLog(
+                epoch, train_loss, valid_loss, valid_metrics, time.perf_counter() - start, terms
+            )
+        )
         state.epoch = epoch
         improved = valid_loss < state.best_valid_loss
         if improved:
@@ -257,7 +296,11 @@ def fit(
             state.bad_epochs += 1
         if rank == 0:
             if improved:
-                save_checkpoint(model, out_dir / "best", _with_metrics(meta, config, cfg, valid_metrics, "valid"))
+                save_checkpoint(
+                    model,
+                    out_dir / "best",
+                    _with_metrics(meta, config, cfg, valid_metrics, "valid"),
+                )
             _save_state(model, optimizer, state, out_dir / "last", meta, config, cfg)
         log(_epoch_line(seed, state.history[-1], improved))
         _barrier()
@@ -269,7 +312,9 @@ def fit(
         final.metrics["valid"] = state.history[state.best_epoch - 1].valid_metrics
         final.extra["best_epoch"] = state.best_epoch
         save_checkpoint(best, out_dir / "best", final)
-    return FitResult(state.best_epoch, state.best_valid_loss, test_metrics, state.history, out_dir / "best")
+    return FitResult(
+        state.best_epoch, state.best_valid_loss, test_metrics, state.history, out_dir / "best"
+    )
 
 
 def _distributed(model: nn.Module, device: str) -> nn.Module:
@@ -302,14 +347,22 @@ def _with_metrics(
 ) -> CheckpointMeta:
     base = meta or CheckpointMeta(model_config={})
     return CheckpointMeta(
-        model_config=config.to_dict(), train_config=cfg.to_dict(),
-        feature_profile=dict(base.feature_profile), metrics={split: metrics}, extra=dict(base.extra),
+        model_config=config.to_dict(),
+        train_config=cfg.to_dict(),
+        feature_profile=dict(base.feature_profile),
+        metrics={split: metrics},
+        extra=dict(base.extra),
     )
 
 
 def _save_state(
-    model: EmotionModel, optimizer: torch.optim.Optimizer, state: FitState, directory: Path,
-    meta: CheckpointMeta | None, config: ModelConfig, cfg: TrainConfig,
+    model: EmotionModel,
+    optimizer: torch.optim.Optimizer,
+    state: FitState,
+    directory: Path,
+    meta: CheckpointMeta | None,
+    config: ModelConfig,
+    cfg: TrainConfig,
 ) -> None:
     import os
 
@@ -317,14 +370,16 @@ def _save_state(
     payload = {
         "optimizer": optimizer.state_dict(),
         "state": {**asdict(state), "history": [asdict(h) for h in state.history]},
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist()},
+        "rng": {"torch": torch.get_rng_state()},  # dropout masks; loaders are seeded per epoch
     }
     tmp = directory / (RESUME_FILE + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, directory / RESUME_FILE)
 
 
-def _restore(model: EmotionModel, optimizer: torch.optim.Optimizer, directory: Path, device: str) -> FitState:
+def _restore(
+    model: EmotionModel, optimizer: torch.optim.Optimizer, directory: Path, device: str
+) -> FitState:
     last, _ = load_checkpoint(directory, device)
     model.load_state_dict(last.state_dict())
     payload = torch.load(directory / RESUME_FILE, map_location=device, weights_only=True)

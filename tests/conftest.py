@@ -8,10 +8,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
+from dataclasses import replace
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -39,8 +39,14 @@ def tiny_config():
         text=EncoderConfig(d_in=12, n_layers=1, n_heads=2),
         audio=EncoderConfig(d_in=5, n_layers=1, n_heads=2),
         vision=EncoderConfig(d_in=7, n_layers=1, n_heads=2),
-        d_model=16, n_shared_heads=2, d_ff_mult=2, d_latent=16, n_mask_groups=4, d_key=4,
-        d_mic=16, knn_k=2,
+        d_model=16,
+        n_shared_heads=2,
+        d_ff_mult=2,
+        d_latent=16,
+        n_mask_groups=4,
+        d_key=4,
+        d_mic=16,
+        knn_k=2,
     )
 
 

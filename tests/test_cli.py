@@ -29,7 +29,8 @@ def test_help_does_not_import_heavy_libraries() -> None:
     code = (
         "import sys; from mercli.cli import cli; from click.testing import CliRunner;"
         "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0;"
-        "heavy = [m for m in ('torch', 'transformers', 'whisper', 'librosa', 'cv2') if m in sys.modules];"
+        "names = ('torch', 'transformers', 'whisper', 'librosa', 'cv2');"
+        "heavy = [m for m in names if m in sys.modules];"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -22,7 +22,7 @@ def test_train_config_round_trips_through_json() -> None:
 
 
 def test_unknown_keys_are_refused() -> None:
-    with pytest.raises(ValueError, match="Unknown|unknown"):
+    with pytest.raises(ValueError, match=r"[Uu]nknown"):
         ModelConfig.from_dict({"d_modle": 3})
     with pytest.raises(ValueError, match="unknown preset"):
         from_name("sims2")
@@ -37,8 +37,16 @@ def test_presets_follow_table_2() -> None:
     assert mosi.train.loss_weights.independence == 0.3
     assert mosei.train.loss_weights.invertibility == 0.05
     assert funny.model.task == "classification"
-    assert (mosi.model.text.n_layers, mosi.model.audio.n_layers, mosi.model.vision.n_layers) == (3, 2, 2)
-    assert (mosi.model.text.n_heads, mosi.model.audio.n_heads, mosi.model.vision.n_heads) == (4, 2, 2)
+    assert (mosi.model.text.n_layers, mosi.model.audio.n_layers, mosi.model.vision.n_layers) == (
+        3,
+        2,
+        2,
+    )
+    assert (mosi.model.text.n_heads, mosi.model.audio.n_heads, mosi.model.vision.n_heads) == (
+        4,
+        2,
+        2,
+    )
     assert mosi.train.seeds == (42, 1, 11, 111, 1111)
 
 

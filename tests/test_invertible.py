@@ -33,7 +33,9 @@ def _randomised_core(dim: int, seed: int) -> InvertibleCore:
 )
 def test_inverse_of_forward_is_identity(batch: int, half: int, seed: int) -> None:
     core = _randomised_core(2 * half, seed)
-    x = torch.randn(batch, 2 * half, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = torch.randn(
+        batch, 2 * half, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     z, logdet = core(x)
     torch.testing.assert_close(core.inverse(z), x, atol=1e-10, rtol=1e-10)
     assert logdet.shape == (batch,)
@@ -44,7 +46,9 @@ def test_inverse_of_forward_is_identity(batch: int, half: int, seed: int) -> Non
 @given(half=st.integers(1, 16), seed=st.integers(0, 2**16))
 def test_forward_of_inverse_is_identity(half: int, seed: int) -> None:
     core = _randomised_core(2 * half, seed)
-    z = torch.randn(5, 2 * half, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    z = torch.randn(
+        5, 2 * half, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64
+    )
     torch.testing.assert_close(core(core.inverse(z))[0], z, atol=1e-10, rtol=1e-10)
 
 
@@ -67,7 +71,8 @@ def test_householder_mixing_is_orthogonal_and_matches_eq3() -> None:
 
 
 @pytest.mark.parametrize(
-    "block", [HouseholderMixing(8, 3), ActNorm(8), AdditiveCoupling(4, 8), ChannelPermutation(8, seed=3)]
+    "block",
+    [HouseholderMixing(8, 3), ActNorm(8), AdditiveCoupling(4, 8), ChannelPermutation(8, seed=3)],
 )
 def test_each_block_inverts(block: torch.nn.Module) -> None:
     x = torch.randn(3, 8)

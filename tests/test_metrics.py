@@ -37,7 +37,11 @@ def test_round_half_to_even_edges() -> None:
     pred = np.array([0.5, -0.5, 2.5, 1.5, 3.7])
     m = regression_metrics(pred, truth)
     assert m["acc7"] == 1.0
-    assert seven_class_label(2.5) == 2 and seven_class_label(-3.6) == -3 and seven_class_label(0.5) == 0
+    assert (
+        seven_class_label(2.5) == 2
+        and seven_class_label(-3.6) == -3
+        and seven_class_label(0.5) == 0
+    )
     # Acc-5 clips to [-2, 2]: 3.7 and 3.0 both become 2
     assert m["acc5"] == 1.0
     assert regression_metrics(np.array([1.5]), np.array([1.0]))["acc7"] == 0.0

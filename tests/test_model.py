@@ -38,8 +38,10 @@ def test_prediction_does_not_depend_on_the_rest_of_the_batch(tiny_config: ModelC
     batch = make_batch(tiny_config, batch_size=6, seed=1)
     together = model(batch).prediction
     for i in range(6):
-        alone = Batch({m: x[i : i + 1] for m, x in batch.inputs.items()},
-                      {m: x[i : i + 1] for m, x in batch.masks.items()})
+        alone = Batch(
+            {m: x[i : i + 1] for m, x in batch.inputs.items()},
+            {m: x[i : i + 1] for m, x in batch.masks.items()},
+        )
         torch.testing.assert_close(model(alone).prediction[0], together[i], atol=1e-5, rtol=1e-5)
 
 
@@ -47,7 +49,10 @@ def test_padding_content_is_ignored(tiny_config: ModelConfig) -> None:
     model = EmotionModel(tiny_config).eval()
     batch = make_batch(tiny_config, seed=2)
     changed = Batch(
-        {m: torch.where(batch.masks[m][..., None], x, torch.randn_like(x) * 100) for m, x in batch.inputs.items()},
+        {
+            m: torch.where(batch.masks[m][..., None], x, torch.randn_like(x) * 100)
+            for m, x in batch.inputs.items()
+        },
         batch.masks,
     )
     torch.testing.assert_close(model(batch).prediction, model(changed).prediction)
@@ -56,7 +61,11 @@ def test_padding_content_is_ignored(tiny_config: ModelConfig) -> None:
 def test_every_parameter_gets_a_gradient(tiny_config: ModelConfig) -> None:
     model = EmotionModel(tiny_config).train()
     _loss(model, make_batch(tiny_config, batch_size=5)).backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.any())
+    ]
     assert missing == []
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
@@ -64,7 +73,9 @@ def test_every_parameter_gets_a_gradient(tiny_config: ModelConfig) -> None:
 @pytest.mark.parametrize(
     "steps", [{"text": 1, "audio": 1, "vision": 1}, {"text": 2, "audio": 3, "vision": 2}]
 )
-def test_no_nan_on_very_short_sequences_and_batch_of_two(tiny_config: ModelConfig, steps: dict[str, int]) -> None:
+def test_no_nan_on_very_short_sequences_and_batch_of_two(
+    tiny_config: ModelConfig, steps: dict[str, int]
+) -> None:
     model = EmotionModel(tiny_config).train()
     batch = make_batch(tiny_config, batch_size=2, steps=steps)
     loss = _loss(model, batch)
@@ -106,7 +117,15 @@ def test_ablations_change_what_they_name(tiny_config: ModelConfig) -> None:
 
 
 @pytest.mark.parametrize(
-    "modalities", [("text",), ("audio",), ("vision",), ("text", "audio"), ("audio", "vision"), ("text", "vision")]
+    "modalities",
+    [
+        ("text",),
+        ("audio",),
+        ("vision",),
+        ("text", "audio"),
+        ("audio", "vision"),
+        ("text", "vision"),
+    ],
 )
 def test_any_modality_subset(tiny_config: ModelConfig, modalities: tuple[str, ...]) -> None:
     config = replace(tiny_config, modalities=modalities)
@@ -164,9 +183,11 @@ def test_bad_checkpoints_give_clear_errors(tiny_config: ModelConfig, tmp_path) -
         load_checkpoint(tmp_path)
     directory = save_checkpoint(EmotionModel(tiny_config), tmp_path / "ckpt")
     (directory / "weights.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="weights.safetensors"):
+    with pytest.raises(CheckpointError, match=r"weights\.safetensors"):
         load_checkpoint(directory)
-    other = save_checkpoint(EmotionModel(replace(tiny_config, d_model=8, n_shared_heads=2)), tmp_path / "other")
+    other = save_checkpoint(
+        EmotionModel(replace(tiny_config, d_model=8, n_shared_heads=2)), tmp_path / "other"
+    )
     (directory / "weights.safetensors").write_bytes((other / "weights.safetensors").read_bytes())
     with pytest.raises(CheckpointError):
         load_checkpoint(directory)
@@ -175,16 +196,27 @@ def test_bad_checkpoints_give_clear_errors(tiny_config: ModelConfig, tmp_path) -
 def _tiny_bert(path) -> str:
     from transformers import BertConfig, BertModel
 
-    bert = BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
-                                num_attention_heads=2, intermediate_size=32),
-                     add_pooling_layer=False)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=100,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        ),
+        add_pooling_layer=False,
+    )
     bert.save_pretrained(path)
     return str(path)
 
 
 @pytest.mark.parametrize("finetune", [True, False])
-def test_text_backbone_fine_tuned_or_frozen(tiny_config: ModelConfig, tmp_path, finetune: bool) -> None:
-    config = replace(tiny_config, text_backbone=_tiny_bert(tmp_path / "bert"), finetune_text_backbone=finetune)
+def test_text_backbone_fine_tuned_or_frozen(
+    tiny_config: ModelConfig, tmp_path, finetune: bool
+) -> None:
+    config = replace(
+        tiny_config, text_backbone=_tiny_bert(tmp_path / "bert"), finetune_text_backbone=finetune
+    )
     model = EmotionModel(config).train()
     batch = make_batch(config)
     batch.inputs["text"] = torch.randint(0, 100, batch.masks["text"].shape)

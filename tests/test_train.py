@@ -28,8 +28,14 @@ def small_model(info, dropout: float = 0.1) -> ModelConfig:
         text=EncoderConfig(d_in=1, n_layers=1, n_heads=2),
         audio=EncoderConfig(d_in=1, n_layers=1, n_heads=2),
         vision=EncoderConfig(d_in=1, n_layers=1, n_heads=2),
-        d_model=32, n_shared_heads=2, d_ff_mult=2, d_latent=32, n_mask_groups=4, d_key=8,
-        d_mic=32, dropout=dropout,
+        d_model=32,
+        n_shared_heads=2,
+        d_ff_mult=2,
+        d_latent=32,
+        n_mask_groups=4,
+        d_key=8,
+        d_mic=32,
+        dropout=dropout,
     )
     return base.for_dataset(info)
 
@@ -37,7 +43,9 @@ def small_model(info, dropout: float = 0.1) -> ModelConfig:
 @pytest.mark.parametrize("kind", ["mosi", "mosei"])
 def test_the_loop_learns_a_cross_modal_signal(tmp_path: Path, kind: str) -> None:
     # Exact MOSI / MOSEI keys, widths and sequence lengths; few samples.
-    path = write_mmsa_pickle(tmp_path / f"{kind}.pkl", kind, n_train=128, n_valid=32, n_test=64, seed=3)
+    path = write_mmsa_pickle(
+        tmp_path / f"{kind}.pkl", kind, n_train=128, n_valid=32, n_test=64, seed=3
+    )
     data = load_dataset(kind, path)
     assert data.info.d_in["audio"] == (5 if kind == "mosi" else 74)
     cfg = TrainConfig(batch_size=32, lr=3e-3, max_epochs=8, patience=3)
@@ -51,7 +59,9 @@ def test_the_loop_learns_a_cross_modal_signal(tmp_path: Path, kind: str) -> None
 
 @pytest.fixture
 def small_pickle(tmp_path: Path) -> Path:
-    return write_mmsa_pickle(tmp_path / "small.pkl", "mosi", n_train=64, n_valid=16, n_test=16, layout=SMALL_LAYOUT)
+    return write_mmsa_pickle(
+        tmp_path / "small.pkl", "mosi", n_train=64, n_valid=16, n_test=16, layout=SMALL_LAYOUT
+    )
 
 
 def _predictions(checkpoint: Path, data) -> torch.Tensor:
@@ -59,7 +69,11 @@ def _predictions(checkpoint: Path, data) -> torch.Tensor:
     from mercli.train import make_loader, predict
 
     model, _ = load_checkpoint(checkpoint)
-    return torch.from_numpy(predict(model, make_loader(data.test, data.collate, 16, shuffle=False, seed=0), "cpu").predicted)
+    return torch.from_numpy(
+        predict(
+            model, make_loader(data.test, data.collate, 16, shuffle=False, seed=0), "cpu"
+        ).predicted
+    )
 
 
 def test_resume_continues_where_the_run_stopped(small_pickle: Path, tmp_path: Path) -> None:
@@ -76,7 +90,10 @@ def test_resume_continues_where_the_run_stopped(small_pickle: Path, tmp_path: Pa
     assert resumed.history[0].train_loss == pytest.approx(whole.history[0].train_loss)
     assert resumed.history[-1].valid_loss == pytest.approx(whole.history[-1].valid_loss, rel=1e-5)
     torch.testing.assert_close(
-        _predictions(resumed.checkpoint, data), _predictions(whole.checkpoint, data), atol=1e-5, rtol=1e-5
+        _predictions(resumed.checkpoint, data),
+        _predictions(whole.checkpoint, data),
+        atol=1e-5,
+        rtol=1e-5,
     )
 
 
@@ -86,15 +103,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _distributed_worker(rank: int, world_size: int, port: int, pickle_path: str, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), OMP_NUM_THREADS="1")
+def _distributed_worker(
+    rank: int, world_size: int, port: int, pickle_path: str, out_dir: str
+) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         data = load_dataset("mosi", pickle_path)
         cfg = TrainConfig(batch_size=16, lr=1e-3, max_epochs=2, patience=10, loss_weights=TASK_ONLY)
-        fit(small_model(data.info, dropout=0.0), data, cfg, out_dir, seed=7, shuffle=False, log=lambda s: None)
+        fit(
+            small_model(data.info, dropout=0.0),
+            data,
+            cfg,
+            out_dir,
+            seed=7,
+            shuffle=False,
+            log=lambda s: None,
+        )
     finally:
         torch.distributed.destroy_process_group()
 
@@ -104,22 +136,59 @@ def test_two_process_ddp_matches_one_process(small_pickle: Path, tmp_path: Path)
     half-batch gradients into the full-batch gradient, so both runs agree to float tolerance."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_distributed_worker, args=(2, _free_port(), str(small_pickle), str(tmp_path / "ddp")), nprocs=2)
+    mp.spawn(
+        _distributed_worker,
+        args=(2, _free_port(), str(small_pickle), str(tmp_path / "ddp")),
+        nprocs=2,
+    )
     data = load_dataset("mosi", small_pickle)
     cfg = TrainConfig(batch_size=16, lr=1e-3, max_epochs=2, patience=10, loss_weights=TASK_ONLY)
-    single = fit(small_model(data.info, dropout=0.0), data, cfg, tmp_path / "one", seed=7, shuffle=False,
-                 log=lambda s: None)
+    single = fit(
+        small_model(data.info, dropout=0.0),
+        data,
+        cfg,
+        tmp_path / "one",
+        seed=7,
+        shuffle=False,
+        log=lambda s: None,
+    )
     torch.testing.assert_close(
-        _predictions(tmp_path / "ddp" / "best", data), _predictions(single.checkpoint, data), atol=1e-4, rtol=1e-4
+        _predictions(tmp_path / "ddp" / "best", data),
+        _predictions(single.checkpoint, data),
+        atol=1e-4,
+        rtol=1e-4,
     )
 
 
 def test_cli_train_evaluate_and_compare(small_pickle: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    common = ["train", "--dataset", "mosi", "--data", str(small_pickle), "--epochs", "1", "--lr", "1e-3"]
+    common = [
+        "train",
+        "--dataset",
+        "mosi",
+        "--data",
+        str(small_pickle),
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-3",
+    ]
     for name in ("a", "b"):
-        result = runner.invoke(cli, [*common, "--seed", "1", "--seed", "2", "--out", str(tmp_path / name), "--json",
-                                     *(["--ablation", "no-mic"] if name == "b" else [])], catch_exceptions=False)
+        result = runner.invoke(
+            cli,
+            [
+                *common,
+                "--seed",
+                "1",
+                "--seed",
+                "2",
+                "--out",
+                str(tmp_path / name),
+                "--json",
+                *(["--ablation", "no-mic"] if name == "b" else []),
+            ],
+            catch_exceptions=False,
+        )
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
         assert set(summary["mae"]) == {"mean", "std"}
@@ -131,13 +200,34 @@ def test_cli_train_evaluate_and_compare(small_pickle: Path, tmp_path: Path) -> N
     assert meta["feature_profile"]["name"] == "cmu-benchmark-mosi"
     assert set(meta["metrics"]) == {"test", "valid"}
 
-    result = runner.invoke(cli, ["evaluate", str(tmp_path / "a" / "seed_1" / "best"), "--dataset", "mosi",
-                                 "--data", str(small_pickle), "--json"], catch_exceptions=False)
+    result = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(tmp_path / "a" / "seed_1" / "best"),
+            "--dataset",
+            "mosi",
+            "--data",
+            str(small_pickle),
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0
-    assert json.loads(result.stdout)["mae"] == pytest.approx(results["seeds"]["1"]["test"]["mae"], rel=1e-5)
+    assert json.loads(result.stdout)["mae"] == pytest.approx(
+        results["seeds"]["1"]["test"]["mae"], rel=1e-5
+    )
 
-    result = runner.invoke(cli, ["compare", str(tmp_path / "a" / "results.json"), str(tmp_path / "b" / "results.json"),
-                                 "--json"], catch_exceptions=False)
+    result = runner.invoke(
+        cli,
+        [
+            "compare",
+            str(tmp_path / "a" / "results.json"),
+            str(tmp_path / "b" / "results.json"),
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
     rows = {r["metric"]: r for r in json.loads(result.stdout)}
     assert rows["mae"]["n_seeds"] == 2 and 0 <= rows["mae"]["p_value"] <= 1
 
@@ -148,7 +238,11 @@ def test_compare_p_values_match_scipy() -> None:
     from mercli.experiment import compare
 
     def results(values: list[float]) -> dict:
-        return {"seeds": {str(s): {"test": {"mae": v}} for s, v in zip((42, 1, 11), values, strict=True)}}
+        return {
+            "seeds": {
+                str(s): {"test": {"mae": v}} for s, v in zip((42, 1, 11), values, strict=True)
+            }
+        }
 
     a, b = [0.70, 0.72, 0.71], [0.75, 0.74, 0.78]
     (row,) = compare(results(a), results(b))
@@ -160,16 +254,34 @@ def test_compare_p_values_match_scipy() -> None:
 def test_malformed_dataset_is_a_clear_cli_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(b"not a pickle")
-    result = CliRunner().invoke(cli, ["train", "--dataset", "mosi", "--data", str(bad), "--epochs", "1"])
+    result = CliRunner().invoke(
+        cli, ["train", "--dataset", "mosi", "--data", str(bad), "--epochs", "1"]
+    )
     assert result.exit_code == 1
     assert "bad.pkl" in result.output
     assert "Traceback" not in result.output
 
 
 def test_report_writes_pictures(small_pickle: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["train", "--dataset", "mosi", "--data", str(small_pickle), "--epochs", "2",
-                                      "--seed", "3", "--out", str(tmp_path / "run"), "--report", str(tmp_path / "rep")],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--dataset",
+            "mosi",
+            "--data",
+            str(small_pickle),
+            "--epochs",
+            "2",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path / "run"),
+            "--report",
+            str(tmp_path / "rep"),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0
     for name in ("tsne_features.png", "branch_weights.png", "learning_curves.png"):
         png = tmp_path / "rep" / name

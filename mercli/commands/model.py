@@ -10,12 +10,21 @@ from mercli.commands.options import ablation_options, build_preset, json_option
 
 
 @click.command("model-info")
-@click.option("--preset", default="mosi", show_default=True, type=click.Choice(["mosi", "mosei", "urfunny"]),
-              help="Dataset preset.")
+@click.option(
+    "--preset",
+    default="mosi",
+    show_default=True,
+    type=click.Choice(["mosi", "mosei", "urfunny"]),
+    help="Dataset preset.",
+)
 @ablation_options
-@click.option("--text-backbone", default=None, help="Count a BERT-family text backbone too (name or path).")
+@click.option(
+    "--text-backbone", default=None, help="Count a BERT-family text backbone too (name or path)."
+)
 @json_option
-def model_info(preset: str, modalities: str, ablations: tuple[str, ...], text_backbone: str | None, json_: bool) -> None:
+def model_info(
+    preset: str, modalities: str, ablations: tuple[str, ...], text_backbone: str | None, json_: bool
+) -> None:
     """Parameters and FLOPs of the model on a MOSI-shaped input, beside the paper's figures."""
     from dataclasses import replace
 
@@ -39,7 +48,10 @@ def presets(json_: bool) -> None:
 
     if json_:
         data = {
-            "presets": {n: {"model": p.model.to_dict(), "train": p.train.to_dict()} for n, p in PRESETS.items()},
+            "presets": {
+                n: {"model": p.model.to_dict(), "train": p.train.to_dict()}
+                for n, p in PRESETS.items()
+            },
             "ablations": ABLATIONS,
         }
         click.echo(json.dumps(data, default=list))

@@ -8,12 +8,16 @@ import click
 
 
 def json_option(func: Any) -> Any:
-    return click.option("json_", "--json", is_flag=True, help="Print one JSON document on stdout.")(func)
+    return click.option("json_", "--json", is_flag=True, help="Print one JSON document on stdout.")(
+        func
+    )
 
 
 def device_option(func: Any) -> Any:
     return click.option(
-        "--device", default="auto", show_default=True,
+        "--device",
+        default="auto",
+        show_default=True,
         help="auto (CUDA when there is one), cpu, cuda or cuda:N.",
     )(func)
 
@@ -30,7 +34,9 @@ def resolve_device(device: str) -> str:
 
 def preset_option(func: Any) -> Any:
     return click.option(
-        "--preset", default=None, type=click.Choice(["mosi", "mosei", "urfunny"]),
+        "--preset",
+        default=None,
+        type=click.Choice(["mosi", "mosei", "urfunny"]),
         help="Hyperparameter preset; defaults to the dataset's own.",
     )(func)
 
@@ -39,11 +45,16 @@ def ablation_options(func: Any) -> Any:
     from mercli.config import ABLATIONS
 
     func = click.option(
-        "--ablation", "ablations", multiple=True, type=click.Choice(sorted(ABLATIONS)),
+        "--ablation",
+        "ablations",
+        multiple=True,
+        type=click.Choice(sorted(ABLATIONS)),
         help="Switch off a part of the model or a loss term (repeatable).",
     )(func)
     return click.option(
-        "--modalities", default="text,audio,vision", show_default=True,
+        "--modalities",
+        default="text,audio,vision",
+        show_default=True,
         help="Comma-separated subset of text, audio, vision.",
     )(func)
 
@@ -54,7 +65,9 @@ def parse_modalities(value: str) -> tuple[str, ...]:
     names = tuple(m.strip() for m in value.split(",") if m.strip())
     unknown = [m for m in names if m not in MODALITIES]
     if unknown or not names:
-        raise click.BadParameter(f"choose from {', '.join(MODALITIES)}; got {value!r}", param_hint="--modalities")
+        raise click.BadParameter(
+            f"choose from {', '.join(MODALITIES)}; got {value!r}", param_hint="--modalities"
+        )
     return tuple(m for m in MODALITIES if m in names)
 
 

@@ -29,33 +29,83 @@ def _log(message: str) -> None:
 
 @click.command()
 @click.option("--dataset", required=True, type=DATASETS, help="Benchmark the data follows.")
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True, path_type=Path),
-              help="MMSA pickle (or its folder), UR-FUNNY folder, or an MMSA-style label.csv (text only).")
-@click.option("--extra-train", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Another label.csv whose train split is added (text only; repeatable).")
-@click.option("--seed", "seeds", multiple=True, type=int, help="Repeatable; default the paper's 42 1 11 111 1111.")
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="MMSA pickle (or its folder), UR-FUNNY folder, or an MMSA-style label.csv (text only).",
+)
+@click.option(
+    "--extra-train",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Another label.csv whose train split is added (text only; repeatable).",
+)
+@click.option(
+    "--seed",
+    "seeds",
+    multiple=True,
+    type=int,
+    help="Repeatable; default the paper's 42 1 11 111 1111.",
+)
 @preset_option
 @ablation_options
-@click.option("--text-backbone", default=None,
-              help="BERT-family name or path; default: the pickle's BERT states, or all-MiniLM-L6-v2 for text CSVs.")
-@click.option("--freeze-text/--finetune-text", default=False, show_default=True,
-              help="Freeze the text backbone (its states are computed once) or fine-tune it.")
+@click.option(
+    "--text-backbone",
+    default=None,
+    help="BERT-family name or path; default: the pickle's BERT states, "
+    "or all-MiniLM-L6-v2 for text CSVs.",
+)
+@click.option(
+    "--freeze-text/--finetune-text",
+    default=False,
+    show_default=True,
+    help="Freeze the text backbone (its states are computed once) or fine-tune it.",
+)
 @click.option("--epochs", type=int, default=None, help="Maximum epochs (preset: 40).")
-@click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs (preset: 8).")
+@click.option(
+    "--patience", type=int, default=None, help="Early-stopping patience in epochs (preset: 8)."
+)
 @click.option("--batch-size", type=int, default=None, help="Batch size (preset: 32).")
-@click.option("--lr", type=float, default=None, help="Learning rate of everything but the text backbone.")
+@click.option(
+    "--lr", type=float, default=None, help="Learning rate of everything but the text backbone."
+)
 @device_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default runs/<dataset>).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default runs/<dataset>).",
+)
 @click.option("--resume", is_flag=True, help="Go on from the last finished epoch of a killed run.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write t-SNE, branch-weight and learning-curve PNGs here.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write t-SNE, branch-weight and learning-curve PNGs here.",
+)
 @json_option
 def train(
-    dataset: str, data_path: Path, extra_train: tuple[Path, ...], seeds: tuple[int, ...],
-    preset: str | None, modalities: str, ablations: tuple[str, ...], text_backbone: str | None,
-    freeze_text: bool, epochs: int | None, patience: int | None, batch_size: int | None,
-    lr: float | None, device: str, out_dir: Path | None, resume: bool, report_dir: Path | None,
+    dataset: str,
+    data_path: Path,
+    extra_train: tuple[Path, ...],
+    seeds: tuple[int, ...],
+    preset: str | None,
+    modalities: str,
+    ablations: tuple[str, ...],
+    text_backbone: str | None,
+    freeze_text: bool,
+    epochs: int | None,
+    patience: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    device: str,
+    out_dir: Path | None,
+    resume: bool,
+    report_dir: Path | None,
     json_: bool,
 ) -> None:
     """Train and test the model on a benchmark, once per seed; mean +- std of test metrics."""
@@ -67,7 +117,16 @@ def train(
     device = resolve_device(device)
     init_distributed(device)
     chosen = build_preset(preset or dataset, modalities, ablations)
-    overrides = {k: v for k, v in {"max_epochs": epochs, "patience": patience, "batch_size": batch_size, "lr": lr}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "max_epochs": epochs,
+            "patience": patience,
+            "batch_size": batch_size,
+            "lr": lr,
+        }.items()
+        if v is not None
+    }
     chosen = replace(chosen, train=replace(chosen.train, **overrides))
     seeds = seeds or chosen.train.seeds
     spec = DataSpec(dataset, data_path, extra_train, text_backbone, finetune_text=not freeze_text)
@@ -94,7 +153,9 @@ def _report(spec, results, report_dir: Path, device: str) -> None:  # type: igno
 
     first = next(iter(results["seeds"].values()))
     history = [EpochLog(**h) for h in first["history"]]
-    paths = write_report(Path(first["checkpoint"]), load_data(spec, _log), history, report_dir, device)
+    paths = write_report(
+        Path(first["checkpoint"]), load_data(spec, _log), history, report_dir, device
+    )
     for p in paths:
         _log(f"wrote {p}")
 
@@ -102,12 +163,21 @@ def _report(spec, results, report_dir: Path, device: str) -> None:  # type: igno
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", required=True, type=DATASETS, help="Benchmark the data follows.")
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True, path_type=Path),
-              help="MMSA pickle, UR-FUNNY folder or label.csv.")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "valid", "test"]))
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="MMSA pickle, UR-FUNNY folder or label.csv.",
+)
+@click.option(
+    "--split", default="test", show_default=True, type=click.Choice(["train", "valid", "test"])
+)
 @device_option
 @json_option
-def evaluate(checkpoint: Path, dataset: str, data_path: Path, split: str, device: str, json_: bool) -> None:
+def evaluate(
+    checkpoint: Path, dataset: str, data_path: Path, split: str, device: str, json_: bool
+) -> None:
     """Metrics of a checkpoint on a split of a benchmark."""
     from mercli import render
     from mercli.checkpoint import CheckpointError, load_checkpoint
@@ -129,7 +199,9 @@ def evaluate(checkpoint: Path, dataset: str, data_path: Path, split: str, device
     if json_:
         click.echo(json.dumps(metrics))
     else:
-        render.metrics_summary({"seeds": {"-": {"test": metrics}}}, title=f"{checkpoint} on {dataset} {split}")
+        render.metrics_summary(
+            {"seeds": {"-": {"test": metrics}}}, title=f"{checkpoint} on {dataset} {split}"
+        )
 
 
 @click.command()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mercli.data import SplitDatasets
-from mercli.data.samples import Collator, ListDataset, Sample, tokenize
+from mercli.data.samples import Collator, ListDataset, tokenize
 
 
 def cache_dir() -> Path:
@@ -34,7 +34,11 @@ def _key(backbone_name: str, texts: list[str], max_tokens: int) -> str:
 
 @torch.no_grad()
 def encode_texts(
-    texts: list[str], backbone: Any, tokenizer: Any, max_tokens: int = 50, batch_size: int = 64,
+    texts: list[str],
+    backbone: Any,
+    tokenizer: Any,
+    max_tokens: int = 50,
+    batch_size: int = 64,
     device: str = "cpu",
 ) -> list[np.ndarray]:
     """The backbone's last hidden states of each text, one (T_i, H) float32 array per text."""
@@ -45,7 +49,9 @@ def encode_texts(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         ids, mask = tokenize([texts[i] for i in chunk], tokenizer, max_tokens)
-        hidden = backbone(input_ids=ids.to(device), attention_mask=mask.long().to(device)).last_hidden_state
+        hidden = backbone(
+            input_ids=ids.to(device), attention_mask=mask.long().to(device)
+        ).last_hidden_state
         for row, i in enumerate(chunk):
             by_index[i] = hidden[row, : int(mask[row].sum())].float().cpu().numpy()
     states = [by_index[i] for i in range(len(texts))]
@@ -53,7 +59,10 @@ def encode_texts(
 
 
 def cached_states(
-    texts: list[str], backbone_name: str, max_tokens: int = 50, device: str = "cpu",
+    texts: list[str],
+    backbone_name: str,
+    max_tokens: int = 50,
+    device: str = "cpu",
     log: Any = None,
 ) -> list[np.ndarray]:
     """``encode_texts`` through an on-disk cache (``~/.cache/mer/text_states``)."""
@@ -66,7 +75,13 @@ def cached_states(
         return [flat[offsets[i] : offsets[i + 1]] for i in range(len(texts))]
     if log:
         log(f"encoding {len(texts)} texts with {backbone_name} (once; cached in {path.parent})")
-    states = encode_texts(texts, load_backbone(backbone_name), load_tokenizer(backbone_name), max_tokens, device=device)
+    states = encode_texts(
+        texts,
+        load_backbone(backbone_name),
+        load_tokenizer(backbone_name),
+        max_tokens,
+        device=device,
+    )
     offsets = np.cumsum([0] + [len(s) for s in states])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
@@ -76,18 +91,28 @@ def cached_states(
 
 
 def with_text_states(
-    data: SplitDatasets, backbone_name: str, max_tokens: int = 50, device: str = "cpu", log: Any = None
+    data: SplitDatasets,
+    backbone_name: str,
+    max_tokens: int = 50,
+    device: str = "cpu",
+    log: Any = None,
 ) -> SplitDatasets:
     """The same splits whose samples carry frozen-backbone states under ``features["text"]``."""
     splits = {}
     width = 0
     for name in ("train", "valid", "test"):
         samples = [data.split(name)[i] for i in range(len(data.split(name)))]
-        states = cached_states([s.text or "" for s in samples], backbone_name, max_tokens, device, log)
+        states = cached_states(
+            [s.text or "" for s in samples], backbone_name, max_tokens, device, log
+        )
         width = states[0].shape[1] if states else width
-        splits[name] = ListDataset([
-            replace(s, features={**s.features, "text": torch.from_numpy(np.ascontiguousarray(x))})
-            for s, x in zip(samples, states, strict=True)
-        ])
+        splits[name] = ListDataset(
+            [
+                replace(
+                    s, features={**s.features, "text": torch.from_numpy(np.ascontiguousarray(x))}
+                )
+                for s, x in zip(samples, states, strict=True)
+            ]
+        )
     info = replace(data.info, d_in={**data.info.d_in, "text": width})
     return SplitDatasets(**splits, info=info, collate=Collator(task=data.info.task))

@@ -73,8 +73,14 @@ class InvertibleDisentangler(nn.Module):
     """x (pooled encoder output) -> h~ = [u~; r~] -> core F -> attention mask -> [u; r]."""
 
     def __init__(
-        self, d_model: int, d_half: int, n_reflections: int, n_groups: int, d_key: int,
-        dropout: float, seed: int,
+        self,
+        d_model: int,
+        d_half: int,
+        n_reflections: int,
+        n_groups: int,
+        d_key: int,
+        dropout: float,
+        seed: int,
     ):
         super().__init__()
         self.to_specific = mlp(d_model, d_model, d_half, dropout)

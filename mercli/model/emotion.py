@@ -57,13 +57,28 @@ class EmotionModel(nn.Module):
         self.text_backbone = self._backbone(config, backbone) if "text" in modalities else None
         d_ff = config.d_ff_mult * config.d_model
         self.encoders = nn.ModuleDict(
-            {m: ModalityEncoder(self._encoder_config(m), config.d_model, d_ff, config.dropout)
-             for m in modalities}
+            {
+                m: ModalityEncoder(
+                    self._encoder_config(m),
+                    config.d_model,
+                    d_ff,
+                    config.dropout,
+                    config.attention_dropout,
+                )
+                for m in modalities
+            }
         )
         self.shared_encoder = transformer(
-            config.d_model, config.n_shared_layers, config.n_shared_heads, d_ff, config.dropout
+            config.d_model,
+            config.n_shared_layers,
+            config.n_shared_heads,
+            d_ff,
+            config.dropout,
+            config.attention_dropout,
         )
-        self.disentanglers = nn.ModuleDict({m: self._disentangler(i) for i, m in enumerate(modalities)})
+        self.disentanglers = nn.ModuleDict(
+            {m: self._disentangler(i) for i, m in enumerate(modalities)}
+        )
         self.reconstructors = nn.ModuleDict(
             {m: nn.Linear(config.d_latent, config.d_model) for m in modalities}
         )
@@ -71,7 +86,8 @@ class EmotionModel(nn.Module):
         self.fusion = fusion(modalities, config.d_half, config.d_out, config.dropout)
         self.mic = (
             MutualInformationEstimators(modalities, config.d_half, config.d_mic, config.d_out)
-            if config.use_mic else None
+            if config.use_mic
+            else None
         )
 
     @staticmethod
@@ -89,7 +105,7 @@ class EmotionModel(nn.Module):
         if modality == "text" and self.text_backbone is not None:
             from dataclasses import replace
 
-            return replace(cfg, d_in=self.text_backbone.config.hidden_size)
+            return replace(cfg, d_in=int(self.text_backbone.config.hidden_size))  # type: ignore[union-attr,arg-type]
         return cfg
 
     def _disentangler(self, index: int) -> nn.Module:
@@ -121,8 +137,12 @@ class EmotionModel(nn.Module):
         # Text arrives as token ids (B, T) for the backbone, or as its states (B, T, H) when a
         # frozen backbone's outputs were computed once ahead of training.
         if m == "text" and self.text_backbone is not None and x.dim() == 2:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.finetune_text_backbone):
-                x = self.text_backbone(input_ids=x.long(), attention_mask=mask.long()).last_hidden_state
+            with torch.set_grad_enabled(
+                torch.is_grad_enabled() and self.config.finetune_text_backbone
+            ):
+                x = self.text_backbone(
+                    input_ids=x.long(), attention_mask=mask.long()
+                ).last_hidden_state
         return x.float(), mask
 
     def forward(self, batch: Batch) -> ModelOutput:
@@ -137,7 +157,7 @@ class EmotionModel(nn.Module):
         }
         squeeze = self.config.task == "regression"
         return ModelOutput(
-            prediction=_squeeze(fused.prediction, squeeze),
+            prediction=fused.prediction[:, 0] if squeeze else fused.prediction,
             shared_branch=_squeeze(fused.shared_branch, squeeze),
             specific_branch=_squeeze(fused.specific_branch, squeeze),
             gate=None if fused.gate is None else fused.gate[:, 0],
@@ -147,7 +167,11 @@ class EmotionModel(nn.Module):
         )
 
     def count_parameters(self, include_text_backbone: bool = True) -> int:
-        backbone = set() if self.text_backbone is None else {id(p) for p in self.text_backbone.parameters()}
+        backbone = (
+            set()
+            if self.text_backbone is None
+            else {id(p) for p in self.text_backbone.parameters()}
+        )
         return sum(
             p.numel() for p in self.parameters() if include_text_backbone or id(p) not in backbone
         )

@@ -33,10 +33,13 @@ def attention_padding_mask(mask: torch.Tensor) -> torch.Tensor:
     return ~(mask | empty)
 
 
-def transformer(d_model: int, n_layers: int, n_heads: int, d_ff: int, dropout: float) -> nn.Module:
+def transformer(
+    d_model: int, n_layers: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float
+) -> nn.Module:
     layer = nn.TransformerEncoderLayer(
         d_model, n_heads, d_ff, dropout, activation="gelu", batch_first=True, norm_first=True
     )
+    layer.self_attn.dropout = attention_dropout
     # Nested tensors would make eval outputs depend on the padding of other samples.
     return nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
 
@@ -44,14 +47,18 @@ def transformer(d_model: int, n_layers: int, n_heads: int, d_ff: int, dropout: f
 class ModalityEncoder(nn.Module):
     """Conv1D projection -> positional encoding -> Transformer, for one modality."""
 
-    def __init__(self, cfg: EncoderConfig, d_model: int, d_ff: int, dropout: float):
+    def __init__(
+        self, cfg: EncoderConfig, d_model: int, d_ff: int, dropout: float, attention_dropout: float
+    ):
         super().__init__()
         self.projection = nn.Conv1d(
             cfg.d_in, d_model, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=False
         )
         self.scale = math.sqrt(d_model)
         self.dropout = nn.Dropout(dropout)
-        self.transformer = transformer(d_model, cfg.n_layers, cfg.n_heads, d_ff, dropout)
+        self.transformer = transformer(
+            d_model, cfg.n_layers, cfg.n_heads, d_ff, dropout, attention_dropout
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (B, T, d_in), mask: (B, T) bool -> (B, T, d_model)."""

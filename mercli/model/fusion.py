@@ -29,8 +29,10 @@ class GatedFusion(nn.Module):
         n = len(modalities)
         # r_e = r + FFN(Linear(r)), per modality.
         self.enhance = nn.ModuleDict(
-            {m: nn.Sequential(nn.Linear(d_half, d_half), mlp(d_half, 2 * d_half, d_half))
-             for m in modalities}
+            {
+                m: nn.Sequential(nn.Linear(d_half, d_half), mlp(d_half, 2 * d_half, d_half))
+                for m in modalities
+            }
         )
         # u_g = u + W [u; r_e] (eq. 21), per modality.
         self.guide = nn.ModuleDict({m: nn.Linear(2 * d_half, d_half) for m in modalities})

@@ -27,7 +27,9 @@ class HouseholderMixing(nn.Module):
     def matrix(self) -> torch.Tensor:
         """Q, shape = (D, D); for inspection, the forward pass never builds it."""
         dim = self.vectors.shape[1]
-        return self.forward(torch.eye(dim, dtype=self.vectors.dtype, device=self.vectors.device))[0].T
+        return self.forward(torch.eye(dim, dtype=self.vectors.dtype, device=self.vectors.device))[
+            0
+        ].T
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Q h = H_1 H_2 H_3 h: the last reflection acts first.
@@ -78,6 +80,9 @@ class AdditiveCoupling(nn.Module):
 class ChannelPermutation(nn.Module):
     """A fixed random channel permutation P (eq. 6); the inverse uses P^T."""
 
+    order: torch.Tensor
+    inverse_order: torch.Tensor
+
     def __init__(self, dim: int, seed: int = 0):
         super().__init__()
         order = torch.randperm(dim, generator=torch.Generator().manual_seed(seed))
@@ -116,5 +121,5 @@ class InvertibleCore(nn.Module):
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         """z: (B, D) -> x: (B, D)."""
         for block in reversed(self.blocks):
-            z = block.inverse(z)
+            z = block.inverse(z)  # type: ignore[operator]
         return z

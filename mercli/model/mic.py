@@ -17,9 +17,12 @@ from mercli.model.disentangle import mlp
 def discriminator(d_half: int, d_hidden: int) -> nn.Sequential:
     """phi: three linear layers with ReLU, then a linear output giving one logit (eq. 18)."""
     return nn.Sequential(
-        nn.Linear(3 * d_half, d_hidden), nn.ReLU(),
-        nn.Linear(d_hidden, d_hidden), nn.ReLU(),
-        nn.Linear(d_hidden, d_hidden), nn.ReLU(),
+        nn.Linear(3 * d_half, d_hidden),
+        nn.ReLU(),
+        nn.Linear(d_hidden, d_hidden),
+        nn.ReLU(),
+        nn.Linear(d_hidden, d_hidden),
+        nn.ReLU(),
         nn.Linear(d_hidden, 1),
     )
 
@@ -27,15 +30,15 @@ def discriminator(d_half: int, d_hidden: int) -> nn.Sequential:
 class MutualInformationEstimators(nn.Module):
     """z = Linear(y); s(x, y) = f(x)^T h(y); phi_m(u_m, z, r_m) per modality."""
 
-    def __init__(
-        self, modalities: tuple[str, ...], d_half: int, d_hidden: int, d_label: int
-    ):
+    def __init__(self, modalities: tuple[str, ...], d_half: int, d_hidden: int, d_label: int):
         super().__init__()
         self.d_label = d_label  # 1 for a regression score, n_classes for one-hot classes
         self.label_embedding = nn.Linear(d_label, d_half)
         self.score_x = mlp(d_half, d_hidden, d_hidden)  # f
         self.score_y = mlp(d_half, d_hidden, d_hidden)  # h
-        self.discriminators = nn.ModuleDict({m: discriminator(d_half, d_hidden) for m in modalities})
+        self.discriminators = nn.ModuleDict(
+            {m: discriminator(d_half, d_hidden) for m in modalities}
+        )
 
     def embed_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """labels: (B,) scores or class ids -> z: (B, d_half)."""
