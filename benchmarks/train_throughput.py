@@ -9,7 +9,7 @@ own) on one MOSI-shaped unaligned synthetic pickle (text 50 tokens, audio 375 x 
   ``mosi`` preset: batch 32, full loss) with text from the pickle's frozen 768-d BERT states (the
   mer default for pickles: no backbone).
 * ``mer/bert-ft``: the same, with a fine-tuned bert-base-shaped, randomly initialised BertModel as
-  ``text_backbone``, fed the pickle's ``text_bert`` ids (``load_dataset(..., text_source="tokens")``):
+  ``text_backbone``, fed the pickle's ``text_bert`` ids (``text_source="tokens"``):
   like for like with MISA, which fine-tunes its BERT.
 * ``misa/b16`` and ``misa/b32``: MMSA's MISA built through ``AMIO(config)`` from MMSA's own MOSI
   regression config (``train_mode="regression"``, ``pretrained`` = the same random bert-base-shaped
@@ -60,7 +60,7 @@ MER_BATCH = 32  # the mosi preset's batch size
 
 
 def make_bert_dir(directory: Path, seed: int = 0) -> Path:
-    """A randomly initialised bert-base-shaped BertModel (+ a placeholder vocab) in ``directory``."""
+    """A randomly initialised bert-base-shaped BertModel and a placeholder vocab."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -75,14 +75,20 @@ def make_bert_dir(directory: Path, seed: int = 0) -> Path:
 
 
 def run_worker(spec: dict[str, Any], threads: int) -> dict[str, Any]:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        TOKENIZERS_PARALLELISM="false",
+    )
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise RuntimeError(f"{spec['system']} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+        raise RuntimeError(
+            f"{spec['system']} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -96,9 +102,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--mmsa-path", help="a folder holding MMSA (pip install --target ...)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="run every system this many times, round-robin, and keep each "
-                             "system's fastest epoch (a busy machine disturbs single runs)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every system this many times, round-robin, and keep each "
+        "system's fastest epoch (a busy machine disturbs single runs)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.worker:
@@ -116,21 +126,38 @@ def main() -> None:
         else:
             from mercli.data.synthetic import write_mmsa_pickle
 
-            data = str(write_mmsa_pickle(tmp_path / "unaligned_50.pkl", "mosi", n_train=args.n_train,
-                                         n_valid=2, n_test=2, seed=args.seed))
+            data = str(
+                write_mmsa_pickle(
+                    tmp_path / "unaligned_50.pkl",
+                    "mosi",
+                    n_train=args.n_train,
+                    n_valid=2,
+                    n_test=2,
+                    seed=args.seed,
+                )
+            )
         bert = ""
         if any(s != "mer/states" for s in systems):
             bert = str(make_bert_dir(tmp_path / "bert-base-random", seed=args.seed))
         runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
         for round_ in range(args.rounds):
             for system in systems:
-                spec = {"system": system, "data": data, "bert": bert, "device": args.device,
-                        "warmup": args.warmup, "threads": args.threads, "seed": args.seed,
-                        "mmsa_path": args.mmsa_path and str(Path(args.mmsa_path).resolve())}
-                print(f"round {round_ + 1}/{args.rounds}: {system} ...", file=sys.stderr, flush=True)
+                spec = {
+                    "system": system,
+                    "data": data,
+                    "bert": bert,
+                    "device": args.device,
+                    "warmup": args.warmup,
+                    "threads": args.threads,
+                    "seed": args.seed,
+                    "mmsa_path": args.mmsa_path and str(Path(args.mmsa_path).resolve()),
+                }
+                print(
+                    f"round {round_ + 1}/{args.rounds}: {system} ...", file=sys.stderr, flush=True
+                )
                 runs[system].append(run_worker(spec, args.threads))
     results = []
-    for system, rs in runs.items():
+    for rs in runs.values():
         best = dict(max(rs, key=lambda r: r["samples_per_s"]))
         best["all_samples_per_s"] = [r["samples_per_s"] for r in rs]
         results.append(best)
@@ -144,27 +171,45 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for mer in ("mer/states", "mer/bert-ft"):
         for misa in ("misa/b16", "misa/b32"):
             if mer in by_name and misa in by_name:
-                ratios[f"{mer} / {misa}"] = by_name[mer]["samples_per_s"] / by_name[misa]["samples_per_s"]
+                ratios[f"{mer} / {misa}"] = (
+                    by_name[mer]["samples_per_s"] / by_name[misa]["samples_per_s"]
+                )
     device = results[0]["device_name"] if results else args.device
     if args.json:
-        print(json.dumps({"device": device, "n_train": args.n_train, "threads": args.threads,
-                          "rounds": args.rounds,
-                          "results": results, "throughput_ratios": ratios}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "device": device,
+                    "n_train": args.n_train,
+                    "threads": args.threads,
+                    "rounds": args.rounds,
+                    "results": results,
+                    "throughput_ratios": ratios,
+                },
+                indent=1,
+            )
+        )
         return
     mem_label = "peak GPU alloc MiB" if args.device == "cuda" else "peak RSS MiB (+train)"
-    print(f"\ndevice: {device}, torch threads {args.threads}, one epoch of {args.n_train} "
-          f"MOSI-shaped unaligned train samples, warm-up {args.warmup} batches, "
-          f"best of {args.rounds} round(s)")
-    print(f"{'system':13s} {'batch':>5s} {'samples':>7s} {'seconds':>8s} {'samples/s':>10s} "
-          f"{mem_label:>22s} {'params M':>9s}  load avg (1 min) before/after")
+    print(
+        f"\ndevice: {device}, torch threads {args.threads}, one epoch of {args.n_train} "
+        f"MOSI-shaped unaligned train samples, warm-up {args.warmup} batches, "
+        f"best of {args.rounds} round(s)"
+    )
+    print(
+        f"{'system':13s} {'batch':>5s} {'samples':>7s} {'seconds':>8s} {'samples/s':>10s} "
+        f"{mem_label:>22s} {'params M':>9s}  load avg (1 min) before/after"
+    )
     for r in results:
         if args.device == "cuda":
             mem = f"{r['peak_gpu_mib']:.0f}"
         else:
             mem = f"{r['peak_rss_mib']:.0f} (+{r['train_rss_rise_mib']:.0f})"
-        print(f"{r['system']:13s} {r['batch_size']:5d} {r['samples']:7d} {r['seconds']:8.1f} "
-              f"{r['samples_per_s']:10.2f} {mem:>22s} {r['params_m']:9.1f}  "
-              f"{r['load_before'][0]:.2f} / {r['load_after'][0]:.2f}")
+        print(
+            f"{r['system']:13s} {r['batch_size']:5d} {r['samples']:7d} {r['seconds']:8.1f} "
+            f"{r['samples_per_s']:10.2f} {mem:>22s} {r['params_m']:9.1f}  "
+            f"{r['load_before'][0]:.2f} / {r['load_after'][0]:.2f}"
+        )
     for name, ratio in ratios.items():
         print(f"throughput {name}: {ratio:.2f}x")
 
@@ -204,8 +249,9 @@ def worker(spec: dict[str, Any]) -> None:
         "peak_rss_mib": peak_rss,
         "train_rss_rise_mib": peak_rss - rss_setup,  # over data + model + optimizer, pre-training
         "params_m": n_params / 1e6,
-        "device_name": (torch.cuda.get_device_name() if device == "cuda"
-                        else f"cpu ({os.cpu_count()} cores)"),
+        "device_name": (
+            torch.cuda.get_device_name() if device == "cuda" else f"cpu ({os.cpu_count()} cores)"
+        ),
         "torch": torch.__version__,
         "load_before": load_before,
         "load_after": os.getloadavg(),
@@ -226,10 +272,10 @@ def setup_mer(spec: dict[str, Any]):
     """mer's model, optimizer and loader exactly as ``mercli.train.fit`` builds them."""
     from dataclasses import replace
 
+    from mercli import train as train_module
     from mercli.config import PRESETS
     from mercli.data import load_dataset
     from mercli.model import EmotionModel
-    from mercli import train as train_module
     from mercli.train import configure_optimizer, make_loader, train_epoch
 
     device = spec["device"]
@@ -244,12 +290,21 @@ def setup_mer(spec: dict[str, Any]):
     optimizer = configure_optimizer(model, cfg)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # As fit() drives it: the model and its loss as one TrainingStep module, where there is one.
-    step = train_module.TrainingStep(model, cfg.loss_weights) if hasattr(
-        train_module, "TrainingStep") else None
+    step = (
+        train_module.TrainingStep(model, cfg.loss_weights)
+        if hasattr(train_module, "TrainingStep")
+        else None
+    )
 
     def batches(seed: int):
-        return make_loader(data.train, data.collate, cfg.batch_size, shuffle=True, seed=seed,
-                           drop_last=len(data.train) > cfg.batch_size)
+        return make_loader(
+            data.train,
+            data.collate,
+            cfg.batch_size,
+            shuffle=True,
+            seed=seed,
+            drop_last=len(data.train) > cfg.batch_size,
+        )
 
     def epoch(loader) -> int:
         samples = 0
@@ -300,11 +355,19 @@ def setup_misa(spec: dict[str, Any]):
     device = torch.device(spec["device"])
     batch_size = int(spec["system"][-2:])
     args = get_config_regression("misa", "mosi")
-    args.update({
-        "train_mode": "regression", "device": device, "custom_feature": spec["data"],
-        "feature_T": "", "feature_A": "", "feature_V": "", "pretrained": spec["bert"],
-        "batch_size": batch_size, "cur_seed": 1,
-    })
+    args.update(
+        {
+            "train_mode": "regression",
+            "device": device,
+            "custom_feature": spec["data"],
+            "feature_T": "",
+            "feature_A": "",
+            "feature_V": "",
+            "pretrained": spec["bert"],
+            "batch_size": batch_size,
+            "cur_seed": 1,
+        }
+    )
     dataset = MMDataset(args, mode="train")  # sets args.feature_dims from the data
     # MMSA zeroes -inf in audio only; real MOSI FACET has none, the synthetic file does.
     dataset.vision[~np.isfinite(dataset.vision)] = 0
@@ -312,16 +375,18 @@ def setup_misa(spec: dict[str, Any]):
     model = AMIO(args).to(device)
     trainer = ATIO().getTrain(args)
     trainer.model = model
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
-                                 lr=args.learning_rate)
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=args.learning_rate
+    )
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model.train()
 
     def batches(seed: int):
         # MMDataLoader's loader (shuffle, no drop_last); workers 0 like mer's loader.
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
-                          generator=generator)
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, num_workers=0, generator=generator
+        )
 
     def epoch(loader) -> int:
         return sum(step(b, i) for i, b in enumerate(loader))
@@ -339,12 +404,17 @@ def setup_misa(spec: dict[str, Any]):
         diff_loss = trainer.get_diff_loss()
         recon_loss = trainer.get_recon_loss()
         similarity_loss = trainer.get_cmd_loss() if args.use_cmd_sim else trainer.get_domain_loss()
-        loss = (cls_loss + args.diff_weight * diff_loss + args.sim_weight * similarity_loss
-                + args.recon_weight * recon_loss)
+        loss = (
+            cls_loss
+            + args.diff_weight * diff_loss
+            + args.sim_weight * similarity_loss
+            + args.recon_weight * recon_loss
+        )
         loss.backward()
         if args.grad_clip != -1.0:
             torch.nn.utils.clip_grad_value_(
-                [p for p in model.parameters() if p.requires_grad], args.grad_clip)
+                [p for p in model.parameters() if p.requires_grad], args.grad_clip
+            )
         loss.item()
         outputs.detach().cpu()
         if (i + 1) % args.update_epochs == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -18,7 +19,11 @@ def model_info(info: Any) -> None:
     table.add_column("figure")
     table.add_column("mer", justify="right")
     table.add_column("paper (Table 9)", justify="right")
-    table.add_row("parameters, text backbone excluded", f"{info.parameters_without_backbone / 1e6:.2f} M", f"{PAPER_PARAMS_M} M")
+    table.add_row(
+        "parameters, text backbone excluded",
+        f"{info.parameters_without_backbone / 1e6:.2f} M",
+        f"{PAPER_PARAMS_M} M",
+    )
     table.add_row("parameters, all", f"{info.parameters / 1e6:.2f} M", "")
     table.add_row(
         "forward FLOPs, backbone excluded", f"{info.flops / 1e9:.2f} G", f"{PAPER_GFLOPS} G"
@@ -34,16 +39,33 @@ def presets(presets: dict[str, Any], ablations: dict[str, Any]) -> None:
         table.add_column(column)
     for name, p in presets.items():
         w = p.train.loss_weights
-        weights = ", ".join(f"{v:g}" for v in (w.invertibility, w.similarity, w.independence, w.reconstruction, w.mutual_information))
+        weights = ", ".join(
+            f"{v:g}"
+            for v in (
+                w.invertibility,
+                w.similarity,
+                w.independence,
+                w.reconstruction,
+                w.mutual_information,
+            )
+        )
         table.add_row(name, p.model.task, f"{p.train.lr:g}", f"{p.train.text_lr:g}", weights)
     stdout.print(table)
     stdout.print("ablations: " + ", ".join(ablations))
 
 
 METRIC_LABELS = {
-    "mae": "MAE", "corr": "Corr", "acc2_has0": "Acc-2 has0", "acc2_non0": "Acc-2 non0",
-    "f1_has0": "F1 has0", "f1_non0": "F1 non0", "acc7": "Acc-7", "acc5": "Acc-5", "acc3": "Acc-3",
-    "acc2": "Acc-2", "f1": "F1",
+    "mae": "MAE",
+    "corr": "Corr",
+    "acc2_has0": "Acc-2 has0",
+    "acc2_non0": "Acc-2 non0",
+    "f1_has0": "F1 has0",
+    "f1_non0": "F1 non0",
+    "acc7": "Acc-7",
+    "acc5": "Acc-5",
+    "acc3": "Acc-3",
+    "acc2": "Acc-2",
+    "f1": "F1",
 }
 PERCENT = {"acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7", "acc5", "acc3", "acc2", "f1"}
 
@@ -67,7 +89,9 @@ def metrics_summary(results: dict[str, Any], title: str) -> None:
         table.add_column(METRIC_LABELS[k], justify="right")
     cells = []
     for k in names:
-        values = np.array([r["test"][k] if r["test"][k] is not None else np.nan for r in runs], dtype=float)
+        values = np.array(
+            [r["test"][k] if r["test"][k] is not None else np.nan for r in runs], dtype=float
+        )
         std = float(np.std(values, ddof=1)) if len(values) > 1 else None
         cells.append(format_metric(k, float(np.mean(values)), std))
     table.add_row(*cells)
@@ -79,7 +103,110 @@ def comparison(rows: list[Any], a: str, b: str) -> None:
     for column in ("metric", "A", "B", "p"):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(METRIC_LABELS.get(r.metric, r.metric), format_metric(r.metric, r.mean_a),
-                      format_metric(r.metric, r.mean_b), f"{r.p_value:.3g}")
+        table.add_row(
+            METRIC_LABELS.get(r.metric, r.metric),
+            format_metric(r.metric, r.mean_a),
+            format_metric(r.metric, r.mean_b),
+            f"{r.p_value:.3g}",
+        )
     stdout.print(table)
     stderr.print(f"A = {a}\nB = {b}")
+
+
+# ---------------------------------------------------------------------------------------------
+# mer analyze
+
+_BAR_CELLS = 2  # half-width of the score bar in characters
+
+
+def score_bar(score: float) -> str:
+    """A Rich-markup bar centred on 0: red to the left for negative, green to the right."""
+    n = min(_BAR_CELLS, round(abs(score) * _BAR_CELLS / 3))
+    if score < 0:
+        return f"{' ' * (_BAR_CELLS - n)}[red]{'█' * n}[/red]│{' ' * _BAR_CELLS}"
+    return f"{' ' * _BAR_CELLS}│[green]{'█' * n}[/green]{' ' * (_BAR_CELLS - n)}"
+
+
+def _opt(value: float | None, fmt: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{unit}"
+
+
+def analysis(result: Any, model: Any) -> None:
+    """One file's per-utterance table and a summary line.
+
+    Model outputs (score, polarity, 7-class label, branch weights) come first; presence (face
+    coverage) next; descriptors (dominant expression, pitch, energy), which are measurements and
+    not the model's reading, last and dimmed.
+    """
+    from rich.markup import escape
+
+    if not result.predictions:
+        stdout.print(
+            f"[bold]{escape(result.path)}[/bold]: [yellow]{result.status}[/yellow]"
+            + (f" ({escape(result.reason)})" if result.reason else "")
+        )
+        _summary_line(result)
+        return
+    table = Table(
+        title=escape(result.path),
+        title_justify="left",
+        padding=(0, 1),
+        caption="shared / specif.: weights of the shared and specific-guided branches; dim "
+        "columns are descriptors measured from the media, not model outputs",
+        caption_justify="left",
+    )
+    table.add_column("start\nend", justify="right", no_wrap=True)
+    table.add_column("transcript", ratio=1, min_width=12, overflow="fold")
+    table.add_column("score", no_wrap=True)
+    table.add_column("polarity\n7-class", min_width=8)
+    table.add_column("shared\nspecif.", justify="right", no_wrap=True)
+    table.add_column("face", justify="right", no_wrap=True)
+    table.add_column("expr.", style="dim", header_style="dim", no_wrap=True)
+    table.add_column(
+        "pitch\nenergy", style="dim", header_style="dim", justify="right", no_wrap=True
+    )
+    for p in result.predictions:
+        weights = (
+            "-" if p.shared_weight is None else f"{p.shared_weight:.2f}\n{p.specific_weight:.2f}"
+        )
+        expression = "-" if p.expression is None else f"{p.expression}\n{p.expression_prob:.2f}"
+        table.add_row(
+            f"{p.start_s:.1f}\n{p.end_s:.1f}",
+            escape(p.text),
+            f"{p.score:+.2f}\n{score_bar(p.score)}",
+            f"{p.polarity}\n{p.label_name}",
+            weights,
+            _opt(None if p.face_coverage is None else 100 * p.face_coverage, ".0f", "%"),
+            expression,
+            f"{_opt(p.pitch_hz, '.0f', ' Hz')}\n{_opt(p.energy_db, '.0f', ' dB')}",
+        )
+    stdout.print(table)
+    _summary_line(result)
+
+
+def _summary_line(result: Any) -> None:
+    from rich.markup import escape
+
+    s = result.summary()
+    parts = [f"{s['n_utterances']} utterances", f"{s['speech_s']:.1f} s of speech"]
+    if s["mean_score"] is not None:
+        parts.append(f"mean score {s['mean_score']:+.2f} ({s['mean_label_name']})")
+    if s["face_coverage"] is not None:
+        parts.append(f"face in {100 * s['face_coverage']:.0f}% of sampled frames")
+    if s["expression"] is not None:
+        parts.append(f"dominant expression {s['expression']} ({s['expression_prob']:.2f})")
+    stdout.print(
+        f"[bold]summary[/bold] {escape(Path(result.path).name)}: {result.status}; "
+        + "; ".join(parts)
+    )
+
+
+def analysis_header(model: Any) -> None:
+    """What the model reads, above the tables: a text-only model is said to be one."""
+    modalities = ", ".join(model.modalities)
+    note = (
+        " (text only: audio and face columns are descriptors, not model inputs)"
+        if model.text_only
+        else ""
+    )
+    stdout.print(f"model: {model.checkpoint}; reads {modalities}{note}")

@@ -52,8 +52,13 @@ D_VISION = D_FEATURES + len(EMOTIONS) + D_GEOMETRY  # 128 + 7 + 19 = 154
 class FrameLike(Protocol):
     """A decoded video frame, e.g. ``mercli.features.media.Frame``."""
 
-    time_s: float  # presentation time, seconds from the start of the media
-    rgb: np.ndarray  # uint8 (H, W, 3)
+    @property
+    def time_s(self) -> float:  # presentation time, seconds from the start of the media
+        ...
+
+    @property
+    def rgb(self) -> np.ndarray:  # uint8 (H, W, 3)
+        ...
 
 
 @dataclass(frozen=True)

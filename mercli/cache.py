@@ -1,0 +1,187 @@
+"""Feature files and the feature cache.
+
+A :class:`~mercli.features.extract.MediaFeatures` is stored as one ``.npz``: numeric arrays
+(``u<i>_audio``, ``u<i>_vision``, ``u<i>_vision_mask``, ``frame_times_s``, ``frame_mask``) plus
+``meta``, a JSON string with everything else. Loading uses ``allow_pickle=False``: a feature file
+cannot run code. ``mer extract -o`` writes the same format.
+
+The cache lives in ``$XDG_CACHE_HOME/mer/features`` (default ``~/.cache/mer/features``), keyed by
+the sha256 of the file's content and of the extractor configuration and versions, so a renamed
+file hits and a changed setting misses. Entries are written atomically (temporary file, then
+``os.replace``), so a crashed run never leaves a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mercli.features.extract import (
+    FEATURES_VERSION,
+    ExtractConfig,
+    MediaFeatures,
+    UtteranceFeatures,
+)
+
+FILE_FORMAT = "mer-features"
+FILE_FORMAT_VERSION = 1
+_CHUNK_BYTES = 1 << 20
+
+
+class FeatureFileError(ValueError):
+    """A feature file that is not one mer wrote, or of another format version."""
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/mer/features``, or ``~/.cache/mer/features``."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "mer" / "features"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's content, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def extractor_versions() -> dict[str, str]:
+    """Versions that change extracted features: mer's feature code and the libraries it uses."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from mercli import __version__
+
+    versions = {"mercli": __version__, "features": str(FEATURES_VERSION)}
+    for package in ("openai-whisper", "librosa", "facenet-pytorch", "fer"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "absent"
+    return versions
+
+
+def cache_key(sha256: str, config: ExtractConfig) -> str:
+    """Hex digest of the media content hash, the settings and the extractor versions."""
+    identity = {"media": sha256, "config": config.cache_fields(), "versions": extractor_versions()}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(sha256: str, config: ExtractConfig) -> Path:
+    return cache_dir() / f"{cache_key(sha256, config)}.npz"
+
+
+def cached_extract(
+    path: str | os.PathLike[str],
+    config: ExtractConfig,
+    extract: Callable[[str | os.PathLike[str], ExtractConfig, str], MediaFeatures],
+    use_cache: bool = True,
+) -> tuple[MediaFeatures, bool]:
+    """Features of ``path`` from the cache, else from ``extract`` (then stored).
+
+    Args:
+        path: the media file.
+        config: front-end settings (part of the key).
+        extract: ``(path, config, sha256) -> MediaFeatures``, run on a miss.
+        use_cache: False skips both reading and writing the cache.
+
+    Returns:
+        (features, whether they came from the cache).
+    """
+    sha256 = file_sha256(path)
+    if not use_cache:
+        return extract(path, config, sha256), False
+    entry = cache_path(sha256, config)
+    if entry.is_file():
+        try:
+            features = read_features(entry)
+        except (FeatureFileError, OSError, ValueError, KeyError):
+            entry.unlink(missing_ok=True)  # a stale or damaged entry is redone
+        else:
+            features.path = str(path)
+            features.timings_s = {}  # nothing was extracted this time
+            return features, True
+    features = extract(path, config, sha256)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    write_features(features, entry)
+    return features, False
+
+
+# ---------------------------------------------------------------------------------------------
+# the .npz format
+
+_UTTERANCE_FIELDS = ("start_s", "end_s", "text", "face_coverage", "expression",
+                     "expression_prob", "pitch_hz", "energy_db")  # fmt: skip
+_MEDIA_FIELDS = ("path", "sha256", "status", "duration_s", "has_audio", "has_video",
+                 "face_coverage", "expression", "expression_prob", "timings_s")  # fmt: skip
+
+
+def _arrays(features: MediaFeatures) -> dict[str, np.ndarray]:
+    meta = {
+        "format": FILE_FORMAT,
+        "format_version": FILE_FORMAT_VERSION,
+        **{k: getattr(features, k) for k in _MEDIA_FIELDS},
+        "utterances": [{k: getattr(u, k) for k in _UTTERANCE_FIELDS} for u in features.utterances],
+    }
+    arrays = {
+        "meta": np.array(json.dumps(meta)),
+        "frame_times_s": np.asarray(features.frame_times_s, np.float64),
+        "frame_mask": np.asarray(features.frame_mask, bool),
+    }
+    for i, u in enumerate(features.utterances):
+        arrays[f"u{i}_audio"] = np.asarray(u.audio, np.float32)
+        arrays[f"u{i}_vision"] = np.asarray(u.vision, np.float32)
+        arrays[f"u{i}_vision_mask"] = np.asarray(u.vision_mask, bool)
+    return arrays
+
+
+def write_features(features: MediaFeatures, path: str | os.PathLike[str]) -> Path:
+    """Write ``features`` to one ``.npz`` at ``path``, atomically."""
+    path = Path(path)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
+        try:
+            np.savez(tmp, **_arrays(features))  # type: ignore[arg-type]
+            tmp.close()
+            os.replace(tmp.name, path)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    return path
+
+
+def _meta(data: Any, path: Path) -> dict[str, Any]:
+    if "meta" not in data.files:
+        raise FeatureFileError(f"{path}: not a mer feature file (no meta entry)")
+    meta = json.loads(str(data["meta"][()]))
+    if meta.get("format") != FILE_FORMAT or meta.get("format_version") != FILE_FORMAT_VERSION:
+        raise FeatureFileError(f"{path}: not a mer feature file of format {FILE_FORMAT_VERSION}")
+    return meta
+
+
+def read_features(path: str | os.PathLike[str]) -> MediaFeatures:
+    """Load a feature file written by :func:`write_features` (no pickle involved)."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as data:
+        meta = _meta(data, path)
+        utterances = [
+            UtteranceFeatures(
+                audio=data[f"u{i}_audio"],
+                vision=data[f"u{i}_vision"],
+                vision_mask=data[f"u{i}_vision_mask"],
+                **u,
+            )
+            for i, u in enumerate(meta.pop("utterances"))
+        ]
+        frame_times_s, frame_mask = data["frame_times_s"], data["frame_mask"]
+    kwargs = {k: meta[k] for k in _MEDIA_FIELDS}
+    return MediaFeatures(
+        **kwargs, utterances=utterances, frame_times_s=frame_times_s, frame_mask=frame_mask
+    )

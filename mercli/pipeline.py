@@ -1,0 +1,298 @@
+"""Raw media to per-utterance predictions: decode -> ASR -> features -> batched model.
+
+Each stage can be called on its own:
+
+- :func:`extract`: one file's :class:`~mercli.features.extract.MediaFeatures`, through the
+  feature cache (:mod:`mercli.cache`).
+- :func:`make_batch`: utterances -> a :class:`~mercli.schema.Batch` for the model's modalities.
+- :func:`predict`: utterances -> :class:`~mercli.prediction.Prediction` s, in batches.
+- :class:`Analyzer`: all of it per file, turning a file's failure into a status with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mercli.features.extract import ExtractConfig, FrontEnd, MediaFeatures, UtteranceFeatures
+from mercli.prediction import FileResult, ModelInfo, Prediction
+
+if TYPE_CHECKING:
+    from mercli.models import LoadedModel
+    from mercli.schema import Batch
+
+MEDIA_EXTENSIONS = frozenset(
+    [
+        *(".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv"),
+        *(".3gp", ".ts", ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".wma"),
+    ]
+)
+
+
+def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given, and the media files (by extension) inside directories, recursively.
+
+    Paths that do not exist are kept, so that they get an ``unreadable`` status of their own.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(
+                sorted(
+                    f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS
+                )
+            )
+        else:
+            out.append(p)
+    return out
+
+
+def extract(
+    path: str | os.PathLike[str],
+    config: ExtractConfig,
+    front_end: FrontEnd | None = None,
+    use_cache: bool = True,
+) -> tuple[MediaFeatures, bool]:
+    """Features of one file, from the cache when it holds them.
+
+    Returns:
+        (features, whether they came from the cache).
+
+    Raises:
+        MediaError: missing or undecodable file; OSError: unreadable file.
+    """
+    from mercli import cache
+    from mercli.features import extract as front
+    from mercli.features.media import MediaError
+
+    if not Path(path).exists():
+        raise MediaError(path, "file not found")
+    if not Path(path).is_file():
+        raise MediaError(path, "not a regular file")
+    front_end = front_end or FrontEnd(config)
+
+    def run(p: str | os.PathLike[str], c: ExtractConfig, sha256: str) -> MediaFeatures:
+        return front.extract(p, c, front_end, sha256=sha256)
+
+    return cache.cached_extract(path, config, run, use_cache=use_cache)
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+def _padded(arrays: Sequence[np.ndarray], d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stack ``(T_i, d)`` arrays into ``(B, T_max, d)`` (T_max >= 1) and a ``(B, T_max)`` mask."""
+    steps = max([len(a) for a in arrays] + [1])
+    x = np.zeros((len(arrays), steps, d), np.float32)
+    mask = np.zeros((len(arrays), steps), bool)
+    for i, a in enumerate(arrays):
+        x[i, : len(a)] = a
+        mask[i, : len(a)] = True
+    return x, mask
+
+
+def make_batch(utterances: Sequence[UtteranceFeatures], loaded: LoadedModel) -> Batch:
+    """The model inputs of some utterances, for the model's modalities only.
+
+    text: token ids ``(B, T_t)`` long (tokenizer of the backbone, truncated as in training);
+    audio: ``(B, T_a, 35)``; vision: ``(B, T_v, 154)`` with frames without a face masked.
+    """
+    import torch
+
+    from mercli.data.samples import tokenize
+    from mercli.schema import Batch
+
+    inputs: dict[str, torch.Tensor] = {}
+    masks: dict[str, torch.Tensor] = {}
+    for m in loaded.modalities:
+        if m == "text":
+            ids, mask = tokenize(
+                [u.text for u in utterances], loaded.tokenizer, loaded.max_text_tokens
+            )
+            inputs[m], masks[m] = ids, mask
+            continue
+        if m == "audio":
+            x, mask_np = _padded([u.audio for u in utterances], loaded.model.config.audio.d_in)
+        else:
+            x, mask_np = _padded([u.vision for u in utterances], loaded.model.config.vision.d_in)
+            for i, u in enumerate(utterances):  # frames without a face carry no data
+                mask_np[i, : len(u.vision_mask)] &= u.vision_mask
+        inputs[m], masks[m] = torch.from_numpy(x), torch.from_numpy(mask_np)
+    return Batch(inputs, masks)
+
+
+def predict(
+    utterances: Sequence[UtteranceFeatures], loaded: LoadedModel, batch_size: int = 32
+) -> list[Prediction]:
+    """Score utterances in batches of ``batch_size`` (results do not depend on the batching).
+
+    Returns:
+        one :class:`Prediction` per utterance, same order.
+    """
+    import torch
+
+    from mercli.metrics import seven_class_label
+
+    predictions: list[Prediction] = []
+    for first in range(0, len(utterances), batch_size):
+        chunk = utterances[first : first + batch_size]
+        batch = make_batch(chunk, loaded).to(loaded.device)
+        with torch.inference_mode():
+            output = loaded.model(batch)
+        scores = output.prediction.float().clamp(-3.0, 3.0).cpu().numpy()  # (B,)
+        gates = None if output.gate is None else output.gate.float().cpu().numpy()  # (B,)
+        for i, u in enumerate(chunk):
+            score = float(scores[i])
+            predictions.append(
+                Prediction(
+                    index=first + i,
+                    start_s=u.start_s,
+                    end_s=u.end_s,
+                    text=u.text,
+                    score=score,
+                    label=seven_class_label(score),
+                    shared_weight=None if gates is None else float(gates[i]),
+                    face_coverage=u.face_coverage,
+                    expression=u.expression,
+                    expression_prob=u.expression_prob,
+                    pitch_hz=u.pitch_hz,
+                    energy_db=u.energy_db,
+                )
+            )
+    return predictions
+
+
+def model_info(loaded: LoadedModel) -> ModelInfo:
+    return ModelInfo(
+        checkpoint=loaded.source,
+        feature_profile=loaded.meta.feature_profile,
+        modalities=loaded.modalities,
+        text_backbone=loaded.model.config.text_backbone,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+@dataclass
+class Analyzer:
+    """Analyses files one by one with one loaded model and one front end.
+
+    Attributes:
+        loaded: the model (see :func:`mercli.models.load_model`).
+        config: front-end settings.
+        batch_size: utterances per model call.
+        use_cache: read and write the feature cache.
+        log: progress messages (stderr in the CLI).
+    """
+
+    loaded: LoadedModel
+    config: ExtractConfig
+    batch_size: int = 32
+    use_cache: bool = True
+    log: Callable[[str], None] = lambda message: None
+    front_end: FrontEnd = field(init=False)
+    frames: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.front_end = FrontEnd(self.config)
+
+    @property
+    def info(self) -> ModelInfo:
+        return model_info(self.loaded)
+
+    def analyze_file(self, path: str | os.PathLike[str]) -> FileResult:
+        """One file's result; a file that cannot be read or decoded gets a status and reason.
+
+        Raises:
+            FfmpegNotFoundError: no ffmpeg at all (nothing could be analysed).
+        """
+        from mercli.features.media import FfmpegNotFoundError, MediaError
+
+        try:
+            features, cached = extract(path, self.config, self.front_end, self.use_cache)
+        except FfmpegNotFoundError:
+            raise
+        except MediaError as error:
+            unreadable = error.reason == "file not found" or error.reason.startswith(
+                ("unreadable", "not a regular file")
+            )
+            return FileResult(str(path), "unreadable" if unreadable else "error", error.reason)
+        except OSError as error:
+            return FileResult(
+                str(path), "unreadable", f"{type(error).__name__}: {error.strerror or error}"
+            )
+        except (ValueError, RuntimeError) as error:  # reported per file, reason kept
+            return FileResult(str(path), "error", f"{type(error).__name__}: {error}")
+        self.frames[str(path)] = (features.frame_times_s, features.frame_mask)  # for timelines
+        return self._result(path, features, cached)
+
+    def _result(
+        self, path: str | os.PathLike[str], features: MediaFeatures, cached: bool
+    ) -> FileResult:
+        started = time.perf_counter()
+        predictions = predict(features.utterances, self.loaded, self.batch_size)
+        timings = {**features.timings_s, "model": time.perf_counter() - started}
+        reasons = {"no_speech": "no speech found in the audio", "no_audio": "no audio stream"}
+        return FileResult(
+            path=str(path),
+            status=features.status,
+            reason=reasons.get(features.status),
+            predictions=predictions,
+            sha256=features.sha256,
+            duration_s=features.duration_s,
+            has_audio=features.has_audio,
+            has_video=features.has_video,
+            face_coverage=features.face_coverage,
+            expression=features.expression,
+            expression_prob=features.expression_prob,
+            cached=cached,
+            timings_s=timings,
+        )
+
+    def analyze(self, paths: Sequence[str | os.PathLike[str]]) -> Iterator[FileResult]:
+        """Results file by file, each as soon as it is done."""
+        for i, path in enumerate(paths, start=1):
+            self.log(f"[{i}/{len(paths)}] {path}")
+            started = time.perf_counter()
+            result = self.analyze_file(path)
+            note = " (features from cache)" if result.cached else ""
+            self.log(
+                f"[{i}/{len(paths)}] {path}: {result.status}, "
+                f"{len(result.predictions)} utterances in "
+                f"{time.perf_counter() - started:.1f} s{note}"
+            )
+            yield result
+
+
+def analyze(
+    paths: Sequence[str | os.PathLike[str]],
+    checkpoint: str = "default",
+    config: ExtractConfig | None = None,
+    device: str = "cpu",
+    **options: Any,
+) -> list[FileResult]:
+    """Analyse media files in-process (what ``mer analyze`` does, without rendering).
+
+    Raises:
+        ProfileError: the checkpoint's features cannot be computed from raw media.
+        CheckpointError: the checkpoint cannot be loaded.
+    """
+    from dataclasses import replace
+
+    from mercli.features.profile import check_profile
+    from mercli.models import load_model, read_model_meta
+
+    _, meta = read_model_meta(checkpoint)
+    check_profile(meta.feature_profile)
+    config = replace(config or ExtractConfig(), device=device)
+    analyzer = Analyzer(load_model(checkpoint, device), config, **options)
+    return list(analyzer.analyze(expand_inputs(paths)))

@@ -1,0 +1,231 @@
+"""Small stand-ins for analyze tests: a tiny random checkpoint, fake utterances and features."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from mercli.features.asr import Utterance, Word
+from mercli.features.extract import ExtractConfig, MediaFeatures, UtteranceFeatures
+
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "i",
+    "love",
+    "this",
+    "camera",
+    "but",
+    "the",
+    "screen",
+    "is",
+    "terrible",
+    "so",
+    "happy",
+    ".",
+    "!",
+    ",",
+]
+
+
+def tiny_backbone(directory: Path) -> Path:
+    """A 1-layer 16-wide BertModel and its WordPiece tokenizer, saved with save_pretrained."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(directory)
+    return directory
+
+
+def tiny_checkpoint(
+    directory: Path,
+    backbone: Path,
+    modalities: tuple[str, ...] = ("text",),
+    profile: dict | None = None,
+    seed: int = 0,
+) -> Path:
+    """A random EmotionModel checkpoint reading ``modalities``, with a feature profile."""
+    import torch
+
+    from mercli.checkpoint import CheckpointMeta, save_checkpoint
+    from mercli.config import EncoderConfig, ModelConfig
+    from mercli.features.profile import raw_profile
+    from mercli.model import EmotionModel
+
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        text=EncoderConfig(d_in=16, n_layers=1, n_heads=2),
+        audio=EncoderConfig(d_in=35, n_layers=1, n_heads=2),
+        vision=EncoderConfig(d_in=154, n_layers=1, n_heads=2),
+        modalities=modalities,
+        d_model=16,
+        n_shared_heads=2,
+        d_ff_mult=2,
+        d_latent=16,
+        n_mask_groups=4,
+        d_key=4,
+        d_mic=16,
+        knn_k=2,
+        text_backbone=str(backbone),
+        finetune_text_backbone=False,
+    )
+    if profile is None:
+        profile = (
+            {"name": "text-only", "modalities": ["text"], "text": {"extractor": str(backbone)}}
+            if modalities == ("text",)
+            else raw_profile(str(backbone))
+        )
+    model = EmotionModel(config)
+    return save_checkpoint(
+        model, directory, CheckpointMeta(model_config={}, feature_profile=profile)
+    )
+
+
+def utterance(text: str, start_s: float, end_s: float) -> Utterance:
+    words = text.split()
+    step = (end_s - start_s) / len(words)
+    return Utterance(
+        start_s,
+        end_s,
+        text,
+        [Word(w, start_s + i * step, start_s + (i + 1) * step) for i, w in enumerate(words)],
+    )
+
+
+FAKE_UTTERANCES = [
+    utterance("I love this camera so happy", 0.1, 1.0),
+    utterance("but the screen is terrible", 1.1, 1.9),
+]
+
+
+class CountingTranscriber:
+    """Returns :data:`FAKE_UTTERANCES` for any audio and counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, audio: np.ndarray) -> list[Utterance]:
+        self.calls += 1
+        return list(FAKE_UTTERANCES)
+
+
+def fake_features(path: str, sha256: str = "0" * 64, n_frames: int = 5) -> MediaFeatures:
+    """Fixed features for any path: two utterances with audio, faces in most frames."""
+    rng = np.random.default_rng(0)
+    utterances = []
+    for u in FAKE_UTTERANCES:
+        mask = np.arange(n_frames) != 0
+        vision = rng.standard_normal((n_frames, 154)).astype(np.float32) * mask[:, None]
+        utterances.append(
+            UtteranceFeatures(
+                u.start_s,
+                u.end_s,
+                u.text,
+                rng.standard_normal((40, 35)).astype(np.float32),
+                vision,
+                mask,
+                face_coverage=float(mask.mean()),
+                expression="happy",
+                expression_prob=0.7,
+                pitch_hz=180.0,
+                energy_db=-22.0,
+            )
+        )
+    return MediaFeatures(
+        path=path,
+        sha256=sha256,
+        status="ok",
+        duration_s=2.0,
+        has_audio=True,
+        has_video=True,
+        utterances=utterances,
+        frame_times_s=np.arange(10) / 5,
+        frame_mask=np.arange(10) != 0,
+        face_coverage=0.9,
+        expression="happy",
+        expression_prob=0.7,
+        timings_s={"decode": 0.01, "asr": 0.01, "audio": 0.01, "faces": 0.01},
+    )
+
+
+class FakeExtractor:
+    """Stands in for ``mercli.features.extract.extract``: fake features, counted; a file whose
+    content starts with ``junk`` is unreadable, as ffmpeg would find it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(
+        self, path, config: ExtractConfig, front_end=None, sha256: str = ""
+    ) -> MediaFeatures:
+        from mercli.features.media import MediaError
+
+        self.calls += 1
+        if Path(path).read_bytes().startswith(b"junk"):
+            raise MediaError(path, "unreadable media (Invalid data found when processing input)")
+        return fake_features(str(path), sha256)
+
+
+def make_media(path: Path, duration_s: float = 2.0, video: bool = True, audio: bool = True) -> Path:
+    """A lavfi test pattern and/or 440 Hz sine written with the project's ffmpeg."""
+    from mercli.features.media import ffmpeg_exe
+
+    command = [ffmpeg_exe(), "-v", "error", "-y"]
+    if video:
+        command += ["-f", "lavfi", "-i", f"testsrc=size=96x64:rate=10:duration={duration_s}"]
+    if audio:
+        command += [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=220:sample_rate=16000:duration={duration_s}",
+        ]
+    if video:
+        command += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    if audio:
+        command += ["-c:a", "aac"]
+    subprocess.run([*command, str(path)], check=True)
+    return path
+
+
+_BUILT: dict[str, Path] = {}
+
+
+def tiny_models() -> dict[str, Path]:
+    """Tiny backbone and checkpoints, built once per test process in a temporary folder.
+
+    Keys: ``text`` (text-only profile), ``all`` (mer-raw-v1, text+audio+vision), ``cmu`` (a
+    CMU-MOSI benchmark profile that analyze must refuse).
+    """
+    import tempfile
+
+    if not _BUILT:
+        root = Path(tempfile.mkdtemp(prefix="mer-test-models-"))
+        backbone = tiny_backbone(root / "bert")
+        _BUILT["text"] = tiny_checkpoint(root / "text", backbone)
+        _BUILT["all"] = tiny_checkpoint(root / "all", backbone, ("text", "audio", "vision"))
+        cmu = {
+            "name": "cmu-benchmark-mosi",
+            "modalities": ["text", "audio", "vision"],
+            "text": {"extractor": "bert-base-uncased states (MMSA pickle)"},
+            "audio": {"extractor": "covarep"},
+            "vision": {"extractor": "facet"},
+        }
+        _BUILT["cmu"] = tiny_checkpoint(root / "cmu", backbone, ("text", "audio", "vision"), cmu)
+    return dict(_BUILT)
