@@ -11,6 +11,7 @@ import click
 from mercli import __version__
 from mercli.commands.analyze import analyze, extract
 from mercli.commands.model import model_info, presets
+from mercli.commands.prepare import prepare
 from mercli.commands.train import compare, evaluate, train
 
 
@@ -20,5 +21,5 @@ def cli() -> None:
     """End-to-end emotion analysis of video: per-utterance sentiment from text, voice and face."""
 
 
-for command in (analyze, extract, model_info, presets, train, evaluate, compare):
+for command in (analyze, extract, prepare, model_info, presets, train, evaluate, compare):
     cli.add_command(command)

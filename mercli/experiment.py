@@ -28,18 +28,54 @@ class DataSpec:
     dataset: str  # mosi | mosei | urfunny
     path: Path
     extra_train: tuple[Path, ...] = ()  # more label CSVs whose train splits are added
-    text_backbone: str | None = None  # None: the pickle's frozen BERT states
-    finetune_text: bool = True
+    # None: the pickle's frozen BERT states, or the backbone a `mer prepare` pickle records
+    text_backbone: str | None = None
+    # None: the data's default: frozen for `mer prepare` pickles (a few labelled videos are too
+    # few to fine-tune BERT on), fine-tuned otherwise
+    finetune_text: bool | None = True
 
     @property
     def is_text_csv(self) -> bool:
         return self.path.suffix.lower() == ".csv"
 
+    def finetunes_text(self, profile: dict[str, Any] | None) -> bool:
+        """Whether the text backbone is fine-tuned, for data with this feature profile."""
+        if self.finetune_text is not None:
+            return self.finetune_text
+        return profile is None
 
-def feature_profile(spec: DataSpec, model: ModelConfig) -> dict[str, Any]:
+
+def prepared_backbone(spec: DataSpec, profile: dict[str, Any]) -> str:
+    """The text backbone whose tokenizer made a prepared pickle's token ids.
+
+    Raises:
+        DatasetError: the profile names none, or ``spec`` asks for another one.
+    """
+    from mercli.data import DatasetError
+
+    recorded = str((profile.get("text") or {}).get("extractor") or "")
+    if not recorded:
+        raise DatasetError(spec.path, "names no text backbone", key="feature_profile")
+    if spec.text_backbone and spec.text_backbone != recorded:
+        raise DatasetError(
+            spec.path,
+            f"its token ids come from the tokenizer of {recorded!r}, not {spec.text_backbone!r}; "
+            f"leave out --text-backbone, or re-run `mer prepare --text-backbone "
+            f"{spec.text_backbone}`",
+            key="feature_profile",
+        )
+    return recorded
+
+
+def feature_profile(
+    spec: DataSpec, model: ModelConfig, data_profile: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What the checkpoint's inputs were made with, so ``analyze`` can tell whether it can
     reproduce them. CMU's benchmark features (COVAREP, FACET, OpenFace) cannot be made from raw
-    video by mer."""
+    video by mer; a pickle from ``mer prepare`` records its own (``data_profile``), which is kept
+    with the modalities the model reads."""
+    if data_profile is not None:
+        return {**data_profile, "modalities": list(model.modalities)}
     text = {"extractor": model.text_backbone or "bert-base-uncased states (MMSA pickle)"}
     profile: dict[str, Any] = {"modalities": list(model.modalities), "text": text}
     if spec.is_text_csv:
@@ -64,13 +100,23 @@ def load_data(spec: DataSpec, log: Callable[[str], None]) -> Any:
         for extra in spec.extra_train:
             more = load_dataset(f"{spec.dataset}-text", extra, tokenizer=tokenizer)  # type: ignore[arg-type]
             data = _with_more_training(data, more)
-        if not spec.finetune_text:
+        if not spec.finetunes_text(None):
             from mercli.data.text_states import with_text_states
 
             data = with_text_states(data, backbone, log=log)
         return data
     source = "tokens" if spec.text_backbone else "states"
-    return load_dataset(spec.dataset, spec.path, text_source=source)  # type: ignore[arg-type]
+    data = load_dataset(spec.dataset, spec.path, text_source=source)  # type: ignore[arg-type]
+    profile = data.feature_profile
+    if profile is None:
+        return data
+    backbone = prepared_backbone(spec, profile)  # the token ids are this tokenizer's
+    if not spec.finetunes_text(profile):
+        from mercli.data.text_states import with_text_states
+
+        max_tokens = int((profile.get("text") or {}).get("max_tokens") or 50)
+        data = with_text_states(data, backbone, max_tokens, log=log)
+    return data
 
 
 def _with_more_training(data: Any, more: Any) -> Any:
@@ -79,8 +125,15 @@ def _with_more_training(data: Any, more: Any) -> Any:
     return replace(data, train=ConcatDataset([data.train, more.train]))
 
 
-def model_config_for(preset: Preset, spec: DataSpec, info: Any) -> ModelConfig:
-    """The preset's model with the data's widths and the chosen text path."""
+def model_config_for(
+    preset: Preset, spec: DataSpec, info: Any, profile: dict[str, Any] | None = None
+) -> ModelConfig:
+    """The preset's model with the data's widths and the chosen text path.
+
+    Args:
+        profile: the data's feature profile (``mer prepare`` pickles): the model reads the
+            preset's modalities that the profile has, text through the profile's backbone.
+    """
     config = preset.model
     if spec.is_text_csv:
         from mercli.model.text_backbone import DEFAULT_BACKBONE
@@ -88,11 +141,35 @@ def model_config_for(preset: Preset, spec: DataSpec, info: Any) -> ModelConfig:
         config = replace(
             config, modalities=("text",), text_backbone=spec.text_backbone or DEFAULT_BACKBONE
         )
+    elif profile is not None:
+        config = replace(
+            config,
+            modalities=_prepared_modalities(spec, config.modalities, profile),
+            text_backbone=prepared_backbone(spec, profile),
+        )
     elif spec.text_backbone:
         config = replace(config, text_backbone=spec.text_backbone)
-    config = replace(config, finetune_text_backbone=spec.finetune_text)
+    config = replace(config, finetune_text_backbone=spec.finetunes_text(profile))
     info_d_in = {m: d for m, d in info.d_in.items() if m in config.modalities}
     return config.for_dataset(replace(info, d_in=info_d_in))
+
+
+def _prepared_modalities(
+    spec: DataSpec, wanted: tuple[str, ...], profile: dict[str, Any]
+) -> tuple[str, ...]:
+    from mercli.data import DatasetError
+    from mercli.features.profile import profile_modalities
+
+    present = profile_modalities(profile)
+    modalities = tuple(m for m in wanted if m in present)
+    if not modalities:
+        raise DatasetError(
+            spec.path,
+            f"holds {', '.join(present)} features, none of the modalities asked for "
+            f"({', '.join(wanted)})",
+            key="feature_profile",
+        )
+    return modalities
 
 
 def run(
@@ -109,8 +186,9 @@ def run(
     from mercli.train import fit, world
 
     data = load_data(spec, log)
-    config = model_config_for(preset, spec, data.info)
-    meta = CheckpointMeta(model_config={}, feature_profile=feature_profile(spec, config))
+    config = model_config_for(preset, spec, data.info, data.feature_profile)
+    profile = feature_profile(spec, config, data.feature_profile)
+    meta = CheckpointMeta(model_config={}, feature_profile=profile)
     results = _read_results(out_dir) if resume else {}
     per_seed = results.get("seeds", {})
     for seed in seeds:

@@ -59,9 +59,9 @@ def _log(message: str) -> None:
 )
 @click.option(
     "--freeze-text/--finetune-text",
-    default=False,
-    show_default=True,
-    help="Freeze the text backbone (its states are computed once) or fine-tune it.",
+    default=None,
+    help="Freeze the text backbone (its states are computed once) or fine-tune it "
+    "[default: fine-tune; frozen for `mer prepare` datasets].",
 )
 @click.option("--epochs", type=int, default=None, help="Maximum epochs (preset: 40).")
 @click.option(
@@ -97,7 +97,7 @@ def train(
     modalities: str,
     ablations: tuple[str, ...],
     text_backbone: str | None,
-    freeze_text: bool,
+    freeze_text: bool | None,
     epochs: int | None,
     patience: int | None,
     batch_size: int | None,
@@ -129,7 +129,8 @@ def train(
     }
     chosen = replace(chosen, train=replace(chosen.train, **overrides))
     seeds = seeds or chosen.train.seeds
-    spec = DataSpec(dataset, data_path, extra_train, text_backbone, finetune_text=not freeze_text)
+    finetune_text = None if freeze_text is None else not freeze_text
+    spec = DataSpec(dataset, data_path, extra_train, text_backbone, finetune_text=finetune_text)
     out_dir = out_dir or Path("runs") / dataset
     try:
         results = run(chosen, spec, seeds, out_dir, device=device, resume=resume, log=_log)

@@ -68,6 +68,8 @@ class SplitDatasets:
         train, valid, test: map-style datasets of :class:`~mercli.data.samples.Sample`.
         info: feature widths per modality and the task, read from the data.
         collate: ``list[Sample] -> Batch``, for ``DataLoader(collate_fn=...)``.
+        feature_profile: the extractors that made the features when the data records them
+            (pickles written by ``mer prepare``), else None.
     """
 
     train: Any
@@ -75,6 +77,7 @@ class SplitDatasets:
     test: Any
     info: DatasetInfo
     collate: Callable[[list[Sample]], Batch]
+    feature_profile: dict[str, Any] | None = None
 
     def split(self, name: str) -> Any:
         """The dataset of split ``name`` (one of :data:`SPLITS`)."""

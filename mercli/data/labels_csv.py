@@ -107,7 +107,7 @@ def load_label_csv(
     from mercli.data.samples import Collator, ListDataset, Sample
 
     rows = read_label_csv(path)
-    splits = {
+    splits: dict[str, Any] = {
         split: ListDataset([Sample(features={}, label=r.label, id=r.id, text=r.text) for r in rs])
         for split, rs in rows.items()
     }

@@ -8,6 +8,12 @@ states, ``text_bert`` (N, 3, 50) token ids / attention mask / segment ids stored
 Valid steps: unaligned files record them in ``*_lengths`` (padding past a length holds anything,
 and is never handed out); aligned files have none, so the text attention mask's length holds for
 all three modalities, as in MMSA. ``-inf``, ``+inf`` and NaN features become 0.
+
+Pickles written by ``mer prepare`` (DESIGN.md section 4, raw labelled videos) add a top-level
+``feature_profile`` dict and, per split, ``vision_mask`` (N, T_v) bool (False on frames without a
+face). They hold no frozen ``text`` states: their text is always the ``text_bert`` token ids, for
+the backbone the profile names. A vision step is valid when it is within ``vision_lengths`` and
+``vision_mask`` is True there.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from mercli.data.safe_pickle import load_pickle
 from mercli.data.samples import Collator, Sample
 
 _LENGTH_KEYS = {"audio": "audio_lengths", "vision": "vision_lengths"}
+_MASK_KEYS = {"vision": "vision_mask"}  # per-step masks inside the valid length
 
 collate = Collator(task="regression")
 """``list[Sample] -> Batch`` for MMSA datasets (float labels)."""
@@ -38,6 +45,8 @@ class MmsaDataset(Dataset[Sample]):
         labels: ``(N,)`` scores in [-3, 3].
         ids: N identifiers ``"<video>$_$<clip>"``.
         texts: N raw transcripts, or None.
+        step_masks: per modality ``(N, T_m)`` bool, False on steps without data (frames
+            without a face); modalities absent here have every step up to the length valid.
     """
 
     def __init__(
@@ -47,12 +56,14 @@ class MmsaDataset(Dataset[Sample]):
         labels: torch.Tensor,
         ids: list[str],
         texts: list[str] | None = None,
+        step_masks: dict[str, torch.Tensor] | None = None,
     ) -> None:
         self.features = features
         self.lengths = lengths
         self.labels = labels
         self.ids = ids
         self.texts = texts
+        self.step_masks = step_masks or {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -63,6 +74,7 @@ class MmsaDataset(Dataset[Sample]):
             label=float(self.labels[index]),
             id=self.ids[index],
             text=None if self.texts is None else self.texts[index],
+            masks={m: x[index, : self.lengths[m][index]] for m, x in self.step_masks.items()},
         )
 
 
@@ -76,7 +88,8 @@ def load_mmsa(
             first).
         name: the dataset's name for :class:`DatasetInfo`.
         text_source: ``states``: text is the frozen ``text`` states (T, 768); ``tokens``: text is
-            the ``text_bert`` ids (T,), for a backbone.
+            the ``text_bert`` ids (T,), for a backbone. Pickles written by ``mer prepare`` (with
+            a ``feature_profile``) hold no states: their text is always tokens.
 
     Raises:
         DatasetError: naming the file, split and key of the first problem found.
@@ -87,8 +100,22 @@ def load_mmsa(
     data = load_pickle(path)
     if not isinstance(data, dict):
         raise DatasetError(path, f"expected a dict of splits, found {type(data).__name__}")
+    profile = data.get("feature_profile")
+    if profile is not None:
+        if not isinstance(profile, dict) or not profile.get("name"):
+            raise DatasetError(
+                path,
+                "expected a dict with a 'name' (written by mer prepare)",
+                key="feature_profile",
+            )
+        text_source = "tokens"
     splits = {split: read_split(path, split, data, text_source) for split in SPLITS}
-    return SplitDatasets(**splits, info=dataset_info(name, splits["train"]), collate=collate)
+    return SplitDatasets(
+        **splits,
+        info=dataset_info(name, splits["train"]),
+        collate=collate,
+        feature_profile=profile,
+    )
 
 
 def _pickle_path(path: Path) -> Path:
@@ -179,7 +206,28 @@ def read_split(path: Path, split: str, data: dict, text_source: TextSource) -> M
         labels=torch.tensor(labels, dtype=torch.float32),
         ids=[str(i) for i in ids],
         texts=None if raw_text is None else [str(t) for t in np.asarray(raw_text).ravel()],
+        step_masks=_step_masks(path, split, arrays, features),
     )
+
+
+def _step_masks(
+    path: Path, split: str, arrays: dict, features: dict[str, np.ndarray]
+) -> dict[str, torch.Tensor]:
+    """``vision_mask`` (N, T_v) as bool, checked against the vision features' shape."""
+    masks = {}
+    for m, key in _MASK_KEYS.items():
+        if key not in arrays:
+            continue
+        values = _array(path, split, arrays, key, 2)
+        if values.shape != features[m].shape[:2]:
+            raise DatasetError(
+                path,
+                f"shape {values.shape} does not match {m} {features[m].shape[:2]}",
+                split=split,
+                key=key,
+            )
+        masks[m] = torch.from_numpy(values.astype(bool))
+    return masks
 
 
 def _modality_lengths(

@@ -23,12 +23,15 @@ class Sample:
         label: a score (regression) or a class id (classification).
         id: the sample's identifier.
         text: the raw transcript, when the data holds one.
+        masks: per modality bool ``(T_m,)``, False on steps inside the valid length that carry
+            no data (frames without a face); absent modalities have every step valid.
     """
 
     features: dict[str, torch.Tensor]
     label: float | int
     id: str
     text: str | None = None
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class ListDataset(Dataset[Sample]):
@@ -89,9 +92,21 @@ class Collator:
                 )
             elif m in samples[0].features:
                 inputs[m], masks[m] = pad_sequences([s.features[m] for s in samples])
+                if any(m in s.masks for s in samples):
+                    masks[m] &= _step_masks(samples, m, masks[m].shape[1])
         dtype = torch.float32 if self.task == "regression" else torch.long
         labels = torch.tensor([s.label for s in samples], dtype=dtype)  # (B,)
         return Batch(inputs=inputs, masks=masks, labels=labels, ids=[s.id for s in samples])
+
+
+def _step_masks(samples: Sequence[Sample], m: str, n_steps: int) -> torch.Tensor:
+    """``(B, n_steps)`` bool: each sample's own step mask of ``m``, True where it has none."""
+    out = torch.ones(len(samples), n_steps, dtype=torch.bool)
+    for row, s in enumerate(samples):
+        if m in s.masks:
+            mask = s.masks[m][:n_steps]
+            out[row, : len(mask)] = mask
+    return out
 
 
 def tokenize(

@@ -115,4 +115,9 @@ def with_text_states(
             ]
         )
     info = replace(data.info, d_in={**data.info.d_in, "text": width})
-    return SplitDatasets(**splits, info=info, collate=Collator(task=data.info.task))
+    return SplitDatasets(
+        **splits,
+        info=info,
+        collate=Collator(task=data.info.task),
+        feature_profile=data.feature_profile,
+    )

@@ -76,7 +76,7 @@ def load_urfunny(
         use_context,
         max_words,
     )
-    splits = {
+    splits: dict[str, Any] = {
         split: ListDataset([reader.read(split, i) for i in ids]) for split, ids in folds.items()
     }
     if reader.n_truncated:
