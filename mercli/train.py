@@ -159,8 +159,12 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     device: str,
     grad_clip: float,
+    progress: Callable[[int, float], None] | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """One pass over the train split; the mean total loss and mean of each term."""
+    """One pass over the train split; the mean total loss and mean of each term.
+
+    ``progress(batches_done, mean_loss_so_far)`` is called after every batch.
+    """
     step.train()
     sums: dict[str, float] = {}
     n = 0
@@ -174,6 +178,8 @@ def train_epoch(
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v
         n += 1
+        if progress is not None:
+            progress(n, sums["total"] / n)
     means = {k: v / max(n, 1) for k, v in sums.items()}
     return means.get("total", math.nan), means
 
@@ -281,7 +287,10 @@ def fit(
             seed=seed + epoch,
             drop_last=len(data.train) > cfg.batch_size,
         )
-        train_loss, terms = train_epoch(step, train_loader, optimizer, device, cfg.grad_clip)
+        progress = _progress_every(60.0, len(train_loader), f"seed {seed} epoch {epoch:3d}", log)
+        train_loss, terms = train_epoch(
+            step, train_loader, optimizer, device, cfg.grad_clip, progress
+        )
         valid_loss, valid_metrics = evaluate(model, valid_loader, device)
         state.history.append(
             EpochLog(
@@ -315,6 +324,21 @@ def fit(
     return FitResult(
         state.best_epoch, state.best_valid_loss, test_metrics, state.history, out_dir / "best"
     )
+
+
+def _progress_every(
+    seconds: float, n_batches: int, prefix: str, log: Callable[[str], None]
+) -> Callable[[int, float], None]:
+    """A progress callback that logs at most once per ``seconds`` (long epochs on a CPU)."""
+    last = time.perf_counter()
+
+    def report(done: int, loss: float) -> None:
+        nonlocal last
+        if time.perf_counter() - last >= seconds and done < n_batches:
+            last = time.perf_counter()
+            log(f"{prefix}  batch {done}/{n_batches}  train {loss:.4f}")
+
+    return report
 
 
 def _distributed(model: nn.Module, device: str) -> nn.Module:
