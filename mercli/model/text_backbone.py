@@ -28,6 +28,7 @@ def load_backbone(name: str) -> Any:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the unused pooler is reported as an "unexpected" key
+    hf_logging.disable_progress_bar()  # stderr carries mer's own progress
     path = resolve_backbone(name)
     try:  # the pooler is unused: without it every parameter is trained by the loss
         return AutoModel.from_pretrained(path, add_pooling_layer=False)
