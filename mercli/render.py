@@ -188,7 +188,8 @@ def _summary_line(result: Any) -> None:
     from rich.markup import escape
 
     s = result.summary()
-    parts = [f"{s['n_utterances']} utterances", f"{s['speech_s']:.1f} s of speech"]
+    n = s["n_utterances"]
+    parts = [f"{n} utterance{'' if n == 1 else 's'}", f"{s['speech_s']:.1f} s of speech"]
     if s["mean_score"] is not None:
         parts.append(f"mean score {s['mean_score']:+.2f} ({s['mean_label_name']})")
     if s["face_coverage"] is not None:

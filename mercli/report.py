@@ -18,7 +18,7 @@ def _pyplot() -> Any:
 
 
 def plot_tsne(predictions: Any, path: Path, seed: int = 0, max_points: int = 600) -> Path:
-    """t-SNE of the shared (r) and specific (u) features of each modality, coloured by polarity."""
+    """t-SNE of the shared (r) and specific (u) features of each modality, one colour each."""
     from sklearn.manifold import TSNE
 
     plt = _pyplot()
