@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,15 +28,23 @@ def _log(message: str) -> None:
         click.echo(message, err=True)
 
 
+def data_options(func: Any) -> Any:
+    """``--dataset`` and ``--data``, shared by ``train`` and ``evaluate``."""
+    func = click.option(
+        "--data",
+        "data_path",
+        required=True,
+        type=click.Path(exists=True, path_type=Path),
+        help="MMSA pickle (or its folder), UR-FUNNY folder, an MMSA-style label.csv (text only) "
+        "or a dataset from `mer prepare`.",
+    )(func)
+    return click.option(
+        "--dataset", required=True, type=DATASETS, help="Benchmark the data follows."
+    )(func)
+
+
 @click.command()
-@click.option("--dataset", required=True, type=DATASETS, help="Benchmark the data follows.")
-@click.option(
-    "--data",
-    "data_path",
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="MMSA pickle (or its folder), UR-FUNNY folder, or an MMSA-style label.csv (text only).",
-)
+@data_options
 @click.option(
     "--extra-train",
     multiple=True,
@@ -163,14 +172,7 @@ def _report(spec, results, report_dir: Path, device: str) -> None:  # type: igno
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--dataset", required=True, type=DATASETS, help="Benchmark the data follows.")
-@click.option(
-    "--data",
-    "data_path",
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="MMSA pickle, UR-FUNNY folder or label.csv.",
-)
+@data_options
 @click.option(
     "--split", default="test", show_default=True, type=click.Choice(["train", "valid", "test"])
 )
