@@ -304,6 +304,7 @@ def setup_mer(spec: dict[str, Any]):
             shuffle=True,
             seed=seed,
             drop_last=len(data.train) > cfg.batch_size,
+            group_by_length=cfg.group_by_length,
         )
 
     def epoch(loader) -> int:

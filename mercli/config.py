@@ -136,6 +136,9 @@ class TrainConfig:
     max_epochs: int = 40
     patience: int = 8  # epochs without a better validation loss before stopping
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    # Batch utterances of similar lengths: attention cost grows with the square of the padded
+    # length, and unaligned audio/vision lengths vary several-fold.
+    group_by_length: bool = True
     seeds: tuple[int, ...] = (42, 1, 11, 111, 1111)  # the paper's five seeds
     loss_weights: LossWeights = field(default_factory=LossWeights)
 

@@ -103,6 +103,35 @@ def init_distributed(device: str) -> None:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def sample_length(sample: Any) -> int:
+    """The longest sequence of a sample (characters of its text when it has no features)."""
+    lengths = [len(x) for x in sample.features.values()]
+    return max(lengths) if lengths else len(sample.text or "")
+
+
+def length_grouped_batches(
+    lengths: list[int],
+    batch_size: int,
+    generator: torch.Generator,
+    drop_last: bool,
+    pool_batches: int = 50,
+) -> list[list[int]]:
+    """Shuffled batches of similar lengths, so that little of each batch is padding.
+
+    Indices are shuffled, cut into pools of ``pool_batches`` batches, sorted by length inside a
+    pool, cut into batches, and the batches are shuffled again.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    pool = pool_batches * batch_size
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: -lengths[i])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    if drop_last:
+        batches = [b for b in batches if len(b) == batch_size]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def make_loader(
     dataset: Any,
     collate: Callable,
@@ -111,12 +140,20 @@ def make_loader(
     shuffle: bool,
     seed: int,
     drop_last: bool = False,
+    group_by_length: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """A loader that, under torchrun, gives each process every world-size-th sample of a batch."""
+    """A loader that, under torchrun, gives each process every world-size-th sample of a batch.
+
+    ``group_by_length`` (one process, shuffled) batches samples of similar lengths together.
+    """
     from torch.utils.data import DataLoader, DistributedSampler
 
     rank, size = world()
     generator = torch.Generator().manual_seed(seed)
+    if size == 1 and shuffle and group_by_length:
+        lengths = [sample_length(dataset[i]) for i in range(len(dataset))]
+        batches = length_grouped_batches(lengths, batch_size, generator, drop_last)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate)
     if size == 1:
         return DataLoader(
             dataset,
@@ -286,6 +323,7 @@ def fit(
             shuffle=shuffle,
             seed=seed + epoch,
             drop_last=len(data.train) > cfg.batch_size,
+            group_by_length=cfg.group_by_length,
         )
         progress = _progress_every(60.0, len(train_loader), f"seed {seed} epoch {epoch:3d}", log)
         train_loss, terms = train_epoch(

@@ -287,3 +287,23 @@ def test_report_writes_pictures(small_pickle: Path, tmp_path: Path) -> None:
         png = tmp_path / "rep" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size > 5000
+
+
+def test_length_grouped_batches_cover_every_sample_once_with_little_padding() -> None:
+    from mercli.train import length_grouped_batches
+
+    lengths = [
+        int(x) for x in torch.randint(10, 500, (1000,), generator=torch.Generator().manual_seed(0))
+    ]
+    batches = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(1), drop_last=False)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    again = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(1), drop_last=False)
+    assert batches == again
+
+    def padding(bs: list[list[int]]) -> float:
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
+
+    random_batches = [list(range(k, min(k + 32, 1000))) for k in range(0, 1000, 32)]
+    assert padding(batches) < 0.2 * padding(random_batches)
+    dropped = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(1), drop_last=True)
+    assert all(len(b) == 32 for b in dropped)
