@@ -30,12 +30,11 @@ def shared_dir() -> Path:
     return SHARED
 
 
-@pytest.fixture
-def tiny_config():
-    """A small model of the full architecture (timm's test_vit habit)."""
+def tiny_model_config(**changes):
+    """A small model of the full architecture (timm's test_vit habit), with ``changes``."""
     from mercli.config import EncoderConfig, ModelConfig
 
-    return ModelConfig(
+    base = ModelConfig(
         text=EncoderConfig(d_in=12, n_layers=1, n_heads=2),
         audio=EncoderConfig(d_in=5, n_layers=1, n_heads=2),
         vision=EncoderConfig(d_in=7, n_layers=1, n_heads=2),
@@ -48,6 +47,12 @@ def tiny_config():
         d_mic=16,
         knn_k=2,
     )
+    return replace(base, **changes)
+
+
+@pytest.fixture
+def tiny_config():
+    return tiny_model_config()
 
 
 def make_batch(config, batch_size: int = 4, steps=None, seed: int = 0, labels: bool = True):

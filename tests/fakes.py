@@ -64,24 +64,17 @@ def tiny_checkpoint(
     import torch
 
     from mercli.checkpoint import CheckpointMeta, save_checkpoint
-    from mercli.config import EncoderConfig, ModelConfig
+    from mercli.config import EncoderConfig
     from mercli.features.profile import raw_profile
     from mercli.model import EmotionModel
+    from tests.conftest import tiny_model_config
 
     torch.manual_seed(seed)
-    config = ModelConfig(
+    config = tiny_model_config(
         text=EncoderConfig(d_in=16, n_layers=1, n_heads=2),
         audio=EncoderConfig(d_in=35, n_layers=1, n_heads=2),
         vision=EncoderConfig(d_in=154, n_layers=1, n_heads=2),
         modalities=modalities,
-        d_model=16,
-        n_shared_heads=2,
-        d_ff_mult=2,
-        d_latent=16,
-        n_mask_groups=4,
-        d_key=4,
-        d_mic=16,
-        knn_k=2,
         text_backbone=str(backbone),
         finetune_text_backbone=False,
     )

@@ -14,29 +14,18 @@ import torch
 from click.testing import CliRunner
 
 from mercli.cli import cli
-from mercli.config import EncoderConfig, LossWeights, ModelConfig, TrainConfig
+from mercli.config import LossWeights, ModelConfig, TrainConfig
 from mercli.data import load_dataset
 from mercli.data.synthetic import SMALL_LAYOUT, write_mmsa_pickle
 from mercli.train import fit
+from tests.conftest import tiny_model_config
 
 TASK_ONLY = LossWeights(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def small_model(info, dropout: float = 0.1) -> ModelConfig:
     """A narrow model of the full architecture, widths read from the data."""
-    base = ModelConfig(
-        text=EncoderConfig(d_in=1, n_layers=1, n_heads=2),
-        audio=EncoderConfig(d_in=1, n_layers=1, n_heads=2),
-        vision=EncoderConfig(d_in=1, n_layers=1, n_heads=2),
-        d_model=32,
-        n_shared_heads=2,
-        d_ff_mult=2,
-        d_latent=32,
-        n_mask_groups=4,
-        d_key=8,
-        d_mic=32,
-        dropout=dropout,
-    )
+    base = tiny_model_config(d_model=32, d_latent=32, d_key=8, d_mic=32, knn_k=3, dropout=dropout)
     return base.for_dataset(info)
 
 
