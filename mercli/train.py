@@ -386,8 +386,11 @@ def _distributed(model: nn.Module, device: str) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [torch.device(device).index] if device.startswith("cuda") else None
-    # A loss weight of 0 (an ablation) leaves some parameters without gradient.
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    # A loss weight of 0 (an ablation) leaves some parameters without gradient; looking for
+    # them costs a walk over the autograd graph per step, so only then.
+    weights = getattr(model, "weights", None)
+    unused = weights is None or 0.0 in weights.to_dict().values()
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
 
 def _barrier() -> None:
