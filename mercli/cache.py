@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mercli.atomic import write_atomically
 from mercli.features.extract import (
     FEATURES_VERSION,
     ExtractConfig,
@@ -157,16 +157,8 @@ def _arrays(features: MediaFeatures) -> dict[str, np.ndarray]:
 
 def write_features(features: MediaFeatures, path: str | os.PathLike[str]) -> Path:
     """Write ``features`` to one ``.npz`` at ``path``, atomically."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
-        try:
-            np.savez(tmp, **_arrays(features))  # type: ignore[arg-type]
-            tmp.close()
-            os.replace(tmp.name, path)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    return path
+    arrays = _arrays(features)
+    return write_atomically(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def _meta(data: Any, path: Path) -> dict[str, Any]:

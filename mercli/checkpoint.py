@@ -8,11 +8,11 @@ A frozen text backbone is not stored: it is reloaded by name from ``config.text_
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mercli.atomic import write_atomically
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "checkpoint.json"
@@ -57,26 +57,18 @@ def save_checkpoint(model: Any, directory: str | Path, meta: CheckpointMeta | No
     Each file is written to a temporary name first and then renamed, so a crash leaves the
     previous checkpoint whole.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = meta or CheckpointMeta(model_config=model.config.to_dict())
     meta.model_config = model.config.to_dict()
     meta.versions = _versions()
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as tmp:
-        tmp_weights = Path(tmp.name)
-    save_file(_stored_state(model), str(tmp_weights))
-    tmp_weights.chmod(0o644)  # temporary files are private; a checkpoint is meant to be shared
-    os.replace(tmp_weights, directory / WEIGHTS_FILE)
-    _write_json_atomic(directory / META_FILE, meta.__dict__)
+    weights = save(_stored_state(model))
+    write_atomically(directory / WEIGHTS_FILE, lambda f: f.write(weights))
+    text = json.dumps(meta.__dict__, indent=2, sort_keys=True, default=_json_default)
+    write_atomically(directory / META_FILE, lambda f: f.write(text.encode()))
     return directory
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
-    os.replace(tmp, path)
 
 
 def _json_default(value: Any) -> Any:

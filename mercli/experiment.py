@@ -248,12 +248,10 @@ def _read_results(out_dir: Path) -> dict[str, Any]:
 
 
 def _write_results(out_dir: Path, results: dict[str, Any]) -> None:
-    import os
+    from mercli.atomic import write_atomically
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (RESULTS_FILE + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=_plain))
-    os.replace(tmp, out_dir / RESULTS_FILE)
+    text = json.dumps(results, indent=2, default=_plain)
+    write_atomically(out_dir / RESULTS_FILE, lambda f: f.write(text.encode()))
 
 
 def _plain(value: Any) -> Any:

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import pickle
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from mercli.atomic import write_atomically
 from mercli.data import SPLITS
 from mercli.features.acoustic import D_AUDIO
 from mercli.features.extract import (
@@ -449,19 +449,6 @@ def build_dataset(
     }
     data["feature_profile"] = config.feature_profile()
     return data
-
-
-def write_atomically(path: Path, write: Callable[[Any], None]) -> None:
-    """Write ``path`` through a temporary file in its folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        try:
-            write(tmp)
-            tmp.close()
-            os.replace(tmp.name, path)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
 
 
 def report_path(out: str | Path) -> Path:

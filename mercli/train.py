@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mercli.atomic import write_atomically
 from mercli.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from mercli.config import LossWeights, ModelConfig, TrainConfig
 from mercli.losses import total_loss
@@ -429,17 +430,13 @@ def _save_state(
     config: ModelConfig,
     cfg: TrainConfig,
 ) -> None:
-    import os
-
     save_checkpoint(model, directory, _with_metrics(meta, config, cfg, {}, "valid"))
     payload = {
         "optimizer": optimizer.state_dict(),
         "state": {**asdict(state), "history": [asdict(h) for h in state.history]},
         "rng": {"torch": torch.get_rng_state()},  # dropout masks; loaders are seeded per epoch
     }
-    tmp = directory / (RESUME_FILE + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, directory / RESUME_FILE)
+    write_atomically(directory / RESUME_FILE, lambda f: torch.save(payload, f))
 
 
 def _restore(

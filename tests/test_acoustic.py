@@ -16,8 +16,8 @@ from mercli.features.acoustic import (
     estimate_pitch,
     measure_frames,
 )
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CREMA_CLIPS = SHARED / "data" / "crema-d" / "clips"
 SR = 16_000
 VOICING = AUDIO_FEATURE_NAMES.index("voicing")

@@ -25,8 +25,7 @@ from mercli.data.synthetic import (
     write_urfunny_pickles,
 )
 from mercli.schema import MODALITIES
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from tests.conftest import SHARED
 
 
 class FakeTokenizer:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,8 @@ from mercli.features.expression import (
     to_net_input,
     weights_path,
 )
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CREMA_CLIPS = SHARED / "data" / "crema-d" / "clips"
 
 needs_fer = pytest.mark.skipif(

@@ -27,8 +27,8 @@ from mercli.features.faces import (
     select_speaker,
     visual_features,
 )
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MEDIA = SHARED / "media"
 CREMA_CLIPS = SHARED / "data" / "crema-d" / "clips"
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mercli.atomic import write_atomically
 from mercli.data import SplitDatasets
 from mercli.data.samples import Collator, ListDataset, tokenize
 
@@ -83,10 +84,8 @@ def cached_states(
         device=device,
     )
     offsets = np.cumsum([0] + [len(s) for s in states])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, states=np.concatenate(states), offsets=offsets)
-    os.replace(tmp, path)
+    flat = np.concatenate(states)
+    write_atomically(path, lambda f: np.savez(f, states=flat, offsets=offsets))
     return states
 
 

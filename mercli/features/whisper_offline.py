@@ -17,11 +17,12 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
+
+from mercli.atomic import write_atomically
 
 if TYPE_CHECKING:
     import torch
@@ -274,16 +275,7 @@ def ensure_offline_checkpoint(source_dir: Path | None = None) -> Path:
         )
     log.info("converting %s to an openai-whisper checkpoint at %s", source_dir, target)
     checkpoint = convert_ct2_whisper(source_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as tmp:
-        try:
-            torch.save(checkpoint, tmp)
-            tmp.close()
-            os.replace(tmp.name, target)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    return target
+    return write_atomically(target, lambda f: torch.save(checkpoint, f))
 
 
 def set_alignment_heads(model: whisper.Whisper, heads: list[list[int]]) -> None:
