@@ -14,6 +14,7 @@ from typing import Any, Literal
 from mercli.schema import MODALITIES
 
 Task = Literal["regression", "classification"]
+Branches = Literal["both", "shared", "specific"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,13 @@ class ModelConfig:
     use_iamd: bool = True  # False: plain MLP projections to u and r, no invertible core
     use_mic: bool = True  # False: no MI estimators (and no L_MI)
     use_sgaff: bool = True  # False: concatenate [u; r] of all modalities -> one head
+    # SGAFF's branch weights (gamma, 1 - gamma) must say how much each branch drove the score.
+    # Trained in the paper's exact form (unbounded heads, raw gate input, no loss per branch:
+    # the "paper-gate" ablation) the gate learned to restate the score's sign instead.
+    bound_branches: bool = True  # each branch's score is b tanh(x / b), b = score_bound
+    normalize_gate_input: bool = True  # LayerNorm (no affine) of [u_g; r_e] before the gate
+    fusion_branches: Branches = "both"  # Table 8: "shared" or "specific" branch alone
+    score_bound: float = 3.0  # regression labels lie in [-score_bound, score_bound]
     text_backbone: str | None = None  # BERT-family name/path; None = text inputs are states
     finetune_text_backbone: bool = True  # False: the backbone is frozen
 
@@ -68,6 +76,10 @@ class ModelConfig:
             raise ValueError("d_latent / 2 must be divisible by n_mask_groups")
         if self.task == "classification" and self.n_classes < 2:
             raise ValueError("classification needs n_classes >= 2")
+        if self.fusion_branches not in ("both", "shared", "specific"):
+            raise ValueError(
+                f"fusion_branches must be both, shared or specific, not {self.fusion_branches!r}"
+            )
 
     @property
     def d_half(self) -> int:
@@ -92,13 +104,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        data = _checked(cls, data)
+        """The config stored by ``to_dict``; a field older checkpoints lack takes the value
+        that reproduces what they were trained as (the paper's exact gate)."""
+        data = {**LEGACY_MODEL_FIELDS, **_checked(cls, data)}
         for m in MODALITIES:
             if isinstance(data.get(m), dict):
                 data[m] = EncoderConfig(**_checked(EncoderConfig, data[m]))
         if "modalities" in data:
             data["modalities"] = tuple(data["modalities"])
         return cls(**data)
+
+
+# Fields added after the first checkpoints, with the values those checkpoints were built with.
+LEGACY_MODEL_FIELDS: dict[str, Any] = {"bound_branches": False, "normalize_gate_input": False}
+LEGACY_LOSS_FIELDS: dict[str, Any] = {"branch": 0.0}
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,9 @@ class LossWeights:
     independence: float = 0.3  # lambda_3, L_H (HSIC)
     reconstruction: float = 0.2  # lambda_4, L_RE
     mutual_information: float = 0.1  # lambda_5, L_MI = L_R + L_C
+    # Not in the paper: the task loss of each SGAFF branch alone, so that each branch is a
+    # predictor of its own and the gate weighs evidence (0: the paper's exact objective).
+    branch: float = 0.5
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -149,7 +171,8 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = _checked(cls, data)
         if isinstance(data.get("loss_weights"), dict):
-            data["loss_weights"] = LossWeights(**_checked(LossWeights, data["loss_weights"]))
+            stored = {**LEGACY_LOSS_FIELDS, **_checked(LossWeights, data["loss_weights"])}
+            data["loss_weights"] = LossWeights(**stored)
         if "seeds" in data:
             data["seeds"] = tuple(data["seeds"])
         return cls(**data)
@@ -201,6 +224,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no-iamd": {"model": {"use_iamd": False}},
     "no-mic": {"model": {"use_mic": False}},
     "no-sgaff": {"model": {"use_sgaff": False}},
+    # The paper's exact SGAFF (eqs. 21-22 as written): unbounded heads, raw gate input, no loss
+    # per branch.
+    "paper-gate": {
+        "model": {"bound_branches": False, "normalize_gate_input": False},
+        "loss": {"branch": 0.0},
+    },
+    # Table 8: one branch alone, no gate.
+    "shared-only": {"model": {"fusion_branches": "shared"}},
+    "specific-only": {"model": {"fusion_branches": "specific"}},
     "no-ls": {"loss": {"similarity": 0.0}},
     "no-lh": {"loss": {"independence": 0.0}},
     "no-lre": {"loss": {"reconstruction": 0.0}},

@@ -22,8 +22,13 @@ from mercli.model.mic import MutualInformationEstimators
 def task_loss(prediction: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
     """L_T: MSE on scores (B,), or cross-entropy on logits (B, C) against class ids (B,)."""
     if task == "regression":
-        return F.mse_loss(prediction, labels.float())
+        return F.mse_loss(prediction, labels.to(prediction.dtype))
     return F.cross_entropy(prediction, labels.long())
+
+
+def same_labels(labels: torch.Tensor) -> torch.Tensor:
+    """(B, B) bool: True where samples i and j carry the same label (the diagonal too)."""
+    return labels[:, None] == labels[None, :]
 
 
 def cmd(x: torch.Tensor, y: torch.Tensor, n_moments: int = 5, span: float = 1.0) -> torch.Tensor:
@@ -63,58 +68,170 @@ def hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.trace(h @ gram_x @ h @ gram_y) / (n - 1) ** 2
 
 
-def info_nce(scores: torch.Tensor) -> torch.Tensor:
-    """InfoNCE (paper eq. 16) from the (B, B) matrix s(x_i, y_j); positives on the diagonal."""
-    return F.cross_entropy(scores, torch.arange(len(scores), device=scores.device))
+def info_nce(scores: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE (paper eq. 16) from the (B, B) matrix s(x_i, y_j); positives on the diagonal.
+
+    Args:
+        exclude: (B, B) bool, True for pairs (i, j), j != i, that are not negatives of i (for
+            the label embedding z: samples with the same label, whose z_j equals z_i); they
+            are left out of i's denominator.
+    """
+    targets = torch.arange(len(scores), device=scores.device)
+    if exclude is not None:
+        off_diagonal = ~torch.eye(len(scores), dtype=torch.bool, device=scores.device)
+        scores = scores.masked_fill(exclude & off_diagonal, float("-inf"))
+    return F.cross_entropy(scores, targets)
+
+
+Presence = dict[str, torch.Tensor]  # per modality (B,) bool: which samples have it
+
+
+def _rows(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    return x if keep is None else x[keep]
+
+
+class _Present:
+    """Which samples of a batch have each modality (and each pair), counted once on the host.
+
+    ``rows(...)`` is None when every sample qualifies (no indexing, the exact batch terms), else
+    a (B,) bool selector; ``count(...)`` the number of qualifying samples.
+    """
+
+    def __init__(self, present: Presence | None, modalities: list[str], batch_size: int):
+        self.batch_size = batch_size
+        self.masks = dict(present or {})
+        counts = {m: int(p.sum()) for m, p in self.masks.items() if m in modalities}
+        self.all = {m: counts.get(m, batch_size) == batch_size for m in modalities}
+        self.counts = {m: counts.get(m, batch_size) for m in modalities}
+
+    def rows(self, *modalities: str) -> torch.Tensor | None:
+        if all(self.all[m] for m in modalities):
+            return None
+        keep = self.masks[modalities[0]] if not self.all[modalities[0]] else None
+        for m in modalities[1:]:
+            if not self.all[m]:
+                keep = self.masks[m] if keep is None else keep & self.masks[m]
+        return keep
+
+    def count(self, *modalities: str) -> int:
+        if len(modalities) == 1:
+            return self.counts[modalities[0]]
+        keep = self.rows(*modalities)
+        return self.batch_size if keep is None else int(keep.sum())
 
 
 def invertibility_loss(output: ModelOutput) -> torch.Tensor:
-    """L_IN (eq. 11): ||F^-1([u; r]) - [u~; r~]||^2, mean over elements and modalities."""
+    """L_IN (eq. 11): ||F^-1([u; r]) - [u~; r~]||^2, mean over elements and modalities present."""
+    present = _Present(output.present, list(output.features), len(output.prediction))
     terms = [
-        F.mse_loss(f.restored, f.latent) for f in output.features.values() if f.restored is not None
+        F.mse_loss(_rows(f.restored, present.rows(m)), _rows(f.latent, present.rows(m)))
+        for m, f in output.features.items()
+        if f.restored is not None and present.count(m)
     ]
     return torch.stack(terms).mean() if terms else output.prediction.new_zeros(())
 
 
 def reconstruction_loss(output: ModelOutput) -> torch.Tensor:
-    """L_RE (eq. 10): each modality's pooled encoder output rebuilt from its [u; r]."""
-    terms = [F.mse_loss(output.reconstructed[m], x) for m, x in output.pooled.items()]
-    return torch.stack(terms).mean()
+    """L_RE (eq. 10): each present modality's pooled encoder output rebuilt from its [u; r]."""
+    present = _Present(output.present, list(output.pooled), len(output.prediction))
+    terms = [
+        F.mse_loss(_rows(output.reconstructed[m], present.rows(m)), _rows(x, present.rows(m)))
+        for m, x in output.pooled.items()
+        if present.count(m)
+    ]
+    return torch.stack(terms).mean() if terms else output.prediction.new_zeros(())
 
 
-def similarity_loss(shared: dict[str, torch.Tensor], n_moments: int = 5) -> torch.Tensor:
-    """L_S (eq. 13): CMD between the shared features of each modality pair, averaged."""
-    terms = [cmd(shared[a], shared[b], n_moments) for a, b in combinations(shared, 2)]
+def similarity_loss(
+    shared: dict[str, torch.Tensor], n_moments: int = 5, present: Presence | None = None
+) -> torch.Tensor:
+    """L_S (eq. 13): CMD between the shared features of each modality pair, averaged; each
+    pair over the samples that have both (pairs with fewer than 2 are left out)."""
+    p = _Present(present, list(shared), len(next(iter(shared.values()))))
+    terms = [
+        cmd(_rows(shared[a], p.rows(a, b)), _rows(shared[b], p.rows(a, b)), n_moments)
+        for a, b in combinations(shared, 2)
+        if p.count(a, b) >= 2
+    ]
     return torch.stack(terms).mean() if terms else _zero(shared)
 
 
 def independence_loss(
-    shared: dict[str, torch.Tensor], specific: dict[str, torch.Tensor]
+    shared: dict[str, torch.Tensor],
+    specific: dict[str, torch.Tensor],
+    present: Presence | None = None,
 ) -> torch.Tensor:
-    """L_H (eq. 15): HSIC between specific features of modality pairs, plus HSIC(r_m, u_m)."""
-    pairs = [hsic(specific[a], specific[b]) for a, b in combinations(specific, 2)]
-    within = [hsic(shared[m], specific[m]) for m in shared]
-    return (torch.stack(pairs).mean() if pairs else _zero(shared)) + torch.stack(within).mean()
+    """L_H (eq. 15): HSIC between specific features of modality pairs, plus HSIC(r_m, u_m);
+    each over the samples that have the modalities involved."""
+    p = _Present(present, list(shared), len(next(iter(shared.values()))))
+    pairs = [
+        hsic(_rows(specific[a], p.rows(a, b)), _rows(specific[b], p.rows(a, b)))
+        for a, b in combinations(specific, 2)
+        if p.count(a, b) >= 2
+    ]
+    within = [
+        hsic(_rows(shared[m], p.rows(m)), _rows(specific[m], p.rows(m)))
+        for m in shared
+        if p.count(m) >= 2
+    ]
+    total = _zero(shared)
+    if pairs:
+        total = total + torch.stack(pairs).mean()
+    if within:
+        total = total + torch.stack(within).mean()
+    return total
 
 
 def relevance_loss(
-    mic: MutualInformationEstimators, shared: dict[str, torch.Tensor], z: torch.Tensor
+    mic: MutualInformationEstimators,
+    shared: dict[str, torch.Tensor],
+    z: torch.Tensor,
+    present: Presence | None = None,
+    same_label: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L_R (eq. 16): InfoNCE between shared features of modality pairs and each r_m with z."""
-    pairs = [(shared[a], shared[b]) for a, b in combinations(shared, 2)]
-    pairs += [(r, z) for r in shared.values()]
-    return torch.stack([info_nce(mic.scores(x, y)) for x, y in pairs]).sum()
+    """L_R (eq. 16): InfoNCE between shared features of modality pairs and each r_m with z.
+
+    ``same_label`` (B, B): pairs whose z are equal, which are not negatives of each other in
+    the InfoNCE of r_m with z (see :func:`info_nce`). Each term runs over the samples that have
+    its modalities.
+    """
+    p = _Present(present, list(shared), len(z))
+    terms = []
+    for a, b in combinations(shared, 2):
+        if p.count(a, b) >= 2:
+            keep = p.rows(a, b)
+            terms.append(info_nce(mic.scores(_rows(shared[a], keep), _rows(shared[b], keep))))
+    for m, r in shared.items():
+        if p.count(m) >= 2:
+            keep = p.rows(m)
+            exclude = None
+            if same_label is not None:
+                exclude = same_label if keep is None else same_label[keep][:, keep]
+            terms.append(info_nce(mic.scores(_rows(r, keep), _rows(z, keep)), exclude))
+    return torch.stack(terms).sum() if terms else z.new_zeros(())
 
 
-def nearest_neighbours(r: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k nearest other samples of each row of r: (B, D) -> (B, k)."""
+def nearest_neighbours(
+    r: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Indices of the k nearest other samples of each row of r: (B, D) -> (B, k).
+
+    ``exclude`` (B, B) bool: candidates to pass over (they come last, after every other one).
+    """
     distances = torch.cdist(r, r)
+    if exclude is not None:
+        distances = distances.masked_fill(exclude, float("inf"))
     distances.fill_diagonal_(float("inf"))
     return distances.topk(min(k, len(r) - 1), largest=False).indices
 
 
 def conditional_mi(
-    phi: nn.Module, u: torch.Tensor, z: torch.Tensor, r: torch.Tensor, k: int
+    phi: nn.Module,
+    u: torch.Tensor,
+    z: torch.Tensor,
+    r: torch.Tensor,
+    k: int,
+    same_label: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The estimate of I(u; z | r) (eq. 18) and the discriminator's own loss.
 
@@ -123,24 +240,45 @@ def conditional_mi(
     discriminator's logit. The encoders minimise the estimate with phi held fixed; phi learns to
     tell the two kinds apart from detached inputs (binary cross-entropy).
 
+    ``same_label`` (B, B): a neighbour with i's own label would give z' = z_i, a product sample
+    identical to the joint one; such neighbours are passed over, and where fewer than k others
+    remain the missing negatives are left out.
+
     Returns:
         (estimate, discriminator_loss), both scalars.
     """
-    neighbours = nearest_neighbours(r.detach(), k)  # (B, k)
+    neighbours = nearest_neighbours(r.detach(), k, same_label)  # (B, k)
     n_neg = neighbours.shape[1]
     joint = torch.cat([u, z, r], dim=-1)  # (B, 3 d)
     product = torch.cat(
         [u[:, None].expand(-1, n_neg, -1), z[neighbours], r[:, None].expand(-1, n_neg, -1)], dim=-1
     )  # (B, k, 3 d)
     frozen = {name: p.detach() for name, p in phi.named_parameters()}
+    joint_logit, product_logit = phi(joint.detach()), phi(product.detach())
+    if same_label is None:
+        estimate = (
+            functional_call(phi, frozen, (joint,)).mean()
+            - functional_call(phi, frozen, (product,)).mean()
+        )
+        discriminator_loss = F.binary_cross_entropy_with_logits(
+            joint_logit, torch.ones_like(joint_logit)
+        ) + F.binary_cross_entropy_with_logits(product_logit, torch.zeros_like(product_logit))
+        return estimate, discriminator_loss
+    valid = (~same_label.gather(1, neighbours)).to(u.dtype)[..., None]  # (B, k, 1)
+    n_valid = valid.sum()
+    if not n_valid:
+        return u.new_zeros(()), u.new_zeros(())
     estimate = (
         functional_call(phi, frozen, (joint,)).mean()
-        - functional_call(phi, frozen, (product,)).mean()
+        - (functional_call(phi, frozen, (product,)) * valid).sum() / n_valid
     )
-    joint_logit, product_logit = phi(joint.detach()), phi(product.detach())
-    discriminator_loss = F.binary_cross_entropy_with_logits(
-        joint_logit, torch.ones_like(joint_logit)
-    ) + F.binary_cross_entropy_with_logits(product_logit, torch.zeros_like(product_logit))
+    negatives = F.binary_cross_entropy_with_logits(
+        product_logit, torch.zeros_like(product_logit), weight=valid, reduction="sum"
+    )
+    discriminator_loss = (
+        F.binary_cross_entropy_with_logits(joint_logit, torch.ones_like(joint_logit))
+        + negatives / n_valid
+    )
     return estimate, discriminator_loss
 
 
@@ -157,6 +295,7 @@ class LossTerms:
     relevance: torch.Tensor
     conditional: torch.Tensor
     discriminator: torch.Tensor
+    branch: torch.Tensor  # task loss of g(s) plus that of g(p), each alone
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(v.detach()) for k, v in self.__dict__.items()}
@@ -165,30 +304,60 @@ class LossTerms:
 def total_loss(
     model: EmotionModel, output: ModelOutput, labels: torch.Tensor, weights: LossWeights
 ) -> LossTerms:
-    """L of eq. 23 plus the CMI discriminator's loss (which only reaches the discriminators)."""
+    """L of eq. 23 plus the CMI discriminator's loss (which only reaches the discriminators).
+
+    Every term runs over the samples that have the modalities it involves (``output.present``);
+    a sample with no modality at all is left out of the task loss too.
+    """
     zero = output.prediction.new_zeros(())
-    shared, specific = output.shared, output.specific
+    modalities = list(output.features)
+    p = _Present(output.present, modalities, len(labels))
+    scored = _any_present(output.present, modalities, p)
+    shared, specific, present = output.shared, output.specific, output.present
+    task = model.config.task
+
+    def supervised(prediction: torch.Tensor | None) -> torch.Tensor:
+        if prediction is None or (scored is not None and not scored.any()):
+            return zero
+        return task_loss(_rows(prediction, scored), _rows(labels, scored), task)
+
     terms = {
-        "task": task_loss(output.prediction, labels, model.config.task),
+        "task": supervised(output.prediction),
         "invertibility": invertibility_loss(output) if weights.invertibility else zero,
-        "similarity": similarity_loss(shared) if weights.similarity else zero,
-        "independence": independence_loss(shared, specific) if weights.independence else zero,
+        "similarity": similarity_loss(shared, present=present) if weights.similarity else zero,
+        "independence": independence_loss(shared, specific, present)
+        if weights.independence
+        else zero,
         "reconstruction": reconstruction_loss(output) if weights.reconstruction else zero,
         "relevance": zero,
         "conditional": zero,
         "discriminator": zero,
+        "branch": zero,
     }
+    if weights.branch and output.gate is not None:
+        terms["branch"] = supervised(output.shared_branch) + supervised(output.specific_branch)
     if model.mic is not None and weights.mutual_information and len(labels) > 1:
         z = model.mic.embed_labels(labels)  # (B, d_half)
-        terms["relevance"] = relevance_loss(model.mic, shared, z)
-        cmi = [
-            conditional_mi(
-                model.mic.discriminators[m], specific[m], z.detach(), shared[m], model.config.knn_k
+        same = same_labels(labels)
+        terms["relevance"] = relevance_loss(model.mic, shared, z, present, same)
+        cmi = []
+        for m in shared:
+            if p.count(m) < 2:
+                continue
+            keep = p.rows(m)
+            cmi.append(
+                conditional_mi(
+                    model.mic.discriminators[m],
+                    _rows(specific[m], keep),
+                    _rows(z.detach(), keep),
+                    _rows(shared[m], keep),
+                    model.config.knn_k,
+                    same if keep is None else same[keep][:, keep],
+                )
             )
-            for m in shared
-        ]
-        terms["conditional"] = torch.stack([e for e, _ in cmi]).sum()
-        terms["discriminator"] = torch.stack([d for _, d in cmi]).sum()
+        if cmi:
+            terms["conditional"] = torch.stack([e for e, _ in cmi]).sum()
+            terms["discriminator"] = torch.stack([d for _, d in cmi]).sum()
     total = (
         terms["task"]
         + weights.invertibility * terms["invertibility"]
@@ -196,9 +365,17 @@ def total_loss(
         + weights.independence * terms["independence"]
         + weights.reconstruction * terms["reconstruction"]
         + weights.mutual_information * (terms["relevance"] + terms["conditional"])
+        + weights.branch * terms["branch"]
         + terms["discriminator"]
     )
     return LossTerms(total=total, **terms)
+
+
+def _any_present(present: Presence, modalities: list[str], p: _Present) -> torch.Tensor | None:
+    """(B,) bool of the samples with at least one modality; None when that is all of them."""
+    if any(p.all[m] for m in modalities):
+        return None
+    return torch.stack([present[m] for m in modalities]).any(dim=0)
 
 
 def _zero(features: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -21,7 +21,8 @@ class Batch:
     Attributes:
         inputs: per modality either float features ``(B, T_m, d_m)`` or, for text through a
             transformer backbone, token ids ``(B, T_t)`` (long).
-        masks: per modality ``(B, T_m)`` bool, True where a step holds data.
+        masks: per modality ``(B, T_m)`` bool, True where a step holds data. A sample whose
+            row has no True step lacks that modality (see :meth:`presence`).
         labels: ``(B,)`` float scores for regression or long class ids for classification;
             None at inference.
         ids: optional sample identifiers, kept for reports.
@@ -46,3 +47,15 @@ class Batch:
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m in MODALITIES if m in self.inputs)
+
+    def presence(self, modality: str) -> torch.Tensor:
+        """``(B,)`` bool: which samples have ``modality`` (at least one valid step).
+
+        A modality the batch does not hold at all is absent from every sample.
+        """
+        import torch
+
+        if modality not in self.masks:
+            first = next(iter(self.masks.values()))
+            return torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
+        return self.masks[modality].bool().any(dim=1)

@@ -19,7 +19,8 @@ class Sample:
 
     Attributes:
         features: per modality float features ``(T_m, d_m)`` or, for text given as token ids,
-            ``(T_t,)`` long. Text is absent here when it is tokenised at collate time.
+            ``(T_t,)`` long. Text is absent here when it is tokenised at collate time. A
+            modality the utterance lacks (no audio, no face) is left out, or has no steps.
         label: a score (regression) or a class id (classification).
         id: the sample's identifier.
         text: the raw transcript, when the data holds one.
@@ -90,8 +91,11 @@ class Collator:
                 inputs[m], masks[m] = tokenize(
                     [s.text or "" for s in samples], self.tokenizer, self.max_text_tokens
                 )
-            elif m in samples[0].features:
-                inputs[m], masks[m] = pad_sequences([s.features[m] for s in samples])
+            elif any(m in s.features for s in samples):
+                # A sample without this modality gets a row with no valid step: absent.
+                template = next(s.features[m] for s in samples if m in s.features)
+                empty = template.new_zeros((0, *template.shape[1:]))
+                inputs[m], masks[m] = pad_sequences([s.features.get(m, empty) for s in samples])
                 if any(m in s.masks for s in samples):
                     masks[m] &= _step_masks(samples, m, masks[m].shape[1])
         dtype = torch.float32 if self.task == "regression" else torch.long

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,6 +32,8 @@ class ModelOutput:
     features: dict[str, Disentangled]  # per modality: r, u, h~, F^-1([u; r]), alpha, beta
     pooled: dict[str, torch.Tensor]  # per modality x_m, (B, d_model): the encoders' output
     reconstructed: dict[str, torch.Tensor]  # per modality x_m rebuilt from [u; r] (eq. 10)
+    # per modality (B,) bool: which samples have it; absent ones reach neither fusion nor losses
+    present: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def shared(self) -> dict[str, torch.Tensor]:
@@ -82,8 +84,20 @@ class EmotionModel(nn.Module):
         self.reconstructors = nn.ModuleDict(
             {m: nn.Linear(config.d_latent, config.d_model) for m in modalities}
         )
-        fusion = GatedFusion if config.use_sgaff else ConcatFusion
-        self.fusion = fusion(modalities, config.d_half, config.d_out, config.dropout)
+        self.fusion: nn.Module
+        if config.use_sgaff:
+            bounded = config.bound_branches and config.task == "regression"
+            self.fusion = GatedFusion(
+                modalities,
+                config.d_half,
+                config.d_out,
+                config.dropout,
+                branches=config.fusion_branches,
+                score_bound=config.score_bound if bounded else None,
+                normalize_gate_input=config.normalize_gate_input,
+            )
+        else:
+            self.fusion = ConcatFusion(modalities, config.d_half, config.d_out, config.dropout)
         self.mic = (
             MutualInformationEstimators(modalities, config.d_half, config.d_mic, config.d_out)
             if config.use_mic
@@ -122,10 +136,20 @@ class EmotionModel(nn.Module):
             self.text_backbone.eval()  # a frozen backbone keeps its dropout off
         return self
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.shared_encoder.parameters()).dtype
+
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Per modality the pooled utterance vector x_m, (B, d_model)."""
+        """Per modality the pooled utterance vector x_m, (B, d_model); zeros where absent."""
         pooled = {}
         for m in self.config.modalities:
+            if m not in batch.inputs:  # a batch without this modality at all
+                anchor = next(iter(batch.masks.values()))
+                pooled[m] = torch.zeros(
+                    len(anchor), self.config.d_model, dtype=self.dtype, device=anchor.device
+                )
+                continue
             x, mask = self._modality_input(batch, m)  # (B, T_m, d_m), (B, T_m)
             h = self.encoders[m](x, mask)  # (B, T_m, d_model)
             h = self.shared_encoder(h, src_key_padding_mask=attention_padding_mask(mask))
@@ -137,20 +161,24 @@ class EmotionModel(nn.Module):
         # Text arrives as token ids (B, T) for the backbone, or as its states (B, T, H) when a
         # frozen backbone's outputs were computed once ahead of training.
         if m == "text" and self.text_backbone is not None and x.dim() == 2:
+            # A sample without text still gets one attended token, so that the backbone never
+            # sees an all-masked row; its states are discarded by the encoder and pooling.
+            attended = mask | ~mask.any(dim=1, keepdim=True)
             with torch.set_grad_enabled(
                 torch.is_grad_enabled() and self.config.finetune_text_backbone
             ):
                 x = self.text_backbone(
-                    input_ids=x.long(), attention_mask=mask.long()
+                    input_ids=x.long(), attention_mask=attended.long()
                 ).last_hidden_state
-        return x.float(), mask
+        return x.to(self.dtype), mask  # float32 inputs into a float64 model are cast up
 
     def forward(self, batch: Batch) -> ModelOutput:
         pooled = self.encode(batch)
+        present = {m: batch.presence(m) for m in self.config.modalities}
         features = {m: self.disentanglers[m](x) for m, x in pooled.items()}
         shared = {m: f.shared for m, f in features.items()}
         specific = {m: f.specific for m, f in features.items()}
-        fused = self.fusion(shared, specific)
+        fused = self.fusion(shared, specific, present)
         reconstructed = {
             m: self.reconstructors[m](torch.cat([f.specific, f.shared], dim=-1))
             for m, f in features.items()
@@ -164,7 +192,17 @@ class EmotionModel(nn.Module):
             features=features,
             pooled=pooled,
             reconstructed=reconstructed,
+            present=present,
         )
+
+    def prediction_without(self, output: ModelOutput, modality: str) -> torch.Tensor:
+        """The prediction of ``output`` had ``modality`` been absent from every sample.
+
+        Modalities are encoded and disentangled independently, so only the fusion runs again.
+        """
+        present = {m: p & (m != modality) for m, p in output.present.items()}
+        fused = self.fusion(output.shared, output.specific, present)
+        return fused.prediction[:, 0] if self.config.task == "regression" else fused.prediction
 
     def count_parameters(self, include_text_backbone: bool = True) -> int:
         backbone = (

@@ -10,14 +10,15 @@ from torch import nn
 from mercli.config import EncoderConfig
 
 
-def sinusoidal_positions(n_steps: int, d_model: int, device: torch.device) -> torch.Tensor:
+def sinusoidal_positions(
+    n_steps: int, d_model: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Fixed sinusoidal position codes, shape = (n_steps, d_model)."""
-    position = torch.arange(n_steps, device=device, dtype=torch.float32)[:, None]
+    position = torch.arange(n_steps, device=device, dtype=dtype)[:, None]
     rate = torch.exp(
-        torch.arange(0, d_model, 2, device=device, dtype=torch.float32)
-        * (-math.log(10000.0) / d_model)
+        torch.arange(0, d_model, 2, device=device, dtype=dtype) * (-math.log(10000.0) / d_model)
     )
-    codes = torch.zeros(n_steps, d_model, device=device)
+    codes = torch.zeros(n_steps, d_model, device=device, dtype=dtype)
     codes[:, 0::2] = torch.sin(position * rate)
     codes[:, 1::2] = torch.cos(position * rate[: d_model // 2])
     return codes
@@ -62,9 +63,10 @@ class ModalityEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (B, T, d_in), mask: (B, T) bool -> (B, T, d_model)."""
-        x = x * mask[..., None]  # padding holds anything; the projection must not see it
+        # Padding holds anything, NaN and inf included: select, never multiply (NaN * 0 = NaN).
+        x = torch.where(mask[..., None], x, x.new_zeros(()))
         h = self.projection(x.transpose(1, 2)).transpose(1, 2)  # (B, T, d_model)
-        h = h * self.scale + sinusoidal_positions(h.shape[1], h.shape[2], h.device)
+        h = h * self.scale + sinusoidal_positions(h.shape[1], h.shape[2], h.device, h.dtype)
         return self.transformer(self.dropout(h), src_key_padding_mask=attention_padding_mask(mask))
 
 

@@ -1,4 +1,9 @@
-"""Fusion of the disentangled features: SGAFF (paper 2.4, eqs. 21-22) or plain concatenation."""
+"""Fusion of the disentangled features: SGAFF (paper 2.4, eqs. 21-22) or plain concatenation.
+
+Both take a per-sample presence mask: the features of a modality a sample lacks are replaced by
+zeros before the heads, so a score comes from the modalities that are there, and the same
+sample gets the same score whatever else is in its batch.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +25,37 @@ class Fused:
     gate: torch.Tensor | None  # gamma, (B, 1): the weight of the shared branch
 
 
-class GatedFusion(nn.Module):
-    """Semantic-guided adaptive fusion with a gated dual branch."""
+def _kept(x: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+    """x (B, D) with the rows of absent samples set to zero (select, so NaN cannot leak)."""
+    return x if present is None else torch.where(present[:, None], x, x.new_zeros(()))
 
-    def __init__(self, modalities: tuple[str, ...], d_half: int, d_out: int, dropout: float):
+
+class GatedFusion(nn.Module):
+    """Semantic-guided adaptive fusion with a gated dual branch.
+
+    Args:
+        branches: ``both`` (the paper), or ``shared`` / ``specific`` alone (Table 8: one head,
+            no gate).
+        score_bound: when set (regression), each branch's output is ``b tanh(x / b)``, inside
+            the label range [-b, b]; None keeps the paper's unbounded heads.
+        normalize_gate_input: LayerNorm (without affine) of [u_g; r_e] before the gate MLP.
+    """
+
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        d_half: int,
+        d_out: int,
+        dropout: float,
+        *,
+        branches: str = "both",
+        score_bound: float | None = None,
+        normalize_gate_input: bool = False,
+    ):
         super().__init__()
         self.modalities = modalities
+        self.branches = branches
+        self.score_bound = score_bound
         n = len(modalities)
         # r_e = r + FFN(Linear(r)), per modality.
         self.enhance = nn.ModuleDict(
@@ -36,21 +66,46 @@ class GatedFusion(nn.Module):
         )
         # u_g = u + W [u; r_e] (eq. 21), per modality.
         self.guide = nn.ModuleDict({m: nn.Linear(2 * d_half, d_half) for m in modalities})
-        self.shared_head = mlp(n * d_half, d_half, d_out, dropout)
-        self.specific_head = mlp(n * d_half, d_half, d_out, dropout)
-        self.gate = mlp(2 * n * d_half, d_half, 1, dropout)
+        self.shared_head = (
+            mlp(n * d_half, d_half, d_out, dropout) if branches != "specific" else None
+        )
+        self.specific_head = (
+            mlp(n * d_half, d_half, d_out, dropout) if branches != "shared" else None
+        )
+        self.gate_norm = (
+            nn.LayerNorm(2 * n * d_half, elementwise_affine=False)
+            if normalize_gate_input
+            else nn.Identity()
+        )
+        self.gate = mlp(2 * n * d_half, d_half, 1, dropout) if branches == "both" else None
 
-    def forward(self, shared: dict[str, torch.Tensor], specific: dict[str, torch.Tensor]) -> Fused:
-        """shared, specific: per modality (B, d_half)."""
+    def _bounded(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.score_bound
+        return x if b is None else b * torch.tanh(x / b)
+
+    def forward(
+        self,
+        shared: dict[str, torch.Tensor],
+        specific: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor] | None = None,
+    ) -> Fused:
+        """shared, specific: per modality (B, d_half); present: per modality (B,) bool."""
+        present = present or {}
         enhanced = {m: shared[m] + self.enhance[m](shared[m]) for m in self.modalities}
         guided = {
             m: specific[m] + self.guide[m](torch.cat([specific[m], enhanced[m]], dim=-1))
             for m in self.modalities
         }
-        r_e = torch.cat([enhanced[m] for m in self.modalities], dim=-1)  # (B, n * d_half)
-        u_g = torch.cat([guided[m] for m in self.modalities], dim=-1)
-        g_shared, g_specific = self.shared_head(r_e), self.specific_head(u_g)  # (B, d_out)
-        gamma = torch.sigmoid(self.gate(torch.cat([u_g, r_e], dim=-1)))  # (B, 1)
+        r_e = torch.cat([_kept(enhanced[m], present.get(m)) for m in self.modalities], dim=-1)
+        u_g = torch.cat([_kept(guided[m], present.get(m)) for m in self.modalities], dim=-1)
+        g_shared = None if self.shared_head is None else self._bounded(self.shared_head(r_e))
+        g_specific = None if self.specific_head is None else self._bounded(self.specific_head(u_g))
+        if g_shared is None or g_specific is None or self.gate is None:
+            only = g_shared if g_specific is None else g_specific
+            assert only is not None
+            return Fused(only, g_shared, g_specific, None)
+        gate_input = self.gate_norm(torch.cat([u_g, r_e], dim=-1))
+        gamma = torch.sigmoid(self.gate(gate_input))  # (B, 1)
         prediction = gamma * g_shared + (1 - gamma) * g_specific
         return Fused(prediction, g_shared, g_specific, gamma)
 
@@ -63,6 +118,15 @@ class ConcatFusion(nn.Module):
         self.modalities = modalities
         self.head = mlp(2 * len(modalities) * d_half, d_half, d_out, dropout)
 
-    def forward(self, shared: dict[str, torch.Tensor], specific: dict[str, torch.Tensor]) -> Fused:
-        h = torch.cat([t for m in self.modalities for t in (specific[m], shared[m])], dim=-1)
+    def forward(
+        self,
+        shared: dict[str, torch.Tensor],
+        specific: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor] | None = None,
+    ) -> Fused:
+        present = present or {}
+        h = torch.cat(
+            [_kept(t, present.get(m)) for m in self.modalities for t in (specific[m], shared[m])],
+            dim=-1,
+        )
         return Fused(self.head(h), None, None, None)

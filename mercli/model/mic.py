@@ -42,10 +42,11 @@ class MutualInformationEstimators(nn.Module):
 
     def embed_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """labels: (B,) scores or class ids -> z: (B, d_half)."""
+        dtype = self.label_embedding.weight.dtype  # float64 models stay float64
         if self.d_label == 1:
-            y = labels.float()[:, None]
+            y = labels.to(dtype)[:, None]
         else:
-            y = F.one_hot(labels.long(), self.d_label).float()
+            y = F.one_hot(labels.long(), self.d_label).to(dtype)
         return self.label_embedding(y)
 
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
