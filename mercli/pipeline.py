@@ -296,3 +296,80 @@ def analyze(
     config = replace(config or ExtractConfig(), device=device)
     analyzer = Analyzer(load_model(checkpoint, device), config, **options)
     return list(analyzer.analyze(expand_inputs(paths)))
+
+
+# ---------------------------------------------------------------------------------------------
+# many files on an engine (``--engine ray``)
+
+Frames = tuple[np.ndarray, np.ndarray]  # (frame times in seconds, face mask) for timelines
+
+
+class FileAnalyzer:
+    """:meth:`Analyzer.analyze_file` with the model and front end loaded once (per process or
+    Ray actor): path -> (its result, its frames for timelines or None).
+
+    Args:
+        checkpoint: a packaged name or a checkpoint folder (reachable where this runs).
+        config: front-end settings.
+        batch_size, use_cache: as :class:`Analyzer`'s.
+        device: where the model and front end run instead of ``config.device`` (a Ray actor
+            passes ``"cuda"`` when it holds a GPU, else ``"cpu"``); None keeps it.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str,
+        config: ExtractConfig,
+        batch_size: int = 32,
+        use_cache: bool = True,
+        device: str | None = None,
+    ) -> None:
+        from dataclasses import replace
+
+        from mercli.features.extract import load_transcriber
+        from mercli.models import load_model
+
+        config = replace(config, device=device or config.device)
+        loaded = load_model(checkpoint, config.device)
+        self.analyzer = Analyzer(loaded, config, batch_size, use_cache)
+        self.analyzer.front_end.transcriber = load_transcriber(config)
+        if config.use_faces:
+            self.analyzer.front_end.faces()
+
+    def __call__(self, path: Path) -> tuple[FileResult, Frames | None]:
+        result = self.analyzer.analyze_file(path)
+        return result, self.analyzer.frames.pop(str(path), None)
+
+
+def analyze_on_engine(
+    paths: Sequence[Path], checkpoint: str, analyzer: Analyzer, engine: Any
+) -> Iterator[FileResult]:
+    """What ``analyzer.analyze(paths)`` yields, with the files run on ``engine`` (an
+    :class:`~mercli.engine.EngineConfig`), in the order of ``paths``; frames for timelines go
+    to ``analyzer.frames``.
+
+    Raises:
+        EngineError: Ray is missing or unreachable, or a worker died.
+        FfmpegNotFoundError: no ffmpeg where the files run.
+    """
+    from functools import partial
+
+    from mercli.engine import run_clips
+
+    if Path(checkpoint).exists():  # a folder: the workers may not share our working directory
+        checkpoint = str(Path(checkpoint).absolute())
+    factory = partial(
+        FileAnalyzer, checkpoint, analyzer.config, analyzer.batch_size, analyzer.use_cache
+    )
+    for done, (i, (result, frames)) in enumerate(
+        run_clips(paths, factory, engine, ordered=True), start=1
+    ):
+        result.path = str(paths[i])  # as given (the workers saw it absolute)
+        if frames is not None:
+            analyzer.frames[result.path] = frames
+        note = " (features from cache)" if result.cached else ""
+        analyzer.log(
+            f"[{done}/{len(paths)}] {result.path}: {result.status}, "
+            f"{len(result.predictions)} utterances{note}"
+        )
+        yield result

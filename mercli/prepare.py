@@ -43,6 +43,7 @@ import numpy as np
 
 from mercli.atomic import write_atomically
 from mercli.data import SPLITS
+from mercli.engine import EngineConfig
 from mercli.features.acoustic import D_AUDIO
 from mercli.features.extract import (
     ExtractConfig,
@@ -319,61 +320,46 @@ def prepare_clip(path: Path, config: PrepareConfig, front_end: FrontEnd) -> Clip
     return ClipOutcome(features, cached, seconds=time.perf_counter() - started)
 
 
-# Worker processes: the initializer loads the front-end models once per process.
-_worker: dict[str, Any] = {}
+class ClipPreparer:
+    """:func:`prepare_clip` with the front-end models loaded once (per process or Ray actor).
 
+    Args:
+        config: what to extract.
+        device: where the models run instead of ``config.extract.device`` (a Ray actor passes
+            ``"cuda"`` when it holds a GPU, else ``"cpu"``); None keeps it.
+    """
 
-def _init_worker(config: PrepareConfig, n_threads: int) -> None:
-    front_end = FrontEnd(config.extract)
-    if config.extract.use_faces:
-        import torch
+    def __init__(self, config: PrepareConfig, device: str | None = None) -> None:
+        from dataclasses import replace
 
-        torch.set_num_threads(n_threads)
-        front_end.faces()
-    _worker.update(config=config, front_end=front_end)
+        if device is not None:
+            config = replace(config, extract=replace(config.extract, device=device))
+        self.config = config
+        self.front_end = FrontEnd(config.extract)
+        if config.extract.use_faces:
+            self.front_end.faces()
 
-
-def _prepare_in_worker(path: Path) -> ClipOutcome:
-    return prepare_clip(path, _worker["config"], _worker["front_end"])
+    def __call__(self, path: Path) -> ClipOutcome:
+        return prepare_clip(path, self.config, self.front_end)
 
 
 def iter_outcomes(
-    paths: Sequence[Path], config: PrepareConfig
+    paths: Sequence[Path], config: PrepareConfig, engine: EngineConfig | None = None
 ) -> Iterator[tuple[int, ClipOutcome]]:
     """(index into ``paths``, outcome) per clip, as each is done (in order with one worker).
 
-    Raises:
-        PrepareError: a worker process died.
-    """
-    if config.workers == 1 or len(paths) <= 1:
-        front_end = FrontEnd(config.extract)
-        for i, path in enumerate(paths):
-            yield i, prepare_clip(path, config, front_end)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
+    Args:
+        engine: where the clips run (default: ``config.workers`` local processes).
 
-    n_workers = min(config.workers, len(paths))
-    n_threads = max(1, (os.cpu_count() or 1) // n_workers)
-    # spawn, not fork: torch (MTCNN, the expression net) is not fork-safe once it has threads
-    pool = ProcessPoolExecutor(
-        n_workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(config, n_threads),
-    )
-    try:
-        futures = {pool.submit(_prepare_in_worker, path): i for i, path in enumerate(paths)}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    except BrokenProcessPool as error:
-        raise PrepareError(
-            f"a worker process died ({error}); clips finished so far are cached: run the "
-            "same command again to resume"
-        ) from error
-    finally:  # interrupted: drop the clips not started, do not wait for them
-        pool.shutdown(wait=False, cancel_futures=True)
+    Raises:
+        EngineError: a worker process died, or Ray is missing or unreachable.
+    """
+    from functools import partial
+
+    from mercli.engine import run_clips
+
+    engine = engine or EngineConfig(workers=config.workers)
+    yield from run_clips(paths, partial(ClipPreparer, config), engine)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,14 +501,18 @@ def prepare(
     out: str | Path,
     config: PrepareConfig,
     log: Callable[[str], None] = lambda message: None,
+    engine: EngineConfig | None = None,
 ) -> PrepareReport:
     """Extract every clip of ``labels``, write the dataset pickle and its report.
 
     The report is written in every case; the pickle only when at least one clip was prepared.
 
+    Args:
+        engine: where the clips are extracted (default: ``config.workers`` local processes).
+
     Raises:
         DatasetError: the label CSV is missing or malformed.
-        PrepareError: a worker process died.
+        EngineError: a worker process died, or Ray is missing or unreachable.
         FfmpegNotFoundError: no ffmpeg.
     """
     from mercli.model.text_backbone import load_tokenizer
@@ -547,7 +537,7 @@ def prepare(
     for i, outcome in outcomes.items():
         log(f"{clips[i].id}: failed: {outcome.reason}")
     paths = [p for i in todo if (p := clips[i].path) is not None]  # all of them
-    for done, (k, outcome) in enumerate(iter_outcomes(paths, config), start=1):
+    for done, (k, outcome) in enumerate(iter_outcomes(paths, config, engine), start=1):
         i = todo[k]
         outcomes[i] = outcome
         if outcome.reason is None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from mercli.commands.options import device_option, json_option
+from mercli.commands.options import device_option, engine_options, json_option
 
 
 def front_end_options(func: Any) -> Any:
@@ -99,6 +99,7 @@ def _extract_config(
     help="Timeline PNG (score, branch weights, speech, face); one per file, named "
     "<stem>-<file>.png, when several files are analysed.",
 )
+@engine_options
 def analyze(
     inputs: tuple[str, ...],
     checkpoint: str,
@@ -112,6 +113,9 @@ def analyze(
     no_cache: bool,
     batch_size: int,
     plot: str | None,
+    engine: str,
+    address: str | None,
+    gpus_per_worker: float | None,
 ) -> None:
     """Per-utterance sentiment of videos or audio files (directories are searched for media).
 
@@ -120,13 +124,14 @@ def analyze(
     """
     from mercli import render
     from mercli.checkpoint import CheckpointError
-    from mercli.commands.options import resolve_device
+    from mercli.commands.options import engine_config, resolve_device
     from mercli.features.profile import ProfileError, check_profile
     from mercli.models import load_model, read_model_meta
-    from mercli.pipeline import Analyzer, expand_inputs
+    from mercli.pipeline import Analyzer, analyze_on_engine, expand_inputs
 
     if json_ and jsonl:
         raise click.UsageError("choose one of --json and --jsonl")
+    engine_setup = engine_config(engine, address, gpus_per_worker, workers=None)
     try:
         _, meta = read_model_meta(checkpoint)
         check_profile(meta.feature_profile)  # before any media work
@@ -154,7 +159,11 @@ def analyze(
     if not (json_ or jsonl or out):
         render.analysis_header(analyzer.info)
     results = []
-    for result in analyzer.analyze(paths):
+    if engine_setup.name == "local":
+        stream = analyzer.analyze(paths)
+    else:
+        stream = _engine_errors(analyze_on_engine(paths, checkpoint, analyzer, engine_setup))
+    for result in stream:
         results.append(result)
         if jsonl:
             for line in result.to_lines(analyzer.info):
@@ -162,6 +171,17 @@ def analyze(
         elif not (json_ or out):
             render.analysis(result, analyzer.info)
     _finish(results, analyzer, json_=json_, out=out, plot=plot)
+
+
+def _engine_errors(results: Any) -> Any:
+    """``results``, with a run-stopping error of the engine as a one-line message."""
+    from mercli.engine import EngineError
+    from mercli.features.media import FfmpegNotFoundError
+
+    try:
+        yield from results
+    except (EngineError, FfmpegNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
 
 
 def _finish(

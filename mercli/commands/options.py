@@ -81,3 +81,51 @@ def build_preset(preset: str, modalities: str, ablations: tuple[str, ...]) -> An
     for ablation in ablations:
         chosen = apply_ablation(chosen, ablation)
     return chosen
+
+
+def engine_options(func: Any) -> Any:
+    """``--engine``, ``--address`` and ``--gpus-per-worker``: where per-clip work runs."""
+    for option in reversed(
+        [
+            click.option(
+                "--engine",
+                type=click.Choice(["local", "ray"]),
+                default="local",
+                show_default=True,
+                help="Run the clips in local processes, or on a Ray cluster "
+                "(pip install 'mercli[ray]').",
+            ),
+            click.option(
+                "--address",
+                default=None,
+                help="Ray cluster to join (auto, or ray://HEAD:10001) [default: start Ray on "
+                "this machine]. Needs --engine ray.",
+            ),
+            click.option(
+                "--gpus-per-worker",
+                type=click.FloatRange(min=0.0),
+                default=None,
+                help="GPUs each Ray actor holds (0.25: four actors share a GPU) [default: 1 "
+                "when the cluster has GPUs, else 0]. Needs --engine ray.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def engine_config(
+    engine: str, address: str | None, gpus_per_worker: float | None, workers: int | None
+) -> Any:
+    """The :class:`~mercli.engine.EngineConfig` of the engine options; checks Ray is there."""
+    from mercli.engine import EngineConfig, EngineError, check_engine
+
+    if engine == "local" and (address is not None or gpus_per_worker is not None):
+        flag = "--address" if address is not None else "--gpus-per-worker"
+        raise click.UsageError(f"{flag} needs --engine ray")
+    config = EngineConfig(engine, workers, address, gpus_per_worker)  # type: ignore[arg-type]
+    try:
+        check_engine(config)
+    except EngineError as error:
+        raise click.ClickException(str(error)) from error
+    return config

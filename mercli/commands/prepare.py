@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mercli.commands.options import device_option, json_option
+from mercli.commands.options import device_option, engine_options, json_option
 
 
 @click.command()
@@ -38,9 +38,9 @@ from mercli.commands.options import device_option, json_option
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Processes extracting clips (each loads the face models once).",
+    default=None,
+    help="Processes (local engine) or Ray actors extracting clips, each loading the face "
+    "models once [default: 1 local; ray: as many as the cluster holds].",
 )
 @click.option(
     "--text-backbone",
@@ -61,6 +61,7 @@ from mercli.commands.options import device_option, json_option
     help="Neither read nor write the feature cache (a killed run then starts over).",
 )
 @device_option
+@engine_options
 @json_option
 def prepare(
     raw_dir: Path,
@@ -68,11 +69,14 @@ def prepare(
     out: Path,
     fps: float,
     no_faces: bool,
-    workers: int,
+    workers: int | None,
     text_backbone: str,
     max_clip_s: float,
     no_cache: bool,
     device: str,
+    engine: str,
+    address: str | None,
+    gpus_per_worker: float | None,
     json_: bool,
 ) -> None:
     """Extract features from labelled clips (MMSA-FET layout: RAW_DIR/Raw/<video_id>/<clip_id>.mp4)
@@ -85,19 +89,21 @@ def prepare(
     from rich.markup import escape
 
     from mercli import render
-    from mercli.commands.options import resolve_device
+    from mercli.commands.options import engine_config, resolve_device
     from mercli.data import DatasetError
+    from mercli.engine import EngineError
     from mercli.features.extract import ExtractConfig
     from mercli.features.media import FfmpegNotFoundError
     from mercli.prepare import PrepareConfig, PrepareError, report_path
     from mercli.prepare import prepare as run_prepare
 
+    engine_setup = engine_config(engine, address, gpus_per_worker, workers)
     labels = labels or raw_dir / "label.csv"
     config = PrepareConfig(
         extract=ExtractConfig(fps=fps, use_faces=not no_faces, device=resolve_device(device)),
         text_backbone=text_backbone,
         max_clip_s=max_clip_s,
-        workers=workers,
+        workers=workers or 1,
         use_cache=not no_cache,
     )
 
@@ -105,8 +111,8 @@ def prepare(
         render.stderr.print(message, markup=False, highlight=False, soft_wrap=True)
 
     try:
-        report = run_prepare(raw_dir, labels, out, config, log=log)
-    except (DatasetError, PrepareError, FfmpegNotFoundError, OSError) as error:
+        report = run_prepare(raw_dir, labels, out, config, log=log, engine=engine_setup)
+    except (DatasetError, PrepareError, EngineError, FfmpegNotFoundError, OSError) as error:
         raise click.ClickException(str(error)) from error
     per_split = ", ".join(f"{s} {n}" for s, n in report.prepared.items())
     log(
