@@ -103,6 +103,8 @@ def make_batch(utterances: Sequence[UtteranceFeatures], loaded: LoadedModel) -> 
 
     text: token ids ``(B, T_t)`` long (tokenizer of the backbone, truncated as in training);
     audio: ``(B, T_a, 35)``; vision: ``(B, T_v, 154)`` with frames without a face masked.
+    An utterance with no valid step of a modality (no face in any frame, no video) lacks it:
+    the model scores it from the modalities it has.
     """
     import torch
 
@@ -141,15 +143,21 @@ def predict(
     from mercli.metrics import seven_class_label
 
     predictions: list[Prediction] = []
+    model = loaded.model
     for first in range(0, len(utterances), batch_size):
         chunk = utterances[first : first + batch_size]
         batch = make_batch(chunk, loaded).to(loaded.device)
         with torch.inference_mode():
-            output = loaded.model(batch)
+            output = model(batch)
+            # what each modality moved the score: the score minus the score without it
+            without = {m: model.prediction_without(output, m) for m in loaded.modalities}
         scores = output.prediction.float().clamp(-3.0, 3.0).cpu().numpy()  # (B,)
         gates = None if output.gate is None else output.gate.float().cpu().numpy()  # (B,)
+        present = {m: output.present[m].cpu().numpy() for m in loaded.modalities}  # (B,) bool
+        effects = {m: scores - p.float().clamp(-3.0, 3.0).cpu().numpy() for m, p in without.items()}
         for i, u in enumerate(chunk):
             score = float(scores[i])
+            read = tuple(m for m in loaded.modalities if present[m][i])
             predictions.append(
                 Prediction(
                     index=first + i,
@@ -164,6 +172,11 @@ def predict(
                     expression_prob=u.expression_prob,
                     pitch_hz=u.pitch_hz,
                     energy_db=u.energy_db,
+                    modalities_read=read,
+                    contributions={
+                        m: float(effects[m][i]) if present[m][i] else None
+                        for m in loaded.modalities
+                    },
                 )
             )
     return predictions

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,14 +27,21 @@ def timeline_paths(target: str | os.PathLike[str], results: Sequence[FileResult]
     return paths
 
 
+MODALITY_COLOURS = {"text": "tab:blue", "audio": "tab:orange", "vision": "tab:green"}
+
+
 def plot_timeline(
     result: FileResult,
     path: str | os.PathLike[str],
     frame_times_s: np.ndarray | None = None,
     frame_mask: np.ndarray | None = None,
 ) -> Path:
-    """Write a PNG: per-utterance score (bars over each span, [-3, 3]), the shared / specific
-    branch weights (second axis, [0, 1]), speech spans and frames with a face (strips below).
+    """Write a PNG with one panel per kind of value, on a shared time axis:
+
+    1. the per-utterance score (bars over each span, [-3, 3]);
+    2. the shared / specific branch weights ([0, 1], their own axis: a weight is not a score);
+    3. per-modality contributions (how far each modality moved the score, in score units);
+    4. speech spans and the sampled frames with a face.
 
     Args:
         result: the file's predictions.
@@ -45,8 +53,8 @@ def plot_timeline(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, strip) = plt.subplots(
-        2, 1, figsize=(10, 4.5), sharex=True, gridspec_kw={"height_ratios": [4, 1]}
+    fig, (ax, weights, effects, strip) = plt.subplots(
+        4, 1, figsize=(10, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1.5, 2, 1]}
     )
     end = max([result.duration_s or 0.0] + [p.end_s for p in result.predictions] + [1.0])
     for p in result.predictions:
@@ -57,17 +65,8 @@ def plot_timeline(
     ax.set_ylim(-3.2, 3.2)
     ax.set_ylabel("sentiment score")
     ax.set_title(f"{Path(result.path).name}: {result.status}")
-    weights = ax.twinx()
-    mids = [(p.start_s + p.end_s) / 2 for p in result.predictions if p.shared_weight is not None]
-    shared = [p.shared_weight for p in result.predictions if p.shared_weight is not None]
-    if mids:
-        weights.plot(mids, shared, "o-", color="tab:blue", label="shared branch")
-        weights.plot(
-            mids, [1 - s for s in shared], "s--", color="tab:orange", label="specific branch"
-        )
-        weights.legend(loc="upper right", fontsize="small")
-    weights.set_ylim(0, 1)
-    weights.set_ylabel("branch weight")
+    _branch_weights(weights, result)
+    _contributions(effects, result)
     for p in result.predictions:
         strip.axvspan(p.start_s, p.end_s, ymin=0.55, ymax=0.95, color="tab:purple", alpha=0.6)
     if frame_times_s is not None and frame_mask is not None and len(frame_times_s):
@@ -83,3 +82,55 @@ def plot_timeline(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def _branch_weights(ax: Any, result: FileResult) -> None:
+    """Shared-branch weight as a bar from 0 over each span; the specific weight is the rest."""
+    drawn = [p for p in result.predictions if p.shared_weight is not None]
+    for p in drawn:
+        shared = float(p.shared_weight)  # type: ignore[arg-type]
+        ax.fill_between([p.start_s, p.end_s], 0, shared, color="tab:blue", alpha=0.6)
+        ax.fill_between([p.start_s, p.end_s], shared, 1, color="tab:orange", alpha=0.35)
+    if drawn:
+        ax.legend(
+            handles=[
+                _patch("tab:blue", 0.6, "shared branch"),
+                _patch("tab:orange", 0.35, "specific branch"),
+            ],
+            loc="upper right",
+            fontsize="small",
+        )
+    else:
+        ax.text(0.5, 0.5, "no gated fusion in this model", ha="center", transform=ax.transAxes)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("branch\nweight")
+
+
+def _contributions(ax: Any, result: FileResult) -> None:
+    """Side-by-side bars per utterance: the score minus the score without each modality."""
+    modalities = list(result.predictions[0].contributions) if result.predictions else []
+    n = max(len(modalities), 1)
+    for p in result.predictions:
+        width = (p.end_s - p.start_s) / n
+        for k, m in enumerate(modalities):
+            value = p.contributions.get(m)
+            left = p.start_s + k * width
+            if value is None:  # the utterance lacked this modality
+                ax.plot([left + width / 2], [0], "x", color=MODALITY_COLOURS[m], markersize=5)
+                continue
+            ax.bar(left, value, width=width, align="edge", color=MODALITY_COLOURS[m], alpha=0.8)
+    if modalities:
+        ax.legend(
+            handles=[_patch(MODALITY_COLOURS[m], 0.8, m) for m in modalities],
+            loc="upper right",
+            fontsize="small",
+            ncol=len(modalities),
+        )
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_ylabel("contribution\n(score units)")
+
+
+def _patch(colour: str, alpha: float, label: str) -> Any:
+    from matplotlib.patches import Patch
+
+    return Patch(color=colour, alpha=alpha, label=label)

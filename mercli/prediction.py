@@ -1,6 +1,6 @@
 """What ``mer analyze`` reports: one :class:`Prediction` per utterance, one :class:`FileResult`
 per file. Both the Rich table and the JSON come from these dataclasses, so they cannot drift.
-The JSON layout is documented in ``docs/analyze-schema.md`` (``schema_version`` 1).
+The JSON layout is documented in ``docs/analyze-schema.md`` (``schema_version`` 2).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FileStatus = Literal["ok", "no_speech", "no_audio", "unreadable", "error"]
 ANALYSED_STATUSES: tuple[str, ...] = ("ok", "no_speech", "no_audio")  # a result, not a failure
 LABEL_NAMES: dict[int, str] = {
@@ -45,6 +45,10 @@ class Prediction:
         face_coverage: share of the window's sampled frames with a face (None: no video / off).
         expression, expression_prob: dominant facial expression and its mean probability.
         pitch_hz: mean pitch of voiced frames (None if unvoiced); energy_db: RMS level, dBFS.
+        modalities_read: the model's modalities this utterance had (a video without a face in
+            the window is read without vision).
+        contributions: per modality of the model, the score minus the score with that modality
+            left out (both clipped to [-3, 3]); None for a modality the utterance lacked.
     """
 
     index: int
@@ -59,6 +63,8 @@ class Prediction:
     expression_prob: float | None = None
     pitch_hz: float | None = None
     energy_db: float | None = None
+    modalities_read: tuple[str, ...] = ()
+    contributions: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def label_name(self) -> str:
@@ -89,6 +95,8 @@ class Prediction:
             "label": self.label,
             "label_name": self.label_name,
             "branch_weights": weights,
+            "modalities_read": list(self.modalities_read),
+            "contributions": {m: _round(v, 4) for m, v in self.contributions.items()},
             "presence": {"speech": True, "face_coverage": _round(self.face_coverage)},
             "descriptors": {
                 "expression": self.expression,

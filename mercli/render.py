@@ -151,8 +151,10 @@ def analysis(result: Any, model: Any) -> None:
         title=escape(result.path),
         title_justify="left",
         padding=(0, 1),
-        caption="shared / specif.: weights of the shared and specific-guided branches; dim "
-        "columns are descriptors measured from the media, not model outputs",
+        caption="shared / specif.: weights of the shared and specific-guided branches; "
+        "contrib.: how far each modality (T text, A audio, V vision) moved the score, - where "
+        "the utterance lacked it; dim columns are descriptors measured from the media, not "
+        "model outputs",
         caption_justify="left",
     )
     table.add_column("start\nend", justify="right", no_wrap=True)
@@ -160,6 +162,7 @@ def analysis(result: Any, model: Any) -> None:
     table.add_column("score", no_wrap=True)
     table.add_column("polarity\n7-class", min_width=8)
     table.add_column("shared\nspecif.", justify="right", no_wrap=True)
+    table.add_column("contrib.", justify="right", no_wrap=True)
     table.add_column("face", justify="right", no_wrap=True)
     table.add_column("expr.", style="dim", header_style="dim", no_wrap=True)
     table.add_column(
@@ -176,12 +179,20 @@ def analysis(result: Any, model: Any) -> None:
             f"{p.score:+.2f}\n{score_bar(p.score)}",
             f"{p.polarity}\n{p.label_name}",
             weights,
+            contributions_cell(p.contributions),
             _opt(None if p.face_coverage is None else 100 * p.face_coverage, ".0f", "%"),
             expression,
             f"{_opt(p.pitch_hz, '.0f', ' Hz')}\n{_opt(p.energy_db, '.0f', ' dB')}",
         )
     stdout.print(table)
     _summary_line(result)
+
+
+def contributions_cell(contributions: dict[str, float | None]) -> str:
+    """One line per modality the model reads: ``T +1.20``, or ``V     -`` where it was absent."""
+    return "\n".join(
+        f"{m[0].upper()} {'    -' if v is None else f'{v:+.2f}'}" for m, v in contributions.items()
+    )
 
 
 def _summary_line(result: Any) -> None:
@@ -192,6 +203,9 @@ def _summary_line(result: Any) -> None:
     parts = [f"{n} utterance{'' if n == 1 else 's'}", f"{s['speech_s']:.1f} s of speech"]
     if s["mean_score"] is not None:
         parts.append(f"mean score {s['mean_score']:+.2f} ({s['mean_label_name']})")
+    reads = _modalities_read(result.predictions)
+    if reads:
+        parts.append(f"read {reads}")
     if s["face_coverage"] is not None:
         parts.append(f"face in {100 * s['face_coverage']:.0f}% of sampled frames")
     if s["expression"] is not None:
@@ -199,6 +213,18 @@ def _summary_line(result: Any) -> None:
     stdout.print(
         f"[bold]summary[/bold] {escape(Path(result.path).name)}: {result.status}; "
         + "; ".join(parts)
+    )
+
+
+def _modalities_read(predictions: list[Any]) -> str:
+    """``text 2/2, audio 2/2, vision 0/2``: in how many utterances the model read each modality
+    (empty for a single-modality model, which always reads its one)."""
+    if not predictions or len(predictions[0].contributions) < 2:
+        return ""
+    n = len(predictions)
+    return ", ".join(
+        f"{m} {sum(m in p.modalities_read for p in predictions)}/{n}"
+        for m in predictions[0].contributions
     )
 
 

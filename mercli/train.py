@@ -58,6 +58,8 @@ class Predictions:
     shared: dict[str, np.ndarray]  # per modality (N, d_half)
     specific: dict[str, np.ndarray]
     ids: list[str]
+    shared_branch: np.ndarray | None = None  # g(s) alone, like ``predicted``; None without SGAFF
+    specific_branch: np.ndarray | None = None  # g(p) alone
 
 
 def seed_everything(seed: int) -> None:
@@ -226,7 +228,7 @@ def train_epoch(
 def predict(model: EmotionModel, loader: Iterable[Batch], device: str) -> Predictions:
     """Eval-mode outputs over every batch of ``loader``."""
     model.eval()
-    parts: dict[str, list] = {"p": [], "y": [], "g": [], "ids": []}
+    parts: dict[str, list] = {"p": [], "y": [], "g": [], "s": [], "u": [], "ids": []}
     shared: dict[str, list] = {}
     specific: dict[str, list] = {}
     for batch in loader:
@@ -236,6 +238,10 @@ def predict(model: EmotionModel, loader: Iterable[Batch], device: str) -> Predic
             parts["y"].append(batch.labels.cpu())
         if out.gate is not None:
             parts["g"].append(out.gate.float().cpu())
+        if out.shared_branch is not None:
+            parts["s"].append(out.shared_branch.float().cpu())
+        if out.specific_branch is not None:
+            parts["u"].append(out.specific_branch.float().cpu())
         parts["ids"].extend(batch.ids)
         for m, f in out.features.items():
             shared.setdefault(m, []).append(f.shared.float().cpu())
@@ -247,6 +253,8 @@ def predict(model: EmotionModel, loader: Iterable[Batch], device: str) -> Predic
         shared={m: torch.cat(v).numpy() for m, v in shared.items()},
         specific={m: torch.cat(v).numpy() for m, v in specific.items()},
         ids=parts["ids"],
+        shared_branch=torch.cat(parts["s"]).numpy() if parts["s"] else None,
+        specific_branch=torch.cat(parts["u"]).numpy() if parts["u"] else None,
     )
 
 

@@ -21,6 +21,8 @@ UTTERANCE_KEYS = {
     "label",
     "label_name",
     "branch_weights",
+    "modalities_read",
+    "contributions",
     "presence",
     "descriptors",
 }
@@ -72,7 +74,7 @@ def test_json_is_one_document_with_the_exact_keys(extractor, models, videos) -> 
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)  # nothing else on stdout
     assert set(doc) == {"schema_version", "mer_version", "model", "files"}
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert set(doc["model"]) == {
         "checkpoint",
         "feature_profile",
@@ -127,7 +129,7 @@ def test_jsonl_streams_one_line_per_utterance(extractor, models, videos, tmp_pat
     ]
     assert lines[2]["utterance"] is None and lines[2]["reason"] == "file not found"
     assert set(lines[0]["utterance"]) == UTTERANCE_KEYS
-    assert all(x["schema_version"] == 1 and x["modalities"] == ["text"] for x in lines)
+    assert all(x["schema_version"] == 2 and x["modalities"] == ["text"] for x in lines)
 
 
 def test_mix_of_good_and_bad_files_exits_0_with_statuses(
