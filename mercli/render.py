@@ -98,6 +98,21 @@ def metrics_summary(results: dict[str, Any], title: str) -> None:
     stdout.print(table)
 
 
+def metrics_rows(rows: dict[str, dict[str, float]], title: str) -> None:
+    """One row per output (``fused``, ``shared_branch``, ``specific_branch``), one column per
+    metric."""
+    first = next(iter(rows.values()))
+    names = [k for k in METRIC_LABELS if k in first]
+    table = Table(title=title)
+    table.add_column("output")
+    for k in names:
+        table.add_column(METRIC_LABELS[k], justify="right")
+    for output, metrics in rows.items():
+        label = output.replace("_", " ") if output != "fused" else "fused (the model)"
+        table.add_row(label, *(format_metric(k, metrics[k]) for k in names))
+    stdout.print(table)
+
+
 def comparison(rows: list[Any], a: str, b: str) -> None:
     table = Table(title=f"paired t-test over {rows[0].n_seeds} seeds" if rows else "paired t-test")
     for column in ("metric", "A", "B", "p"):

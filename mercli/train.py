@@ -258,6 +258,19 @@ def predict(model: EmotionModel, loader: Iterable[Batch], device: str) -> Predic
     )
 
 
+def branch_metrics(p: Predictions, task: str) -> dict[str, dict[str, float]]:
+    """Metrics of the fused prediction (``fused``) and, with SGAFF's two branches, of each
+    branch's output alone (``shared_branch``, ``specific_branch``), against the same labels."""
+    rows = {"fused": compute_metrics(task, p.predicted, p.labels)}
+    for name, values in (
+        ("shared_branch", p.shared_branch),
+        ("specific_branch", p.specific_branch),
+    ):
+        if values is not None and p.gates is not None:
+            rows[name] = compute_metrics(task, values, p.labels)
+    return rows
+
+
 def evaluate(
     model: EmotionModel, loader: Iterable[Batch], device: str
 ) -> tuple[float, dict[str, float]]:

@@ -203,9 +203,11 @@ def test_cli_train_evaluate_and_compare(small_pickle: Path, tmp_path: Path) -> N
         catch_exceptions=False,
     )
     assert result.exit_code == 0
-    assert json.loads(result.stdout)["mae"] == pytest.approx(
-        results["seeds"]["1"]["test"]["mae"], rel=1e-5
-    )
+    evaluated = json.loads(result.stdout)
+    assert evaluated["mae"] == pytest.approx(results["seeds"]["1"]["test"]["mae"], rel=1e-5)
+    for branch in ("shared_branch", "specific_branch"):  # Table 8, beside the fused metrics
+        assert set(evaluated[branch]) == set(results["seeds"]["1"]["test"])
+    assert evaluated["shared_branch"]["mae"] != evaluated["specific_branch"]["mae"]
 
     result = runner.invoke(
         cli,

@@ -181,13 +181,13 @@ def _report(spec, results, report_dir: Path, device: str) -> None:  # type: igno
 def evaluate(
     checkpoint: Path, dataset: str, data_path: Path, split: str, device: str, json_: bool
 ) -> None:
-    """Metrics of a checkpoint on a split of a benchmark."""
+    """Metrics of a checkpoint on a split of a benchmark; with SGAFF, also those of its shared
+    and specific branches alone (paper Table 8)."""
     from mercli import render
     from mercli.checkpoint import CheckpointError, load_checkpoint
     from mercli.data import DatasetError
     from mercli.experiment import DataSpec, load_data
-    from mercli.train import evaluate as evaluate_split
-    from mercli.train import make_loader
+    from mercli.train import branch_metrics, make_loader, predict
 
     device = resolve_device(device)
     try:
@@ -198,13 +198,12 @@ def evaluate(
     except (CheckpointError, DatasetError) as err:
         raise click.ClickException(str(err)) from err
     loader = make_loader(data.split(split), data.collate, 64, shuffle=False, seed=0)
-    _, metrics = evaluate_split(model, loader, device)
+    rows = branch_metrics(predict(model, loader, device), cfg.task)
     if json_:
-        click.echo(json.dumps(metrics))
+        # the fused model's metrics at the top level; each SGAFF branch alone beside them
+        click.echo(json.dumps({**rows.pop("fused"), **rows}))
     else:
-        render.metrics_summary(
-            {"seeds": {"-": {"test": metrics}}}, title=f"{checkpoint} on {dataset} {split}"
-        )
+        render.metrics_rows(rows, title=f"{checkpoint} on {dataset} {split}")
 
 
 @click.command()
