@@ -12,7 +12,8 @@ with the paper's exact gate (the ``paper-gate`` ablation), then reads on the tes
     python benchmarks/branch_weights.py --data ../shared/data/cmu-mosi/label.csv \\
         --out runs/branch_weights [--seeds 42 1 11] [--epochs 12] [--figure docs/x.png]
 
-Runs already finished in ``--out`` are reused (``results.json`` per variant).
+Runs already finished in ``--out`` are reused (``results.json`` per variant); ``--report-only``
+reports the seeds finished so far without training.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--figure", type=Path, default=None, help="write a PNG of gamma vs score")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing: report the finished seeds"
+    )
     args = parser.parse_args()
 
     from mercli.config import apply_ablation, from_name
@@ -82,9 +86,12 @@ def main() -> None:
     for name in args.variants:
         ablation = VARIANTS[name]
         preset = apply_ablation(base, ablation) if ablation else base
-        results = run(
-            preset, spec, tuple(args.seeds), args.out / name, device=args.device, resume=True
-        )
+        if args.report_only:
+            results = json.loads((args.out / name / "results.json").read_text())
+        else:
+            results = run(
+                preset, spec, tuple(args.seeds), args.out / name, device=args.device, resume=True
+            )
         per_seed = {}
         for seed, r in results["seeds"].items():
             p = test_outputs(Path(r["checkpoint"]), data, args.device)
@@ -97,7 +104,8 @@ def main() -> None:
             outputs.setdefault(name, {})[seed] = p
         report[name] = {"results": results, "per_seed": per_seed}
     print_table(report)
-    if len(report) == 2:
+    common = set.intersection(*(set(r["per_seed"]) for r in report.values()))
+    if len(report) == 2 and len(common) >= 2:
         rows = compare(report["mer-gate"]["results"], report["paper-gate"]["results"])
         print("\npaired t-test over seeds, test split (A = mer-gate, B = paper-gate)")
         for row in rows:

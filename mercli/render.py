@@ -104,7 +104,7 @@ def metrics_rows(rows: dict[str, dict[str, float]], title: str) -> None:
     first = next(iter(rows.values()))
     names = [k for k in METRIC_LABELS if k in first]
     table = Table(title=title)
-    table.add_column("output")
+    table.add_column("output", no_wrap=True)
     for k in names:
         table.add_column(METRIC_LABELS[k], justify="right")
     for output, metrics in rows.items():

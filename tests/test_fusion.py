@@ -111,3 +111,31 @@ def test_old_configs_load_as_the_paper_form() -> None:
     del train["loss_weights"]["branch"]
     assert TrainConfig.from_dict(train).loss_weights.branch == 0.0
     assert ModelConfig.from_dict(ModelConfig().to_dict()) == ModelConfig()  # new ones keep theirs
+
+
+def test_evaluate_table_has_a_row_per_branch(capsys: pytest.CaptureFixture[str]) -> None:
+    from mercli import render
+    from mercli.train import Predictions, branch_metrics
+
+    labels = np.array([-2.0, -1.0, 0.5, 2.0, 3.0])
+    p = Predictions(
+        predicted=labels + 0.1,
+        labels=labels,
+        gates=np.full(5, 0.5),
+        shared={},
+        specific={},
+        ids=[],
+        shared_branch=labels + 0.5,
+        specific_branch=-labels,
+    )
+    rows = branch_metrics(p, "regression")
+    assert rows["fused"]["mae"] == pytest.approx(0.1)
+    assert rows["shared_branch"]["mae"] == pytest.approx(0.5)
+    assert rows["specific_branch"]["corr"] == pytest.approx(-1.0)
+    render.metrics_rows(rows, "ckpt on mosi test")
+    out = capsys.readouterr().out
+    assert "fused (the model)" in out and "shared branch" in out and "specific branch" in out
+    no_gate = branch_metrics(
+        Predictions(labels, labels, None, {}, {}, [], None, None), "regression"
+    )
+    assert set(no_gate) == {"fused"}
