@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pickle
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,8 @@ from mercli.cli import cli
 from mercli.engine import EngineConfig, _ray_plan, run_clips
 from tests.fakes import tiny_backbone, tiny_models
 from tests.test_prepare import make_raw_dir, run_prepare
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Doubler:
@@ -169,3 +175,46 @@ def test_ray_engine_raises_run_stopping_errors_with_their_type(local_ray) -> Non
     assert out == {0: (2, "cpu"), 1: (4, "cpu")}  # the actor holds no GPU
     with pytest.raises(FileNotFoundError, match="no ffmpeg"):
         list(run_clips([Path("1.mp4"), Path("boom.mp4")], Doubler, EngineConfig("ray", workers=1)))
+
+
+@pytest.mark.slow
+def test_killed_ray_run_resumes_without_redoing_finished_clips(tmp_path: Path) -> None:
+    """``mer prepare --engine ray`` killed (SIGKILL, its whole process group) once some clips
+    are cached; the next run takes those from the cache and makes only the others."""
+    pytest.importorskip("ray")
+    pytest.importorskip("facenet_pytorch")
+    raw, labels = make_raw_dir(tmp_path)
+    backbone = tiny_backbone(tmp_path / "bert")
+    cache = tmp_path / "cache"
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(ROOT)}
+    args = [*("--labels", str(labels), "--text-backbone", str(backbone), "--device", "cpu")]
+    command = [sys.executable, "-m", "mercli", "prepare", str(raw), *args, "--max-clip-s", "1.3"]
+    killed = subprocess.Popen(
+        [*command, "-o", str(tmp_path / "killed.pkl"), "--engine", "ray", "--workers", "1"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while len(list(cache.rglob("*.npz"))) < 2 and killed.poll() is None:
+        assert time.monotonic() < deadline, "no clip was cached in 300 s"
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    n_cached = len(list(cache.rglob("*.npz")))
+    assert killed.returncode == -signal.SIGKILL and 2 <= n_cached < 6, n_cached
+    assert not (tmp_path / "killed.pkl").exists()
+
+    again = subprocess.run(
+        [*command, "-o", str(tmp_path / "again.pkl"), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    # the actor (a process group of its own) may finish the clip it held after the kill
+    assert n_cached <= report["from_cache"] <= n_cached + 1, (report, n_cached)
+    assert report["prepared"] == 6 and report["failed"][0]["id"] == "vidD$_$1"
