@@ -146,7 +146,8 @@ def test_ray_gives_the_local_dataset_and_resumes(
 def test_ray_analyze_gives_the_local_results(
     local_ray, shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Real Whisper tiny.en and faces on the demo clip, plus a file that cannot be read."""
+    """Real Whisper tiny.en and faces on the demo clip, plus a file that cannot be read: in this
+    process, in a pool of 2 processes and on 2 Ray actors."""
     demo = Path(__file__).resolve().parents[1] / "samples" / "demo.mp4"
     folder = tmp_path / "in"
     folder.mkdir()
@@ -154,18 +155,16 @@ def test_ray_analyze_gives_the_local_results(
     (folder / "broken.mp4").write_bytes(b"junk" * 100)
     checkpoint = str(tiny_models()["all"])
     documents = []
-    for engine in ("local", "ray"):
-        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"cache-{engine}"))
-        result = CliRunner().invoke(
-            cli,
-            ["analyze", str(folder), "--checkpoint", checkpoint, "--json", "--engine", engine],
-            catch_exceptions=False,
-        )
+    for engine, workers in (("local", "1"), ("local", "2"), ("ray", "2")):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"cache-{engine}-{workers}"))
+        args = ["--checkpoint", checkpoint, "--json", "--engine", engine, "--workers", workers]
+        result = CliRunner().invoke(cli, ["analyze", str(folder), *args], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         documents.append(json.loads(result.stdout))
-    local, ray = documents
+    local, pool, ray = documents
     assert [f["status"] for f in ray["files"]] == ["unreadable", "ok"]  # broken first (sorted)
-    assert ray == local
+    assert ray["files"][1]["utterances"]  # the demo's speech
+    assert ray == local and pool == local
 
 
 @pytest.mark.slow

@@ -100,6 +100,13 @@ def _extract_config(
     "<stem>-<file>.png, when several files are analysed.",
 )
 @engine_options
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes (local engine) or Ray actors analysing files, each loading the model and "
+    "front end once [default: 1 local, in this process; ray: as many as the cluster holds].",
+)
 def analyze(
     inputs: tuple[str, ...],
     checkpoint: str,
@@ -116,6 +123,7 @@ def analyze(
     engine: str,
     address: str | None,
     gpus_per_worker: float | None,
+    workers: int | None,
 ) -> None:
     """Per-utterance sentiment of videos or audio files (directories are searched for media).
 
@@ -131,7 +139,7 @@ def analyze(
 
     if json_ and jsonl:
         raise click.UsageError("choose one of --json and --jsonl")
-    engine_setup = engine_config(engine, address, gpus_per_worker, workers=None)
+    engine_setup = engine_config(engine, address, gpus_per_worker, workers)
     try:
         _, meta = read_model_meta(checkpoint)
         check_profile(meta.feature_profile)  # before any media work
@@ -159,7 +167,7 @@ def analyze(
     if not (json_ or jsonl or out):
         render.analysis_header(analyzer.info)
     results = []
-    if engine_setup.name == "local":
+    if engine_setup.name == "local" and (workers or 1) == 1:
         stream = analyzer.analyze(paths)
     else:
         stream = _engine_errors(analyze_on_engine(paths, checkpoint, analyzer, engine_setup))
