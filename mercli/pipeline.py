@@ -177,6 +177,7 @@ def predict(
                         m: float(effects[m][i]) if present[m][i] else None
                         for m in loaded.modalities
                     },
+                    speaker=u.speaker,
                 )
             )
     return predictions

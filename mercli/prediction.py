@@ -49,6 +49,7 @@ class Prediction:
             the window is read without vision).
         contributions: per modality of the model, the score minus the score with that modality
             left out (both clipped to [-3, 3]); None for a modality the utterance lacked.
+        speaker: ``S1``, ``S2``, ... with ``--speakers``, else None.
     """
 
     index: int
@@ -65,6 +66,7 @@ class Prediction:
     energy_db: float | None = None
     modalities_read: tuple[str, ...] = ()
     contributions: dict[str, float | None] = field(default_factory=dict)
+    speaker: str | None = None
 
     @property
     def label_name(self) -> str:
@@ -90,6 +92,7 @@ class Prediction:
             "start_s": _round(self.start_s),
             "end_s": _round(self.end_s),
             "text": self.text,
+            "speaker": self.speaker,
             "score": _round(self.score, 4),
             "polarity": self.polarity,
             "label": self.label,
@@ -163,6 +166,13 @@ class FileResult:
             "expression_prob": _round(self.expression_prob),
         }
 
+    def speaker_summaries(self) -> list[dict[str, Any]] | None:
+        """Per-speaker summaries (``mer analyze --speakers``); None without speakers."""
+        from mercli.speaker_report import summarise_speakers
+
+        found = summarise_speakers(self.predictions)
+        return None if found is None else [s.to_dict() for s in found]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -173,6 +183,7 @@ class FileResult:
             "streams": {"audio": self.has_audio, "video": self.has_video},
             "cached": self.cached,
             "summary": self.summary(),
+            "speakers": self.speaker_summaries(),
             "utterances": [p.to_dict() for p in self.predictions],
         }
 

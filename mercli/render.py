@@ -173,6 +173,9 @@ def analysis(result: Any, model: Any) -> None:
         caption_justify="left",
     )
     table.add_column("start\nend", justify="right", no_wrap=True)
+    with_speakers = any(p.speaker is not None for p in result.predictions)
+    if with_speakers:
+        table.add_column("speaker", no_wrap=True)
     table.add_column("transcript", ratio=1, min_width=12, overflow="fold")
     table.add_column("score", no_wrap=True)
     table.add_column("polarity\n7-class", min_width=8)
@@ -190,6 +193,7 @@ def analysis(result: Any, model: Any) -> None:
         expression = "-" if p.expression is None else f"{p.expression}\n{p.expression_prob:.2f}"
         table.add_row(
             f"{p.start_s:.1f}\n{p.end_s:.1f}",
+            *([_speaker_cell(p.speaker)] if with_speakers else []),
             escape(p.text),
             f"{p.score:+.2f}\n{score_bar(p.score)}",
             f"{p.polarity}\n{p.label_name}",
@@ -208,6 +212,16 @@ def contributions_cell(contributions: dict[str, float | None]) -> str:
     return "\n".join(
         f"{m[0].upper()} {'    -' if v is None else f'{v:+.2f}'}" for m, v in contributions.items()
     )
+
+
+SPEAKER_COLOURS = ("cyan", "magenta", "yellow", "blue", "green", "red", "bright_cyan", "white")
+
+
+def _speaker_cell(speaker: str | None) -> str:
+    if speaker is None:
+        return "-"
+    index = int(speaker[1:]) - 1 if speaker[1:].isdigit() else 0
+    return f"[{SPEAKER_COLOURS[index % len(SPEAKER_COLOURS)]}]{speaker}[/]"
 
 
 def _summary_line(result: Any) -> None:
@@ -229,6 +243,15 @@ def _summary_line(result: Any) -> None:
         f"[bold]summary[/bold] {escape(Path(result.path).name)}: {result.status}; "
         + "; ".join(parts)
     )
+    for speaker in result.speaker_summaries() or []:
+        face = speaker["face_coverage"]
+        stdout.print(
+            f"  {_speaker_cell(speaker['speaker'])}: {speaker['speaking_s']:.1f} s in "
+            f"{speaker['n_utterances']} utterance{'' if speaker['n_utterances'] == 1 else 's'}; "
+            f"mean score {speaker['mean_score']:+.2f} ({speaker['mean_label_name']})"
+            + ("" if face is None else f"; own face in {100 * face:.0f}% of frames")
+            + ("" if speaker["expression"] is None else f"; {speaker['expression']}")
+        )
 
 
 def _modalities_read(predictions: list[Any]) -> str:

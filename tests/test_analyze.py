@@ -16,6 +16,7 @@ UTTERANCE_KEYS = {
     "start_s",
     "end_s",
     "text",
+    "speaker",
     "score",
     "polarity",
     "label",
@@ -35,6 +36,7 @@ FILE_KEYS = {
     "streams",
     "cached",
     "summary",
+    "speakers",
     "utterances",
 }
 

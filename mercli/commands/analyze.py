@@ -92,6 +92,14 @@ def _extract_config(
     help="Utterances per model call.",
 )
 @click.option(
+    "--speakers",
+    "speakers",
+    default=None,
+    metavar="auto|N",
+    help="Several speakers: a speaker per utterance (utterances cut where the voice changes), "
+    "face features from that speaker's face; `auto` decides how many voices there are.",
+)
+@click.option(
     "--plot",
     "plot",
     type=click.Path(dir_okay=False),
@@ -119,6 +127,7 @@ def analyze(
     no_faces: bool,
     no_cache: bool,
     batch_size: int,
+    speakers: str | None,
     plot: str | None,
     engine: str,
     address: str | None,
@@ -150,6 +159,8 @@ def analyze(
         raise click.ClickException(f"no media files in {', '.join(inputs)}")
     device = resolve_device(device)
     config = _extract_config(fps, whisper, no_faces, device, meta.feature_profile)
+    if speakers is not None:
+        config = _with_speakers(config, speakers)
     with render.stderr.status(f"loading {checkpoint} on {device}"):
         try:
             loaded = load_model(checkpoint, device)
@@ -190,6 +201,19 @@ def _engine_errors(results: Any) -> Any:
         yield from results
     except (EngineError, FfmpegNotFoundError) as error:
         raise click.ClickException(str(error)) from error
+
+
+def _with_speakers(config: Any, value: str) -> Any:
+    """``--speakers auto|N`` onto the front-end settings."""
+    from dataclasses import replace
+
+    from mercli.features.speakers import parse_speakers
+
+    try:
+        n_speakers = parse_speakers(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--speakers") from error
+    return replace(config, use_speakers=True, n_speakers=n_speakers)
 
 
 def _finish(

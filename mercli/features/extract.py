@@ -49,8 +49,12 @@ class ExtractConfig:
     use_faces: bool = True  # False: no face detection (vision features empty)
     max_utterance_s: float = 15.0  # longer Whisper segments are cut at word boundaries
     device: str = "cpu"  # where Whisper, MTCNN and the expression net run
+    use_speakers: bool = False  # diarize: a speaker per utterance, cut at changes of speaker
+    n_speakers: int | None = None  # with use_speakers: how many voices (None: decide)
 
     def __post_init__(self) -> None:
+        if self.n_speakers is not None and self.n_speakers < 1:
+            raise ValueError(f"n_speakers must be >= 1, got {self.n_speakers}")
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.hop_s <= 0:
@@ -60,6 +64,9 @@ class ExtractConfig:
         """What changes the features (the device does not)."""
         fields = asdict(self)
         fields.pop("device")
+        if not self.use_speakers:  # keys of files analysed without speakers stay as they were
+            fields.pop("use_speakers")
+            fields.pop("n_speakers")
         if os.path.isfile(self.whisper):  # a checkpoint path: its identity is its size and age
             stat = os.stat(self.whisper)
             fields["whisper"] = f"{os.path.abspath(self.whisper)}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -82,6 +89,7 @@ class UtteranceFeatures:
         expression_prob: its mean probability, [0, 1], or None.
         pitch_hz: mean pitch over voiced frames, or None when nothing is voiced.
         energy_db: RMS level of the window, dBFS.
+        speaker: ``S1``, ``S2``, ... with speakers on (``ExtractConfig.use_speakers``), else None.
     """
 
     start_s: float
@@ -95,6 +103,7 @@ class UtteranceFeatures:
     expression_prob: float | None = None
     pitch_hz: float | None = None
     energy_db: float | None = None
+    speaker: str | None = None
 
     def descriptors(self) -> dict[str, Any]:
         return {
@@ -328,6 +337,9 @@ def extract(
     audio = decode_audio(path, info)
     timings["decode"] = time.perf_counter() - started
     utterances = _transcribed(audio, front_end, timings)
+    speakers: list[str | None] = [None] * len(utterances)
+    if config.use_speakers and audio is not None and utterances:
+        utterances, speakers = _diarized(audio, utterances, config, timings)
     if audio is None:
         status: Status = "no_audio"
     else:
@@ -342,6 +354,8 @@ def extract(
         timings_s=timings,
     )
     result.utterances = _with_audio(utterances, audio, config, timings)
+    for u, speaker in zip(result.utterances, speakers, strict=True):
+        u.speaker = speaker
     if info.has_video and config.use_faces:
         _add_vision(result, path, front_end, timings)
     return result
@@ -354,6 +368,20 @@ def _transcribed(
     utterances = [] if audio is None else transcribe_audio(audio, front_end)
     timings["asr"] = time.perf_counter() - started
     return utterances
+
+
+def _diarized(
+    audio: np.ndarray, utterances: list[Utterance], config: ExtractConfig, timings: dict[str, float]
+) -> tuple[list[Utterance], list[str | None]]:
+    """Utterances cut at changes of speaker, and their speakers (:mod:`.speakers`)."""
+    from mercli.features.speakers import SpeakerConfig, diarize_utterances
+
+    started = time.perf_counter()
+    found = diarize_utterances(
+        audio, utterances, SpeakerConfig(n_speakers=config.n_speakers), config.device
+    )
+    timings["speakers"] = time.perf_counter() - started
+    return found.utterances, found.speakers
 
 
 def _with_audio(
@@ -400,7 +428,13 @@ def _add_vision(
         windows = [
             (k * DESCRIPTOR_WINDOW_S, (k + 1) * DESCRIPTOR_WINDOW_S) for k in range(n_windows)
         ]
-    visuals = utterance_vision(path, windows, front_end)
+    speakers = [u.speaker for u in result.utterances]
+    if len({s for s in speakers if s is not None}) > 1:  # each speaker's own face
+        from mercli.features.speaker_faces import speaker_vision
+
+        visuals = speaker_vision(path, windows, speakers, front_end)
+    else:
+        visuals = utterance_vision(path, windows, front_end)
     for u, visual in zip(result.utterances, visuals, strict=False):
         u.vision, u.vision_mask = visual.features, visual.mask
         u.face_coverage = visual.face_coverage
