@@ -11,6 +11,9 @@ import numpy as np
 
 from mercli.prediction import FileResult
 
+# Speakers S1, S2, ... (``--speakers``): colours no other panel uses.
+SPEAKER_COLOURS = ("tab:brown", "tab:pink", "tab:olive", "tab:grey", "gold", "navy")
+
 
 def timeline_paths(target: str | os.PathLike[str], results: Sequence[FileResult]) -> list[Path]:
     """One PNG per file: ``target`` itself for one file, else ``<stem>-<media name>.png``."""
@@ -43,6 +46,9 @@ def plot_timeline(
     3. per-modality contributions (how far each modality moved the score, in score units);
     4. speech spans and the sampled frames with a face.
 
+    With speakers (``--speakers``), speech spans and a light band behind each score take the
+    speaker's colour.
+
     Args:
         result: the file's predictions.
         path: where to write the PNG.
@@ -67,8 +73,21 @@ def plot_timeline(
     ax.set_title(f"{Path(result.path).name}: {result.status}")
     _branch_weights(weights, result)
     _contributions(effects, result)
-    for p in result.predictions:
-        strip.axvspan(p.start_s, p.end_s, ymin=0.55, ymax=0.95, color="tab:purple", alpha=0.6)
+    speakers = sorted({p.speaker for p in result.predictions if p.speaker is not None})
+    for p in result.predictions:  # speech, coloured by speaker with --speakers
+        colour = "tab:purple"
+        if p.speaker is not None:
+            colour = SPEAKER_COLOURS[speakers.index(p.speaker) % len(SPEAKER_COLOURS)]
+            ax.axvspan(p.start_s, p.end_s, color=colour, alpha=0.08, linewidth=0)
+        strip.axvspan(p.start_s, p.end_s, ymin=0.55, ymax=0.95, color=colour, alpha=0.6)
+    if speakers:
+        from matplotlib.patches import Patch
+
+        handles = [
+            Patch(color=SPEAKER_COLOURS[i % len(SPEAKER_COLOURS)], alpha=0.6, label=name)
+            for i, name in enumerate(speakers)
+        ]
+        strip.legend(handles=handles, loc="upper left", fontsize="small", ncol=len(handles))
     if frame_times_s is not None and frame_mask is not None and len(frame_times_s):
         step = float(np.median(np.diff(frame_times_s))) if len(frame_times_s) > 1 else 0.2
         for t, has_face in zip(frame_times_s, frame_mask, strict=True):

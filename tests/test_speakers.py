@@ -308,3 +308,26 @@ def test_analyze_with_speakers_on_two_faces_taking_turns(side_by_side) -> None:
     for found, true in zip(changes, truth, strict=True):  # a pause may hold the change
         assert found <= true + 0.5
     assert all(u.face_coverage and u.face_coverage > 0.8 for u in result.utterances)
+
+
+def test_timeline_colours_speakers(tmp_path: Path) -> None:
+    from matplotlib.colors import to_rgba
+
+    from mercli.plot import SPEAKER_COLOURS, plot_timeline
+
+    p = [
+        Prediction(0, 0.0, 2.0, "a", 1.0, 1, None, speaker="S1"),
+        Prediction(1, 2.0, 4.0, "b", -1.0, -1, None, speaker="S2"),
+    ]
+    path = plot_timeline(FileResult("x.mp4", "ok", predictions=p, duration_s=4.0),
+                         tmp_path / "t.png")  # fmt: skip
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)[..., :3].reshape(-1, 3)
+
+    def count(name: str) -> int:  # the strip's spans are drawn at alpha 0.6 on white
+        blended = 0.6 * np.array(to_rgba(name)[:3]) + 0.4
+        return int((np.abs(pixels - blended).max(axis=1) < 0.02).sum())
+
+    assert count(SPEAKER_COLOURS[0]) > 100 and count(SPEAKER_COLOURS[1]) > 100
+    assert count("tab:purple") < 10  # the colour of speech without speakers

@@ -149,17 +149,29 @@ def load_voice_encoder(device: str = "cpu") -> torch.nn.Module:
 
 
 def mel_frames(audio: np.ndarray) -> np.ndarray:
-    """float32 ``(n_frames, 40)`` mel power frames every 10 ms (resemblyzer's input)."""
+    """float32 ``(n_frames, 40)`` mel power frames every 10 ms (resemblyzer's input).
+
+    The same numbers as resemblyzer's ``librosa.feature.melspectrogram`` call (25 ms Hann
+    windows, centred with zero padding, power 2, Slaney mel filters), computed with one numpy
+    FFT: librosa's own path costs a JIT compilation on its first call.
+    """
+    n_fft, hop = int(SAMPLE_RATE_HZ * 0.025), int(SAMPLE_RATE_HZ * MEL_HOP_S)
+    y = np.pad(np.asarray(audio, np.float32), n_fft // 2)
+    n_frames = 1 + (len(y) - n_fft) // hop if len(y) >= n_fft else 0
+    if n_frames <= 0:
+        return np.zeros((0, N_MELS), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop][:n_frames]
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann, as scipy's "hann"
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2  # (n_frames, n_fft // 2 + 1)
+    return (power @ _mel_filters().T).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _mel_filters() -> np.ndarray:
     import librosa
 
-    mels = librosa.feature.melspectrogram(
-        y=np.asarray(audio, np.float32),
-        sr=SAMPLE_RATE_HZ,
-        n_fft=int(SAMPLE_RATE_HZ * 0.025),
-        hop_length=int(SAMPLE_RATE_HZ * MEL_HOP_S),
-        n_mels=N_MELS,
-    )
-    return mels.astype(np.float32).T
+    n_fft = int(SAMPLE_RATE_HZ * 0.025)
+    return librosa.filters.mel(sr=SAMPLE_RATE_HZ, n_fft=n_fft, n_mels=N_MELS).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,6 +538,9 @@ def split_at_turns(
             continue
         owners = _word_speakers(u.words, spans)
         runs = _absorb_short(_runs(owners), u.words, min_turn_s)
+        if len(runs) == 1:
+            out.append(u)  # one speaker: the utterance as Whisper wrote it
+            continue
         out.extend(_piece([u.words[i] for i in run], u) for _, run in runs)
     return out
 
