@@ -298,7 +298,10 @@ def test_analyze_with_speakers_on_two_faces_taking_turns(side_by_side) -> None:
     speakers = [u.speaker for u in result.utterances]
     assert set(speakers) == {"S1", "S2"}
     for u in result.utterances:  # one speaker per utterance, the one of the reference
-        overlap = {r.speaker: min(u.end_s, r.end_s) - max(u.start_s, r.start_s) for r in reference}
+        overlap: dict[str, float] = {}
+        for r in reference:
+            shared = max(0.0, min(u.end_s, r.end_s) - max(u.start_s, r.start_s))
+            overlap[r.speaker] = overlap.get(r.speaker, 0.0) + shared
         inside = max(overlap.values())
         assert inside >= u.end_s - u.start_s - 0.5, (u.start_s, u.end_s, u.text)
     pairs = zip(result.utterances, result.utterances[1:], strict=False)
