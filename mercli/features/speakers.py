@@ -6,12 +6,18 @@ As in whisperX, the two questions are answered by separate functions, each testa
    when"). Sliding windows (``window_s`` long, every ``hop_s``) inside the speech regions are
    embedded by resemblyzer's GE2E voice encoder (:func:`embed_windows`), clustered
    (:func:`cluster_voices`: agglomerative, cosine, with a similarity rule that decides how many
-   voices there are) and each instant of speech gets the label of the nearest window centre.
+   voices there are) and each instant of speech gets the label of the nearest window centre;
+   each change of speaker is then placed with short windows (:func:`refine_changes`).
 2. :func:`split_at_turns` then :func:`assign_speakers`: a Whisper utterance that spans a change
    of speaker is cut there, at the nearest word boundary; each utterance gets the speaker whose
    spans overlap it most (whisperX ``assign_word_speakers``).
 
 Speakers are named ``S1``, ``S2``, ... in order of their first speech.
+
+Limits: speech is taken from the transcript (what Whisper did not transcribe has no speaker);
+overlapping speech gets one speaker; and GE2E embeddings do not separate every pair of voices
+(the two callers of pyannote's telephone-quality sample are as alike to it, cosine 0.90, as one
+voice is to itself: ``benchmarks/diarization.py``).
 """
 
 from __future__ import annotations
