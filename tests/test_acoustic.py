@@ -119,3 +119,21 @@ def test_crema_angry_is_louder_and_higher_than_sad() -> None:
     assert angry.mean_pitch_hz > sad.mean_pitch_hz + 30
     features, _ = acoustic_features(decode(CREMA_CLIPS / "1002_DFA_ANG_XX.mp3"), SR)
     assert np.isfinite(features).all()
+
+
+def test_spectra_mel_bands_and_mfccs_are_librosas() -> None:
+    librosa = pytest.importorskip("librosa")
+    from mercli.features.acoustic import _mfcc, _power_spectrum, mel_filters
+
+    rng = np.random.default_rng(7)
+    t = np.arange(12345) / 16000
+    y = 0.3 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(len(t))
+    power = np.abs(librosa.stft(y, n_fft=512, hop_length=320, center=True)) ** 2
+    np.testing.assert_allclose(_power_spectrum(y, 512, 320), power, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(
+        mel_filters(16000, 512, 40, 8000.0),
+        librosa.filters.mel(sr=16000, n_fft=512, n_mels=40, fmax=8000.0),
+    )
+    mel = librosa.feature.melspectrogram(S=power, sr=16000, n_mels=40, fmax=8000.0)
+    want = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=1.0, amin=1e-10), n_mfcc=13).T
+    np.testing.assert_allclose(_mfcc(power, 16000, 512), want, rtol=1e-9, atol=1e-9)

@@ -160,7 +160,8 @@ def test_detect_candidates_batches_and_filters() -> None:
     per_frame = [[big, weak, tiny] if i % 3 else [] for i in range(10)]
     detector = _FakeDetector(per_frame)
     images = [np.zeros((200, 300, 3), np.uint8)] * 10
-    found = detect_candidates(images, detector, FaceConfig(batch_size=4))  # type: ignore[arg-type]
+    config = FaceConfig(batch_size=4, detect_every=1)
+    found = detect_candidates(images, detector, config)  # type: ignore[arg-type]
     assert detector.batches == [4, 4, 2]
     assert [len(f) for f in found] == [0 if i % 3 == 0 else 1 for i in range(10)]
     assert found[1][0].box.dtype == np.float64
@@ -184,7 +185,8 @@ def test_visual_features_masks_frames_without_face() -> None:
     rng = np.random.default_rng(0)
     frames = [Frame(0.2 * i, rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)) for i in range(5)]
     per_frame = [[face_at(160, 120, 100)] if i != 2 else [] for i in range(5)]
-    result = visual_features(frames, detector=_FakeDetector(per_frame))  # type: ignore[arg-type]
+    config = FaceConfig(detect_every=1)
+    result = visual_features(frames, _FakeDetector(per_frame), config=config)  # type: ignore[arg-type]
     assert result.features.shape == (5, D_VISION) and result.features.dtype == np.float32
     assert result.mask.tolist() == [True, True, False, True, True]
     assert result.face_coverage == pytest.approx(0.8)
@@ -193,6 +195,76 @@ def test_visual_features_masks_frames_without_face() -> None:
     np.testing.assert_allclose(result.expression_probs[result.mask].sum(axis=1), 1.0, atol=1e-5)
     assert result.expression_probs.shape == (5, len(EMOTIONS))
     assert np.isfinite(result.features).all()
+
+
+class _SquareDetector:
+    """Finds white squares as faces wherever they are; records each call's images."""
+
+    min_face_size = 20
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+
+    def detect(self, images: np.ndarray, landmarks: bool = True):
+        from scipy import ndimage
+
+        self.calls.append(images.shape)
+        boxes, probs, points = [], [], []
+        for image in images:
+            labels, _ = ndimage.label(image[..., 0] > 147)  # midway: edges blur when resized
+            found = [
+                face_at((sx.start + sx.stop) / 2, (sy.start + sy.stop) / 2, sx.stop - sx.start)
+                for sy, sx in ndimage.find_objects(labels)
+                if sx.stop - sx.start >= 8
+            ]
+            boxes.append(np.array([f.box for f in found]) if found else None)
+            probs.append(np.array([f.prob for f in found]) if found else [None])
+            points.append(np.array([f.landmarks for f in found]) if found else None)
+        as_object = lambda x: np.array(x, dtype=object)  # noqa: E731
+        return as_object(boxes), as_object(probs), as_object(points)
+
+
+def _squares(centres: list[list[tuple[int, int]]], side: int = 60) -> list[np.ndarray]:
+    frames = []
+    for frame_centres in centres:
+        image = np.full((400, 600, 3), 40, np.uint8)
+        for x, y in frame_centres:
+            image[y - side // 2 : y + side // 2, x - side // 2 : x + side // 2] = 255
+        frames.append(image)
+    return frames
+
+
+def test_faces_are_tracked_between_keyframes_in_small_regions() -> None:
+    centres = [[(150 + 4 * i, 200), (420, 120 - 2 * i)] for i in range(10)]
+    detector = _SquareDetector()
+    found = detect_candidates(_squares(centres), detector, FaceConfig(detect_every=5))  # type: ignore[arg-type]
+    whole = [shape for shape in detector.calls if shape[1:3] == (400, 600)]
+    assert sum(shape[0] for shape in whole) == 2  # frames 0 and 5 only
+    for faces, expected in zip(found, centres, strict=True):
+        got = sorted(tuple(np.round(f.centre).astype(int)) for f in faces)
+        assert len(got) == 2
+        np.testing.assert_allclose(got, sorted(expected), atol=1.5)
+        assert all(f.side == pytest.approx(60, abs=1.5) for f in faces)
+
+
+def test_a_face_lost_in_its_region_is_searched_for_in_the_whole_frame() -> None:
+    centres = [[(100, 100)], [(100, 100)], [(500, 300)], [(500, 300)], []]  # a cut at frame 2
+    detector = _SquareDetector()
+    found = detect_candidates(_squares(centres), detector, FaceConfig(detect_every=5))  # type: ignore[arg-type]
+    assert [len(f) for f in found] == [1, 1, 1, 1, 0]
+    np.testing.assert_allclose(found[3][0].centre, (500, 300), atol=1.5)
+    whole = [shape for shape in detector.calls if shape[1:3] == (400, 600)]
+    assert sum(shape[0] for shape in whole) == 4  # the keyframe, then 2, 3, 4 found nothing
+
+
+def test_tracking_and_whole_frame_search_agree() -> None:
+    centres = [[(300 + 3 * i, 200 + i)] for i in range(7)]
+    every = [
+        detect_candidates(_squares(centres), _SquareDetector(), FaceConfig(detect_every=n))  # type: ignore[arg-type]
+        for n in (1, 3)
+    ]
+    for a, b in zip(*every, strict=True):
+        np.testing.assert_allclose(a[0].box, b[0].box, atol=1.5)
 
 
 def test_extract_features_without_faces_needs_no_network() -> None:
@@ -276,6 +348,8 @@ def test_crowd_gives_one_stable_face() -> None:
 def test_config_checks() -> None:
     with pytest.raises(ValueError):
         FaceConfig(min_prob=1.5)
+    with pytest.raises(ValueError):
+        FaceConfig(detect_every=0)
     assert replace(FaceConfig(), batch_size=32).batch_size == 32
 
 

@@ -1,10 +1,15 @@
-"""Frame-level acoustic features of an utterance window (librosa + a cheap pitch tracker).
+"""Frame-level acoustic features of an utterance window (librosa's measures + a cheap pitch).
 
 Per frame (hop 20 ms by default): 13 MFCCs and their deltas, log energy and its delta, log pitch,
 voicing probability, spectral centroid, flatness and roll-off, and zero-crossing rate; see
 :data:`AUDIO_FEATURE_NAMES`. Each column is then standardised over the utterance (cepstral mean
 and variance normalisation, extended to the other measures), which removes microphone gain and
 speaker pitch range; the voicing probability keeps its [0, 1] scale.
+
+The spectra, mel bands and MFCCs are librosa's (``stft`` with a periodic Hann window and zero
+padding, Slaney mel filters, ``power_to_db`` with an 80 dB floor, orthonormal DCT-II) written out
+in numpy here: importing librosa loads numba and its cached kernels, seconds of a cold start,
+while these few lines cost nothing. tests/test_acoustic.py checks them against librosa.
 
 Pitch comes from a normalised autocorrelation (Boersma 1993, "Accurate short-term analysis of the
 fundamental frequency ..."): one batched FFT over all frames, far cheaper than ``librosa.pyin``
@@ -13,6 +18,7 @@ and without numba compilation. The peak height doubles as the voicing probabilit
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,6 +140,71 @@ def estimate_pitch(
     return f0, np.clip(peak, 0.0, 1.0)
 
 
+def _hann(n: int) -> np.ndarray:
+    """scipy's periodic Hann window (``get_window("hann", n)``), computed as scipy does."""
+    fac = np.linspace(-np.pi, np.pi, n + 1)
+    w = np.zeros(n + 1)
+    w += 0.5
+    w += 0.5 * np.cos(fac)
+    return w[:n]
+
+
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's ``htk=False``)."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    hz = np.asarray(hz, np.float64)
+    mels = hz / f_sp
+    return np.where(
+        hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, mels
+    )
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(
+        mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filters(sample_rate_hz: int, n_fft: int, n_mels: int, fmax_hz: float) -> np.ndarray:
+    """float32 ``(n_mels, 1 + n_fft // 2)`` Slaney-normalised triangular mel filters from 0 Hz,
+    as ``librosa.filters.mel(sr=..., n_fft=..., n_mels=..., fmax=...)``."""
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    fft_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate_hz)
+    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(np.float64(0.0)), _hz_to_mel(fmax_hz), n_mels + 2))
+    fdiff = np.diff(mel_hz)
+    ramps = np.subtract.outer(mel_hz, fft_hz)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_hz[2 : n_mels + 2] - mel_hz[:n_mels]))[:, None]
+    weights.flags.writeable = False
+    return weights
+
+
+def _power_spectrum(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """``|librosa.stft(y, n_fft, hop, center=True)|**2``: ``(1 + n_fft // 2, n_frames)``."""
+    padded = np.pad(y, n_fft // 2)
+    n_frames = 1 + (len(padded) - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
+    spectrum = np.fft.rfft(_hann(n_fft) * frames, axis=-1)
+    return (np.abs(spectrum) ** 2).T
+
+
+def _mfcc(power: np.ndarray, sample_rate_hz: int, n_fft: int) -> np.ndarray:
+    """13 MFCCs ``(n_frames, 13)`` from 40 mel bands to 8 kHz, in dB with an 80 dB floor."""
+    from scipy.fft import dct
+
+    mel = np.einsum("ft,mf->mt", power, mel_filters(sample_rate_hz, n_fft, 40, 8000.0))
+    db = 10.0 * np.log10(np.maximum(_EPS, mel))
+    db = np.maximum(db, db.max() - 80.0)
+    return dct(db, axis=-2, type=2, norm="ortho")[:N_MFCC].T
+
+
 def measure_frames(
     audio: np.ndarray,
     sample_rate_hz: int,
@@ -146,8 +217,6 @@ def measure_frames(
     A window shorter than one analysis frame still gives one frame (zero-padded); an empty window
     gives zero frames. Silent input gives finite values (energy -100 dB, no pitch).
     """
-    import librosa
-
     y = _window(audio, sample_rate_hz, start_s, end_s)
     hop, n_fft, pitch_frame = _frame_sizes(sample_rate_hz, hop_s)
     if len(y) == 0:
@@ -155,21 +224,18 @@ def measure_frames(
         return FrameMeasures(empty, np.zeros((0, N_MFCC)), *([empty] * 7))
     n_frames = 1 + len(y) // hop  # librosa's count with center=True
     padded = np.pad(y, (0, max(0, n_fft - len(y))))  # stft needs one full frame
-    power = np.abs(librosa.stft(padded, n_fft=n_fft, hop_length=hop, center=True)) ** 2
-    power = power[:, :n_frames]
-    mel = librosa.feature.melspectrogram(S=power, sr=sample_rate_hz, n_mels=40, fmax=8000.0)
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=1.0, amin=_EPS), n_mfcc=N_MFCC)
+    power = _power_spectrum(padded, n_fft, hop)[:, :n_frames]
     frames = _centred_frames(y, n_fft, hop, n_frames)
     energy_db = 10 * np.log10(np.maximum(np.mean(frames**2, axis=1), _EPS))
     f0, voicing = estimate_pitch(_centred_frames(y, pitch_frame, hop, n_frames), sample_rate_hz)
     voiced = (voicing >= VOICING_THRESHOLD) & (energy_db > SILENCE_DB)
-    freqs = librosa.fft_frequencies(sr=sample_rate_hz, n_fft=n_fft)
+    freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate_hz)
     total = np.maximum(power.sum(axis=0), _EPS)
     cumulative = np.cumsum(power, axis=0) / total
     signs = np.signbit(frames)
     return FrameMeasures(
         times_s=start_s + np.arange(n_frames) * hop / sample_rate_hz,
-        mfcc=mfcc.T,
+        mfcc=_mfcc(power, sample_rate_hz, n_fft),
         energy_db=energy_db,
         f0_hz=np.where(voiced, f0, np.nan),
         voicing=np.where(energy_db > SILENCE_DB, voicing, 0.0),

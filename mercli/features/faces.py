@@ -72,6 +72,14 @@ class FaceConfig:
     # is what makes detection fast (about 3x on 700x700 talking heads).
     detect_short_side: int = 400
     batch_size: int = 16  # frames per MTCNN call; batching is ~7x faster on a GPU
+    # Tracking between detections: every detect_every-th frame is searched whole; the frames
+    # between are searched only in a square roi_scale face sides wide around each face of that
+    # keyframe, shrunk to roi_size pixels (about 20x fewer pixels than a whole frame). A frame
+    # whose regions show no face, or whose keyframe had none, is searched whole too, so a face
+    # is never lost that a whole-frame search would find. 1 searches every frame whole.
+    detect_every: int = 5
+    roi_scale: float = 2.0
+    roi_size: int = 128
     min_iou: float = 0.3  # a face continues a track when it overlaps its last box this much ...
     max_centre_shift: float = 0.5  # ... or its centre moved less than this many box sides
     max_gap: int = 10  # frames a track may miss (blink, occlusion) and still be continued
@@ -83,6 +91,8 @@ class FaceConfig:
             raise ValueError("min_prob must be in [0, 1]")
         if self.detect_short_side < 32 or self.batch_size < 1:
             raise ValueError("detect_short_side must be >= 32 and batch_size >= 1")
+        if self.detect_every < 1 or self.roi_scale < 1.0 or self.roi_size < 48:
+            raise ValueError("detect_every must be >= 1, roi_scale >= 1 and roi_size >= 48")
 
 
 @dataclass(frozen=True)
@@ -139,12 +149,29 @@ class VisualFeatures:
 
 @functools.lru_cache(maxsize=4)
 def load_detector(device: str = "cpu") -> MTCNN:
-    """facenet-pytorch's MTCNN with its packaged P/R/O-net weights (no download), cached."""
+    """facenet-pytorch's MTCNN with its packaged P/R/O-net weights (no download), cached.
+
+    Its ``detect`` runs :func:`mercli.features.mtcnn.detect_batch` (same nets and results, crops
+    of all candidate boxes made without one threaded call per box).
+    """
     import torch
     from facenet_pytorch import MTCNN
 
+    class BatchedMTCNN(MTCNN):  # type: ignore[misc]
+        def detect(self, img: np.ndarray, landmarks: bool = True) -> tuple[np.ndarray, ...]:
+            from mercli.features.mtcnn import detect_batch
+
+            boxes, points = detect_batch(self, np.asarray(img))
+            # facenet's per-image layout: None (and [None] probabilities) without faces.
+            as_object = functools.partial(np.array, dtype=object)
+            return (
+                as_object([b[:, :4] if len(b) else None for b in boxes]),
+                as_object([b[:, 4] if len(b) else [None] for b in boxes]),
+                as_object([p if len(p) else None for p in points]),
+            )
+
     # keep_all: speaker selection needs every face, not facenet's per-frame largest one.
-    return MTCNN(keep_all=True, select_largest=False, device=torch.device(device))
+    return BatchedMTCNN(keep_all=True, select_largest=False, device=torch.device(device))
 
 
 def _shrink(rgb: np.ndarray, short_side: int) -> tuple[np.ndarray, float]:
@@ -190,39 +217,136 @@ def _plausible(face: FaceObservation, frame_shape: tuple[int, ...], config: Face
     return face.prob >= config.min_prob and face.side >= config.min_face_frac * short_side
 
 
+def _detect_whole(
+    images: Sequence[np.ndarray], detector: MTCNN, batch_size: int
+) -> list[list[FaceObservation]]:
+    """All faces MTCNN finds in each image (pixels of that image), in same-shape batches."""
+    import torch
+
+    found: list[list[FaceObservation]] = [[] for _ in images]
+    for run in _same_shape_runs(images, batch_size):
+        # MTCNN's image pyramid is empty (and its code fails) below min_face_size pixels.
+        if min(images[run[0]].shape[:2]) < detector.min_face_size:
+            continue
+        with torch.inference_mode():
+            boxes, probs, points = detector.detect(np.stack([images[i] for i in run]), True)
+        for j, i in enumerate(run):
+            found[i] = _cast_detections(boxes[j], probs[j], points[j], 1.0)
+    return found
+
+
+def _region(
+    image: np.ndarray, face: FaceObservation, config: FaceConfig
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A ``roi_size`` square around ``face`` (zeros past the frame's edges).
+
+    Returns:
+        (region uint8 ``(roi_size, roi_size, 3)``, its top-left corner in ``image`` pixels
+        ``(2,)``, pixels of region per pixel of image).
+    """
+    import cv2
+
+    side = max(round(config.roi_scale * face.side), 2)
+    x0, y0 = (np.round(face.centre) - side // 2).astype(int)
+    canvas = np.zeros((side, side, 3), np.uint8)
+    h, w = image.shape[:2]
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    size = config.roi_size
+    shrinking = side > size
+    region = cv2.resize(
+        canvas, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
+    return region, np.array([x0, y0], np.float64), size / side
+
+
+def _moved(face: FaceObservation, origin: np.ndarray, scale: float) -> FaceObservation:
+    """``face`` found in a region, in the pixels of the image the region was cut from."""
+    box = face.box / scale + np.tile(origin, 2)
+    return FaceObservation(box, face.prob, face.landmarks / scale + origin)
+
+
+def _distinct(faces: Sequence[FaceObservation], max_iou: float = 0.5) -> list[FaceObservation]:
+    """The most probable of faces that overlap (two regions can hold the same face)."""
+    kept: list[FaceObservation] = []
+    for face in sorted(faces, key=lambda f: f.prob, reverse=True):
+        if all(box_iou(face.box, k.box) < max_iou for k in kept):
+            kept.append(face)
+    return kept
+
+
+def _track_between(
+    small: Sequence[np.ndarray],
+    key_faces: dict[int, list[FaceObservation]],
+    detector: MTCNN,
+    config: FaceConfig,
+) -> dict[int, list[FaceObservation]]:
+    """Faces of non-key frames searched around the faces of their keyframe (small pixels)."""
+    jobs: list[tuple[int, np.ndarray, float]] = []  # (frame, region origin, region scale)
+    regions: list[np.ndarray] = []
+    for i in range(len(small)):
+        key = i - i % config.detect_every
+        if key == i:
+            continue
+        for face in key_faces.get(key, []):
+            region, origin, scale = _region(small[i], face, config)
+            regions.append(region)
+            jobs.append((i, origin, scale))
+    found: dict[int, list[FaceObservation]] = {}
+    for (i, origin, scale), faces in zip(
+        jobs, _detect_whole(regions, detector, config.batch_size), strict=True
+    ):
+        found.setdefault(i, []).extend(_moved(f, origin, scale) for f in faces)
+    return {i: _distinct(faces) for i, faces in found.items()}
+
+
 def detect_candidates(
     images: Sequence[np.ndarray],
     detector: MTCNN | None = None,
     config: FaceConfig = FaceConfig(),
 ) -> list[list[FaceObservation]]:
-    """Every plausible face in each image, detected in batches.
+    """Every plausible face in each image, detected in batches, tracked between keyframes.
+
+    Every ``detect_every``-th image is searched whole; the others around the faces of their
+    keyframe, and whole when that finds nothing (see :class:`FaceConfig`).
 
     Args:
-        images: uint8 RGB frames ``(H, W, 3)``; any size (large ones are shrunk first; boxes
-            and landmarks are mapped back to the original pixels).
+        images: uint8 RGB frames ``(H, W, 3)``, in time order; any size (large ones are shrunk
+            first; boxes and landmarks are mapped back to the original pixels).
         detector: an MTCNN from :func:`load_detector` (default: CPU).
-        config: thresholds and batching.
+        config: thresholds, batching and tracking.
 
     Returns:
         Per image, the faces with ``prob >= min_prob`` and a side of at least ``min_face_frac``
         of the frame's short side, in original-frame pixels (possibly an empty list).
     """
-    import torch
-
     detector = detector if detector is not None else load_detector()
-    found: list[list[FaceObservation]] = [[] for _ in images]
     shrunk = [_shrink(_checked_rgb(im), config.detect_short_side) for im in images]
     small = [im for im, _ in shrunk]
-    for run in _same_shape_runs(small, config.batch_size):
-        # MTCNN's image pyramid is empty (and its code fails) below min_face_size pixels.
-        if min(small[run[0]].shape[:2]) < detector.min_face_size:
-            continue
-        with torch.inference_mode():
-            batch = np.stack([small[i] for i in run])  # (B, h, w, 3)
-            boxes, probs, points = detector.detect(batch, landmarks=True)
-        for j, i in enumerate(run):
-            faces = _cast_detections(boxes[j], probs[j], points[j], shrunk[i][1])
-            found[i] = [f for f in faces if _plausible(f, images[i].shape, config)]
+
+    def plausible(i: int, faces: Sequence[FaceObservation]) -> list[FaceObservation]:
+        scale = shrunk[i][1]
+        originals = [_moved(f, np.zeros(2), scale) for f in faces]
+        return [f for f in originals if _plausible(f, images[i].shape, config)]
+
+    def in_small(i: int, faces: Sequence[FaceObservation]) -> list[FaceObservation]:
+        scale = shrunk[i][1]
+        return [FaceObservation(f.box * scale, f.prob, f.landmarks * scale) for f in faces]
+
+    found: list[list[FaceObservation]] = [[] for _ in images]
+    keys = list(range(0, len(images), config.detect_every))
+    whole = _detect_whole([small[i] for i in keys], detector, config.batch_size)
+    for i, faces in zip(keys, whole, strict=True):
+        found[i] = plausible(i, faces)
+    key_faces = {i: in_small(i, found[i]) for i in keys if found[i]}
+    for i, faces in _track_between(small, key_faces, detector, config).items():
+        found[i] = plausible(i, faces)
+    tracked = {i for i in range(len(images)) if i - i % config.detect_every in key_faces}
+    rest = [i for i in range(len(images)) if i not in keys and not (i in tracked and found[i])]
+    whole = _detect_whole([small[i] for i in rest], detector, config.batch_size)
+    for i, faces in zip(rest, whole, strict=True):
+        found[i] = plausible(i, faces)
     return found
 
 

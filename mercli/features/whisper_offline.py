@@ -334,6 +334,9 @@ def load_whisper(
     """
     import whisper
 
+    from mercli.features.word_timing import use_numpy_dtw
+
+    use_numpy_dtw()  # word timings without numba's compile in every process
     if os.path.isfile(name_or_path):
         model = load_checkpoint(name_or_path, device)
     elif (

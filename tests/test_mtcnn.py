@@ -1,0 +1,64 @@
+"""MTCNN with batched crops (mercli.features.mtcnn) against facenet-pytorch's own detect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.functional import interpolate
+
+from mercli.features.mtcnn import area_crops
+
+
+def test_area_crops_equal_per_box_area_interpolation() -> None:
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (3, 3, 70, 90)).astype(np.float32))
+    boxes = [(0, 0, 70, 0, 90), (1, 5, 9, 7, 8), (2, 10, 60, 20, 31), (1, 0, 3, 80, 90)]
+    inds, r0, r1, c0, c1 = (torch.tensor(v) for v in zip(*boxes, strict=True))
+    for size in (4, 24, 48):  # shrinking, and growing the small boxes
+        got = area_crops(images, inds, (r0, r1), (c0, c1), size)
+        want = torch.cat(
+            [
+                interpolate(images[b, :, y0:y1, x0:x1][None], size=(size, size), mode="area")
+                for b, y0, y1, x0, x1 in boxes
+            ]
+        )
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+
+
+def _frames_with_a_face() -> np.ndarray:
+    """Two synthetic frames with a drawn face (eyes, nose, mouth on skin), for real MTCNN."""
+    import cv2
+
+    frames = []
+    for shift in (0, 12):
+        image = np.full((240, 320, 3), (90, 120, 150), np.uint8)
+        cx, cy = 150 + shift, 120
+        cv2.ellipse(image, (cx, cy), (55, 72), 0, 0, 360, (205, 160, 135), -1)
+        for ex in (cx - 22, cx + 22):
+            cv2.ellipse(image, (ex, cy - 15), (10, 5), 0, 0, 360, (40, 30, 30), -1)
+        cv2.line(image, (cx, cy - 5), (cx - 4, cy + 18), (150, 100, 90), 3)
+        cv2.ellipse(image, (cx, cy + 38), (20, 7), 0, 0, 180, (120, 50, 60), -1)
+        frames.append(image)
+    return np.stack(frames)
+
+
+def test_detect_batch_equals_facenet_detect() -> None:
+    facenet = pytest.importorskip("facenet_pytorch")
+    from mercli.features.mtcnn import detect_batch
+
+    detector = facenet.MTCNN(keep_all=True, device=torch.device("cpu"))
+    images = _frames_with_a_face()
+    rng = np.random.default_rng(1)
+    noisy = np.clip(images + rng.normal(0, 25, images.shape), 0, 255).astype(np.uint8)
+    for batch in (images, noisy):
+        with torch.inference_mode():
+            boxes, probs, points = detector.detect(batch, landmarks=True)
+            got_boxes, got_points = detect_batch(detector, batch)
+        for i in range(len(batch)):
+            if boxes[i] is None:
+                assert len(got_boxes[i]) == 0
+                continue
+            np.testing.assert_allclose(got_boxes[i][:, :4], boxes[i].astype(float), atol=1e-3)
+            np.testing.assert_allclose(got_boxes[i][:, 4], probs[i].astype(float), atol=1e-5)
+            np.testing.assert_allclose(got_points[i], points[i].astype(float), atol=1e-3)
