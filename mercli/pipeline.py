@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,14 +202,15 @@ class Analyzer:
     """Analyses files one by one with one loaded model and one front end.
 
     Attributes:
-        loaded: the model (see :func:`mercli.models.load_model`).
+        loaded: the model (see :func:`mercli.models.load_model`), or a future of it: the
+            front end of the first file then runs while the model is still loading.
         config: front-end settings.
         batch_size: utterances per model call.
         use_cache: read and write the feature cache.
         log: progress messages (stderr in the CLI).
     """
 
-    loaded: LoadedModel
+    loaded: LoadedModel | Future[LoadedModel]
     config: ExtractConfig
     batch_size: int = 32
     use_cache: bool = True
@@ -220,8 +222,15 @@ class Analyzer:
         self.front_end = FrontEnd(self.config)
 
     @property
+    def model(self) -> LoadedModel:
+        """The loaded model, waiting for it if it is still loading (its errors surface here)."""
+        if isinstance(self.loaded, Future):
+            self.loaded = self.loaded.result()
+        return self.loaded
+
+    @property
     def info(self) -> ModelInfo:
-        return model_info(self.loaded)
+        return model_info(self.model)
 
     def analyze_file(self, path: str | os.PathLike[str]) -> FileResult:
         """One file's result; a file that cannot be read or decoded gets a status and reason.
@@ -253,7 +262,7 @@ class Analyzer:
         self, path: str | os.PathLike[str], features: MediaFeatures, cached: bool
     ) -> FileResult:
         started = time.perf_counter()
-        predictions = predict(features.utterances, self.loaded, self.batch_size)
+        predictions = predict(features.utterances, self.model, self.batch_size)
         timings = {**features.timings_s, "model": time.perf_counter() - started}
         reasons = {"no_speech": "no speech found in the audio", "no_audio": "no audio stream"}
         return FileResult(

@@ -225,3 +225,49 @@ def test_extract_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         cli, ["extract", str(tmp_path / "no.mp4"), "-o", str(tmp_path / "o.npz")]
     )
     assert result.exit_code == 1 and "file not found" in result.stderr
+
+
+def test_the_model_loads_while_the_first_file_is_extracted(
+    monkeypatch: pytest.MonkeyPatch, models, videos
+) -> None:
+    import threading
+
+    from mercli.models import load_model
+
+    loading = threading.Event()
+    extracted_while_loading: list[bool] = []
+
+    def slow_load(*args):
+        loading.set()
+        # Loading ends only once the front end has run, which it must do meanwhile.
+        assert extracted.wait(timeout=60)
+        return load_model(*args)
+
+    extracted = threading.Event()
+    fake = FakeExtractor()
+
+    def extract(*args, **kwargs):
+        extracted_while_loading.append(loading.wait(timeout=60))
+        extracted.set()
+        return fake(*args, **kwargs)
+
+    monkeypatch.setattr("mercli.models.load_model", slow_load)
+    monkeypatch.setattr("mercli.features.extract.extract", extract)
+    result = run(videos[0], "--checkpoint", models["all"], "--json")
+    assert result.exit_code == 0, result.output
+    assert extracted_while_loading == [True]
+    assert len(json.loads(result.stdout)["files"][0]["utterances"]) == 2
+
+
+def test_a_checkpoint_that_fails_to_load_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, extractor, models, videos
+) -> None:
+    from mercli.checkpoint import CheckpointError
+
+    def broken(*args):
+        raise CheckpointError("weights.safetensors: truncated")
+
+    monkeypatch.setattr("mercli.models.load_model", broken)
+    result = run(videos[0], "--checkpoint", models["all"])
+    assert result.exit_code == 1
+    assert "truncated" in result.stderr and "Traceback" not in result.output

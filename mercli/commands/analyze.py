@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -161,13 +163,8 @@ def analyze(
     config = _extract_config(fps, whisper, no_faces, device, meta.feature_profile)
     if speakers is not None:
         config = _with_speakers(config, speakers)
-    with render.stderr.status(f"loading {checkpoint} on {device}"):
-        try:
-            loaded = load_model(checkpoint, device)
-        except CheckpointError as error:
-            raise click.ClickException(str(error)) from error
     analyzer = Analyzer(
-        loaded,
+        load_in_background(load_model, checkpoint, device),
         config,
         batch_size=batch_size,
         use_cache=not no_cache,
@@ -175,21 +172,42 @@ def analyze(
             message, markup=False, highlight=False, soft_wrap=True
         ),
     )
-    if not (json_ or jsonl or out):
-        render.analysis_header(analyzer.info)
     results = []
     if engine_setup.name == "local" and (workers or 1) == 1:
         stream = analyzer.analyze(paths)
     else:
         stream = _engine_errors(analyze_on_engine(paths, checkpoint, analyzer, engine_setup))
-    for result in stream:
+    for result in _checkpoint_errors(stream):
         results.append(result)
+        if len(results) == 1 and not (json_ or jsonl or out):
+            render.analysis_header(analyzer.info)  # once the model (loading meanwhile) is there
         if jsonl:
             for line in result.to_lines(analyzer.info):
                 click.echo(json.dumps(line))
         elif not (json_ or out):
             render.analysis(result, analyzer.info)
     _finish(results, analyzer, json_=json_, out=out, plot=plot)
+
+
+def load_in_background(load: Callable[..., Any], *args: Any) -> Future[Any]:
+    """``load(*args)`` in a thread: loading the model (mostly importing transformers) overlaps
+    with decoding, Whisper and face detection of the first file, which release the GIL."""
+    import torch  # noqa: F401  (imported here first, so the two threads never both import it)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mer-load")
+    future = pool.submit(load, *args)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _checkpoint_errors(results: Any) -> Any:
+    """``results``, with a checkpoint that fails to load as a one-line message."""
+    from mercli.checkpoint import CheckpointError
+
+    try:
+        yield from results
+    except CheckpointError as error:
+        raise click.ClickException(str(error)) from error
 
 
 def _engine_errors(results: Any) -> Any:
