@@ -1,20 +1,31 @@
-"""Real-time factor and peak memory of ``mer analyze`` (DESIGN.md section 8).
+"""Speed and peak memory of ``mer analyze`` (DESIGN.md section 8), on 1 and 2 threads.
 
-    python benchmarks/analyze_speed.py [--media DIR] [--checkpoint PATH] [--skip-memory]
+    python benchmarks/analyze_speed.py [--media DIR] [--threads 1 2] [--skip-cold] [--skip-faces]
+        [--skip-speed] [--skip-memory] [--checkpoint PATH] [--device cpu|cuda]
+
+Cold / warm: ``mer analyze samples/demo.mp4`` end to end in a fresh process (imports, model
+loading, everything), with ``--no-cache`` (cold: no feature cache) and then with a feature cache
+that holds the file (warm), best of ``--repeats``; and ``mer --help``.
+
+Faces: milliseconds per sampled frame of face detection (``detect_candidates``: batched MTCNN,
+tracking between keyframes) on 40 frames of ``samples/demo.mp4`` (512x512) and of the
+1080x1920 HEVC portrait decoded at full size, and at the 640-pixel side the pipeline decodes;
+also with every frame searched whole (``detect_every=1``) for comparison.
 
 Speed: the in-process pipeline (:class:`mercli.pipeline.Analyzer`, feature cache off) on every
 talking-head clip and on the 60 s speech file of ``../shared/media``; per file the real-time
 factor (seconds of compute per second of media) broken down by stage (decode = probe + audio
 decode; asr = Whisper; audio = acoustic features; faces = frame decoding + MTCNN + expression
 net; model = tokenising + the emotion model), and the ratio of the whole to Whisper transcription
-alone on the same input, measured in the same run.
+alone on the same input, measured in the same run with the same thread count.
 
 Memory: peak RSS of a fresh process analysing a 1-minute and a 10-minute input, both made by
 looping one talking-head clip with ffmpeg into /tmp (target: 10 min <= 1.2 x 1 min).
 
 Without ``--checkpoint`` it uses the packaged default checkpoint when installed, else a randomly
 initialised model of the full architecture on the offline MiniLM backbone (compute does not
-depend on the weights).
+depend on the weights). Every section prints the load average (``os.getloadavg``) it ran under:
+the machine may be shared. On a GPU (``--device cuda``) the same figures are taken unchanged.
 """
 
 from __future__ import annotations
@@ -77,7 +88,90 @@ def build_full_checkpoint(target: Path, profile: dict) -> None:
     )
 
 
-def speed(media: Path, checkpoint: str, fps: float) -> list[dict]:
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
+def _mer(args: list[str], threads: int) -> float:
+    """Wall seconds of ``python -m mercli ARGS`` in a fresh process with ``threads`` threads."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "mercli", *args],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def cold_and_warm(checkpoint: str, threads: int, repeats: int, device: str) -> dict:
+    """Best-of-``repeats`` wall seconds of cold and warm ``mer analyze samples/demo.mp4``."""
+    demo = ROOT / "samples" / "demo.mp4"
+    common = [str(demo), "--checkpoint", checkpoint, "--device", device, "--json"]
+    _mer(["analyze", *common], threads)  # fills the feature cache (and the OS file cache)
+    return {
+        "threads": threads,
+        "help_s": min(_mer(["--help"], threads) for _ in range(repeats)),
+        "cold_s": min(_mer(["analyze", *common, "--no-cache"], threads) for _ in range(repeats)),
+        "warm_s": min(_mer(["analyze", *common], threads) for _ in range(repeats)),
+    }
+
+
+def face_detection(media: Path, threads: int, device: str) -> list[dict]:
+    """Milliseconds per frame of face detection on 40 frames, batched, per frame size."""
+    from dataclasses import replace
+
+    import torch
+
+    from mercli.features.faces import FaceConfig, detect_candidates, load_detector
+    from mercli.features.media import iter_frames
+
+    torch.set_num_threads(threads)
+    detector = load_detector(device)
+    inputs = [
+        ("demo 512x512", ROOT / "samples" / "demo.mp4", 640),
+        (
+            "portrait 1080x1920",
+            media / "talking_head" / "latentsync_demo3_video_portrait_hevc.mp4",
+            1920,
+        ),
+        (
+            "portrait at 640 (pipeline)",
+            media / "talking_head" / "latentsync_demo3_video_portrait_hevc.mp4",
+            640,
+        ),
+    ]
+    rows = []
+    for name, path, max_side in inputs:
+        if not path.is_file():
+            continue
+        frames = [f.rgb for f in iter_frames(path, fps=5.0, max_side=max_side)][:40]
+        detect_candidates(frames[:2], detector)  # first-call costs
+        for every in (FaceConfig().detect_every, 1):
+            config = replace(FaceConfig(), detect_every=every)
+            started = time.perf_counter()
+            found = detect_candidates(frames, detector, config)
+            ms = 1000 * (time.perf_counter() - started) / len(frames)
+            rows.append(
+                {
+                    "input": name,
+                    "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
+                    "threads": threads,
+                    "detect_every": every,
+                    "ms_per_frame": ms,
+                    "frames_with_face": sum(bool(f) for f in found) / len(found),
+                }
+            )
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def speed(
+    media: Path, checkpoint: str, fps: float, threads: int = 1, device: str = "cpu"
+) -> list[dict]:
     import torch
 
     from mercli.features.asr import transcribe
@@ -86,9 +180,10 @@ def speed(media: Path, checkpoint: str, fps: float) -> list[dict]:
     from mercli.models import load_model
     from mercli.pipeline import Analyzer
 
-    torch.set_num_threads(1)
-    analyzer = Analyzer(load_model(checkpoint, "cpu"), ExtractConfig(fps=fps), use_cache=False)
-    whisper = _whisper_model()  # a second tiny.en, for Whisper alone on the same input
+    torch.set_num_threads(threads)
+    config = ExtractConfig(fps=fps, device=device)
+    analyzer = Analyzer(load_model(checkpoint, device), config, use_cache=False)
+    whisper = _whisper_model(device)  # a second tiny.en, for Whisper alone on the same input
     files = sorted((media / "talking_head").glob("*"))
     files.append(media / "audio_speech/musetalk_eng_60s.wav")
     analyzer.analyze_file(files[0])  # warm-up: model loading and first-call costs
@@ -120,12 +215,12 @@ def speed(media: Path, checkpoint: str, fps: float) -> list[dict]:
 _WHISPER: dict[str, object] = {}
 
 
-def _whisper_model() -> object:
+def _whisper_model(device: str = "cpu") -> object:
     from mercli.features.whisper_offline import load_whisper
 
-    if "model" not in _WHISPER:
-        _WHISPER["model"] = load_whisper("tiny.en", "cpu")
-    return _WHISPER["model"]
+    if device not in _WHISPER:
+        _WHISPER[device] = load_whisper("tiny.en", device)
+    return _WHISPER[device]
 
 
 def looped_input(clip: Path, seconds: int, directory: Path) -> Path:
@@ -207,12 +302,35 @@ def memory(clip: Path, checkpoint: str, fps: float) -> list[dict]:
     return rows
 
 
+def print_speed(rows: list[dict], threads: int, fps: float) -> None:
+    print(f"\nspeed ({threads} thread(s), fps {fps}; {load()}); RTF = compute s / media s")
+    print(" | ".join(["file", "dur s", "RTF", *STAGES, "whisper alone", "x whisper"]))
+    for r in rows:
+        print(
+            " | ".join(
+                [
+                    r["file"][:34],
+                    f"{r['duration_s']:.1f}",
+                    f"{r['rtf']:.3f}",
+                    *(f"{r[f'rtf_{s}']:.3f}" for s in STAGES),
+                    f"{r['whisper_alone_rtf']:.3f}",
+                    f"{r['ratio_to_whisper_alone']:.2f}",
+                ]
+            )
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--media", type=Path, default=ROOT.parent / "shared" / "media")
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--memory-fps", type=float, default=5.0)
+    parser.add_argument("--skip-cold", action="store_true")
+    parser.add_argument("--skip-faces", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
@@ -221,26 +339,28 @@ def main() -> None:
     if args.memory_child:
         memory_child(args.memory_child, checkpoint, args.fps)
         return
-    if not args.skip_speed:
-        rows = speed(args.media, checkpoint, args.fps)
-        print(
-            f"\nspeed (CPU, {os.environ['OMP_NUM_THREADS']} thread(s), fps {args.fps}); RTF = "
-            "compute s / media s"
-        )
-        header = ["file", "dur s", "RTF", *STAGES, "whisper alone", "x whisper"]
-        print(" | ".join(header))
-        for r in rows:
+    if not args.skip_cold:
+        for threads in args.threads:
+            r = cold_and_warm(checkpoint, threads, args.repeats, args.device)
             print(
-                " | ".join(
-                    [
-                        r["file"][:34],
-                        f"{r['duration_s']:.1f}",
-                        f"{r['rtf']:.3f}",
-                        *(f"{r[f'rtf_{s}']:.3f}" for s in STAGES),
-                        f"{r['whisper_alone_rtf']:.3f}",
-                        f"{r['ratio_to_whisper_alone']:.2f}",
-                    ]
+                f"demo.mp4 (7.8 s), {threads} thread(s): cold {r['cold_s']:.1f} s (target <= 10), "
+                f"warm cache {r['warm_s']:.1f} s (target <= 4), mer --help {r['help_s']:.2f} s, "
+                f"best of {args.repeats}; {load()}",
+                flush=True,
+            )
+    if not args.skip_faces:
+        for threads in args.threads:
+            for r in face_detection(args.media, threads, args.device):
+                print(
+                    f"face detection, {r['input']} ({r['size']}), {threads} thread(s), "
+                    f"detect_every {r['detect_every']}: {r['ms_per_frame']:.1f} ms/frame, "
+                    f"faces in {r['frames_with_face']:.0%} of frames; {load()}",
+                    flush=True,
                 )
+    if not args.skip_speed:
+        for threads in args.threads:
+            print_speed(
+                speed(args.media, checkpoint, args.fps, threads, args.device), threads, args.fps
             )
     if not args.skip_memory:
         clip = args.media / "talking_head" / "real3dportrait_May_5s.mp4"
@@ -248,7 +368,8 @@ def main() -> None:
         ratio = rows[1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
         print(
             f"\npeak RSS (fps {args.memory_fps}): 1 min {rows[0]['peak_rss_mib']:.0f} MiB, "
-            f"10 min {rows[1]['peak_rss_mib']:.0f} MiB, ratio {ratio:.2f} (target <= 1.2)"
+            f"10 min {rows[1]['peak_rss_mib']:.0f} MiB, ratio {ratio:.2f} (target <= 1.2); "
+            f"{load()}"
         )
 
 
