@@ -1,7 +1,7 @@
 """What the front end reports on the shared media, as plain JSON, to compare two versions.
 
-``python -m tests.front_end_reference OUT.json [SUBDIR ...]`` records the current code's output
-on every file of ``../shared/media`` (or of the given subfolders);
+``python tests/front_end_reference.py OUT.json [NAME ...]`` records the output of the ``mercli``
+on the path on every file of ``../shared/media`` (or those whose path contains a NAME);
 ``tests/test_front_end_reference.py`` compares today's code with a recorded file within stated
 tolerances (transcripts, utterance spans, face coverage, expressions).
 """
@@ -54,22 +54,26 @@ def summarise(features: Any) -> dict[str, Any]:
     }
 
 
-def record(files: list[Path], **config: Any) -> dict[str, Any]:
+def record(files: list[Path], out: Path | None = None, **config: Any) -> dict[str, Any]:
+    """Summaries of ``files`` by the current code; written to ``out`` after each file."""
     from mercli.features.extract import ExtractConfig, FrontEnd, extract
 
     front_end = FrontEnd(ExtractConfig(**config))
-    out: dict[str, Any] = {}
+    result: dict[str, Any] = {}
     for path in files:
         started = time.perf_counter()
         features = extract(path, front_end.config, front_end)
-        out[f"{path.parent.name}/{path.name}"] = summarise(features)
+        result[f"{path.parent.name}/{path.name}"] = summarise(features)
         print(f"{path.name}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    return out
+        if out is not None:
+            out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 if __name__ == "__main__":
     import torch
 
     torch.set_num_threads(1)
-    result = record(media_files(subdirs=tuple(sys.argv[2:]) or SUBDIRS))
-    Path(sys.argv[1]).write_text(json.dumps(result, indent=1) + "\n")
+    names = sys.argv[2:]
+    chosen = [p for p in media_files() if not names or any(n in str(p) for n in names)]
+    record(chosen, Path(sys.argv[1]))
