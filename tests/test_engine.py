@@ -57,6 +57,9 @@ def test_ray_plan_uses_gpus_when_the_cluster_has_them() -> None:
     assert _ray_plan(gpus, EngineConfig("ray", gpus_per_worker=0.0), 100) == (64, 0.0, 1.0)
     assert _ray_plan(gpus, EngineConfig("ray", workers=3), 100)[0] == 3
     assert _ray_plan(cpus_only, EngineConfig("ray"), 5)[0] == 5  # no idle actors
+    gib = 1024**3
+    assert _ray_plan({"CPU": 16.0, "memory": 9.0 * gib}, EngineConfig("ray"), 100)[0] == 4
+    assert _ray_plan({**gpus, "memory": 3.0 * gib}, EngineConfig("ray"), 100)[0] == 1
 
 
 def test_local_engine_in_process_keeps_order_and_raises_run_stopping_errors() -> None:
