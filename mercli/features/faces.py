@@ -74,7 +74,7 @@ class FaceConfig:
     batch_size: int = 16  # frames per MTCNN call; batching is ~7x faster on a GPU
     # Tracking between detections: every detect_every-th frame is searched whole; the frames
     # between are searched only in a square roi_scale face sides wide around each face of that
-    # keyframe, shrunk to roi_size pixels (about 20x fewer pixels than a whole frame). A frame
+    # keyframe, shrunk to fit roi_size pixels (about 10x fewer pixels than a whole frame). A frame
     # whose regions show no face, or whose keyframe had none, is searched whole too, so a face
     # is never lost that a whole-frame search would find. 1 searches every frame whole.
     detect_every: int = 5
@@ -238,27 +238,33 @@ def _detect_whole(
 def _region(
     image: np.ndarray, face: FaceObservation, config: FaceConfig
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """A ``roi_size`` square around ``face`` (zeros past the frame's edges).
+    """The square ``roi_scale`` face sides wide around ``face``, on a ``roi_size`` canvas.
+
+    A region wider than ``roi_size`` is shrunk to fit; a smaller one keeps its scale (the rest
+    of the canvas is black), so a small face is searched at the scale a whole-frame search sees
+    it at and is found (or missed) alike. Parts past the frame's edges are black.
 
     Returns:
-        (region uint8 ``(roi_size, roi_size, 3)``, its top-left corner in ``image`` pixels
-        ``(2,)``, pixels of region per pixel of image).
+        (canvas uint8 ``(roi_size, roi_size, 3)``, the region's top-left corner in ``image``
+        pixels ``(2,)``, canvas pixels per image pixel).
     """
     import cv2
 
     side = max(round(config.roi_scale * face.side), 2)
     x0, y0 = (np.round(face.centre) - side // 2).astype(int)
-    canvas = np.zeros((side, side, 3), np.uint8)
+    region = np.zeros((side, side, 3), np.uint8)
     h, w = image.shape[:2]
     sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
     if sx1 > sx0 and sy1 > sy0:
-        canvas[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+        region[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
     size = config.roi_size
-    shrinking = side > size
-    region = cv2.resize(
-        canvas, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    )
-    return region, np.array([x0, y0], np.float64), size / side
+    scale = min(1.0, size / side)
+    if scale < 1.0:
+        region = cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
+        scale = size / side
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[: region.shape[0], : region.shape[1]] = region
+    return canvas, np.array([x0, y0], np.float64), scale
 
 
 def _moved(face: FaceObservation, origin: np.ndarray, scale: float) -> FaceObservation:
