@@ -257,6 +257,16 @@ def test_a_face_lost_in_its_region_is_searched_for_in_the_whole_frame() -> None:
     assert sum(shape[0] for shape in whole) == 4  # the keyframe, then 2, 3, 4 found nothing
 
 
+def test_a_face_that_moved_far_since_the_keyframe_is_searched_whole() -> None:
+    centres = [[(200, 200)], [(236, 200)], [(204, 200)]]  # frame 1: 0.6 sides away, in the region
+    detector = _SquareDetector()
+    found = detect_candidates(_squares(centres), detector, FaceConfig(detect_every=5))  # type: ignore[arg-type]
+    whole = [shape for shape in detector.calls if shape[1:3] == (400, 600)]
+    assert sum(shape[0] for shape in whole) == 2  # the keyframe and frame 1
+    np.testing.assert_allclose(found[1][0].centre, (236, 200), atol=1.5)
+    np.testing.assert_allclose(found[2][0].centre, (204, 200), atol=1.5)
+
+
 def test_tracking_and_whole_frame_search_agree() -> None:
     centres = [[(300 + 3 * i, 200 + i)] for i in range(7)]
     every = [

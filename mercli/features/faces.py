@@ -75,8 +75,8 @@ class FaceConfig:
     # Tracking between detections: every detect_every-th frame is searched whole; the frames
     # between are searched only in a square roi_scale face sides wide around each face of that
     # keyframe, shrunk to fit roi_size pixels (about 10x fewer pixels than a whole frame). A frame
-    # whose regions show no face, or whose keyframe had none, is searched whole too, so a face
-    # is never lost that a whole-frame search would find. 1 searches every frame whole.
+    # where a keyframe face is not found again near where it was (it moved fast, or left), or
+    # whose keyframe had none, is searched whole. 1 searches every frame whole.
     detect_every: int = 5
     roi_scale: float = 2.0
     roi_size: int = 128
@@ -288,8 +288,13 @@ def _track_between(
     detector: MTCNN,
     config: FaceConfig,
 ) -> dict[int, list[FaceObservation]]:
-    """Faces of non-key frames searched around the faces of their keyframe (small pixels)."""
-    jobs: list[tuple[int, np.ndarray, float]] = []  # (frame, region origin, region scale)
+    """Faces of non-key frames searched around the faces of their keyframe (small pixels).
+
+    Only frames where every keyframe face is found again near where it was (centre within
+    ``max_centre_shift`` of its side, the tracker's own continuity rule) are returned; in the
+    others a face moved fast or left, and the caller searches them whole.
+    """
+    jobs: list[tuple[int, FaceObservation, np.ndarray, float]] = []
     regions: list[np.ndarray] = []
     for i in range(len(small)):
         key = i - i % config.detect_every
@@ -298,13 +303,20 @@ def _track_between(
         for face in key_faces.get(key, []):
             region, origin, scale = _region(small[i], face, config)
             regions.append(region)
-            jobs.append((i, origin, scale))
+            jobs.append((i, face, origin, scale))
     found: dict[int, list[FaceObservation]] = {}
-    for (i, origin, scale), faces in zip(
+    lost: set[int] = set()
+    for (i, key_face, origin, scale), faces in zip(
         jobs, _detect_whole(regions, detector, config.batch_size), strict=True
     ):
-        found.setdefault(i, []).extend(_moved(f, origin, scale) for f in faces)
-    return {i: _distinct(faces) for i, faces in found.items()}
+        moved = [_moved(f, origin, scale) for f in faces]
+        shifts = [
+            np.linalg.norm(f.centre - key_face.centre) / max(key_face.side, 1.0) for f in moved
+        ]
+        if not any(shift <= config.max_centre_shift for shift in shifts):
+            lost.add(i)
+        found.setdefault(i, []).extend(moved)
+    return {i: _distinct(faces) for i, faces in found.items() if i not in lost}
 
 
 def detect_candidates(
@@ -346,9 +358,9 @@ def detect_candidates(
     for i, faces in zip(keys, whole, strict=True):
         found[i] = plausible(i, faces)
     key_faces = {i: in_small(i, found[i]) for i in keys if found[i]}
-    for i, faces in _track_between(small, key_faces, detector, config).items():
+    tracked = _track_between(small, key_faces, detector, config)
+    for i, faces in tracked.items():
         found[i] = plausible(i, faces)
-    tracked = {i for i in range(len(images)) if i - i % config.detect_every in key_faces}
     rest = [i for i in range(len(images)) if i not in keys and not (i in tracked and found[i])]
     whole = _detect_whole([small[i] for i in rest], detector, config.batch_size)
     for i, faces in zip(rest, whole, strict=True):
