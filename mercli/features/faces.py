@@ -252,7 +252,7 @@ def _region(
 
     side = max(round(config.roi_scale * face.side), 2)
     x0, y0 = (np.round(face.centre) - side // 2).astype(int)
-    region = np.zeros((side, side, 3), np.uint8)
+    region: np.ndarray = np.zeros((side, side, 3), np.uint8)
     h, w = image.shape[:2]
     sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
     if sx1 > sx0 and sy1 > sy0:
