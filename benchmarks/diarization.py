@@ -77,14 +77,15 @@ def read_rttm(path: Path) -> list[tuple[float, float, str]]:
 
 
 def change_errors(reference: list, hypothesis: list) -> list[float]:
-    """For every reference change of speaker, distance to the nearest hypothesis change."""
+    """For every reference change of speaker, the distance from the nearest hypothesis change
+    to it; a change that falls in the pause between the two speakers' speech counts as 0."""
     ref = sorted(reference)
     hyp = sorted(hypothesis)
-    true = [a[1] for a, b in itertools.pairwise(ref) if a[2] != b[2]]
+    pauses = [(a[1], b[0]) for a, b in itertools.pairwise(ref) if a[2] != b[2]]
     found = [a[1] for a, b in itertools.pairwise(hyp) if a[2] != b[2]]
     if not found:
-        return [float("inf")] * len(true)
-    return [min(abs(t - f) for f in found) for t in true]
+        return [float("inf")] * len(pauses)
+    return [min(max(lo - f, f - hi, 0.0) for f in found) for lo, hi in pauses]
 
 
 def der_case(name: str, audio: np.ndarray, reference: list, front_end) -> dict:
