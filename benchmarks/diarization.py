@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--media", type=Path, default=ROOT.parent / "shared" / "media")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--skip-der", action="store_true", help="only the time and face parts")
     args = parser.parse_args()
 
     import torch
@@ -179,11 +180,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mer-diarization-"))
     for name, turns in cases.items():
         audio, reference = composites.voice_composite(turns, args.media)
-        ref = reference_speech(audio, reference)
-        report["der"].append(der_case(name, audio, ref, front_end))
         composites.write_wav(tmp / f"{name}.wav", audio)
+        if not args.skip_der:
+            ref = reference_speech(audio, reference)
+            report["der"].append(der_case(name, audio, ref, front_end))
     call = args.media / "audio_speech" / "pyannote_sample_2speakers.wav"
-    if call.is_file():
+    if call.is_file() and not args.skip_der:
         from mercli.features.media import load_audio
 
         ref = read_rttm(call.with_suffix(".rttm"))
@@ -196,7 +198,8 @@ def main() -> None:
         composites.LEFT_RIGHT,
         faces,
     )
-    report["faces"] = face_sides(faces, face_reference, front_end)
+    if not args.skip_der:
+        report["faces"] = face_sides(faces, face_reference, front_end)
 
     analyzer = _analyzer(args.checkpoint, config)
     analyzer.analyze_file(tmp / "woman_woman.wav")  # warm-up: model loading, JIT
