@@ -48,7 +48,9 @@ class SpeakerConfig:
     n_speakers: int | None = None  # None: decide how many (1 when there is a single voice)
     max_speakers: int = 8  # upper bound when deciding
     window_s: float = 1.5  # voice-encoder window (resemblyzer trains on 1.6 s partials)
-    hop_s: float = 0.25  # window step: change points are placed to about half of it
+    # Window step. Changes are placed by the short refinement windows, so 0.5 s loses nothing
+    # against 0.25 s (same DER and voice counts on 10 composites) at 57% of the CPU time.
+    hop_s: float = 0.5
     min_window_s: float = 0.5  # speech regions shorter than this get no window of their own
     max_gap_s: float = 0.5  # speech regions closer than this are one region
     # Auto: clusters whose mean embeddings are this alike (cosine) are one voice. On composites
