@@ -3,8 +3,8 @@
 ``tests/reference/front_end_shared_media.json`` was recorded with ``tests/front_end_reference.py``
 from the code before faces were tracked between keyframes (every frame searched whole by
 facenet-pytorch's MTCNN), word timings came from numba's DTW and spectra from librosa: the six
-talking heads, JFK, and the crowd, mouth-crop and near-silent edge cases (the files it could
-record in the time there was). Tolerances, per file:
+talking heads, JFK, and five edge cases (crowd, multi-face cuts, mouth crop, face appearing
+mid-clip, near-silent face; the files it could record in the time there was). Tolerances:
 
 - status equal; transcripts: the same number of utterances, word error rate <= 0.02 against the
   recorded text, spans within 0.1 s;
