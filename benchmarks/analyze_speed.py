@@ -48,7 +48,7 @@ STAGES = ("decode", "asr", "audio", "faces", "model")
 
 
 def checkpoint_path(given: str | None) -> str:
-    from mercli.models import available_models
+    from mercli.checkpoint import available_models
 
     if given:
         return given
@@ -174,10 +174,10 @@ def speed(
 ) -> list[dict]:
     import torch
 
+    from mercli.checkpoint import load_model
     from mercli.features.asr import transcribe
     from mercli.features.extract import ExtractConfig
     from mercli.features.media import load_audio
-    from mercli.models import load_model
     from mercli.pipeline import Analyzer
 
     torch.set_num_threads(threads)
@@ -257,8 +257,8 @@ def memory_child(path: str, checkpoint: str, fps: float) -> None:
     """Analyse one file in this process and print its peak RSS (MiB) as JSON."""
     import torch
 
+    from mercli.checkpoint import load_model
     from mercli.features.extract import ExtractConfig
-    from mercli.models import load_model
     from mercli.pipeline import Analyzer
 
     torch.set_num_threads(1)

@@ -1,26 +1,39 @@
-"""Checkpoints: ``weights.safetensors`` + ``checkpoint.json`` in one folder.
+"""Checkpoints: ``weights.safetensors`` + ``checkpoint.json`` in one folder; by name or path.
 
 The JSON holds the model config (the source of truth for rebuilding the model), the training
 config, the feature profile, metrics and versions. Neither file can run code when loaded.
 A frozen text backbone is not stored: it is reloaded by name from ``config.text_backbone``.
+
+Named checkpoints ship inside the package under ``mercli/weights/<name>/``. ``default`` is the
+one ``mer analyze`` uses without ``--checkpoint``: a text-only model trained on CMU-MOSI/MOSEI
+transcripts. A name or path is resolved and its ``checkpoint.json`` read once
+(:func:`open_checkpoint`); the weights are loaded from that (:func:`load_model`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mercli.atomic import write_atomically
+from mercli.schema import MAX_TEXT_TOKENS
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "checkpoint.json"
 FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = "default"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, malformed, or does not fit the model it describes."""
+
+
+class ModelNotFoundError(CheckpointError):
+    """Neither a packaged checkpoint of that name nor a checkpoint folder at that path."""
 
 
 @dataclass
@@ -94,15 +107,20 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
     return CheckpointMeta(**{k: v for k, v in data.items() if k in known})
 
 
-def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[Any, CheckpointMeta]:
-    """Rebuild the model stored in ``directory``; returns (model in eval mode, metadata)."""
+def load_checkpoint(
+    directory: str | Path, device: str = "cpu", meta: CheckpointMeta | None = None
+) -> tuple[Any, CheckpointMeta]:
+    """Rebuild the model stored in ``directory``; returns (model in eval mode, metadata).
+
+    ``meta``: the folder's metadata when already read (:func:`read_meta`), else it is read here.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from mercli.config import ModelConfig
     from mercli.model import EmotionModel
 
-    meta = read_meta(directory)
+    meta = meta or read_meta(directory)
     try:
         config = ModelConfig.from_dict(meta.model_config)
     except (TypeError, ValueError) as err:
@@ -128,3 +146,144 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[Any, Ch
             f"unexpected {unexpected[:3]})"
         )
     return model.to(device).eval(), meta
+
+
+# ---------------------------------------------------------------------------------------------
+# by name or path, for inference
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A resolved checkpoint folder and its metadata, weights not loaded (cheap).
+
+    Attributes:
+        source: the name or path it was asked for.
+        directory: the folder holding ``weights.safetensors`` and ``checkpoint.json``.
+        meta: ``checkpoint.json``, read once.
+    """
+
+    source: str
+    directory: Path
+    meta: CheckpointMeta
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference with what is needed to feed it.
+
+    Attributes:
+        model: the :class:`~mercli.model.EmotionModel`, eval mode, on ``device``.
+        meta: the checkpoint's metadata (feature profile included).
+        tokenizer: the text backbone's tokenizer (None when the model has no text).
+        source: the name or path it was loaded from.
+        device: where it runs.
+        max_text_tokens: the tokenizer truncation used in training (from the feature profile).
+    """
+
+    model: Any
+    meta: CheckpointMeta
+    tokenizer: Any
+    source: str
+    device: str
+    max_text_tokens: int = MAX_TEXT_TOKENS
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.model.config.modalities)
+
+
+def _is_checkpoint(directory: Path) -> bool:
+    return (directory / META_FILE).is_file() and (directory / WEIGHTS_FILE).is_file()
+
+
+def available_models() -> list[str]:
+    """Names of the checkpoints shipped in the package (``mercli/weights/<name>/``)."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(d.name for d in WEIGHTS_DIR.iterdir() if d.is_dir() and _is_checkpoint(d))
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder for a packaged name or a path.
+
+    Raises:
+        ModelNotFoundError: listing the available names, or saying what the default lacks.
+    """
+    name_or_path = str(name_or_path)
+    path = Path(os.path.expanduser(name_or_path))
+    if path.is_dir() and _is_checkpoint(path):
+        return path
+    packaged = WEIGHTS_DIR / name_or_path
+    if "/" not in name_or_path and _is_checkpoint(packaged):
+        return packaged
+    if path.exists():
+        missing = [f for f in (META_FILE, WEIGHTS_FILE) if not (path / f).is_file()]
+        raise ModelNotFoundError(
+            f"{path}: not a mer checkpoint folder (missing {', '.join(missing)})"
+        )
+    if name_or_path == DEFAULT_MODEL:
+        raise ModelNotFoundError(
+            f"the default checkpoint is not installed: {packaged} must hold {WEIGHTS_FILE} and "
+            f"{META_FILE} (a text-only model trained with `mer train`); until it ships, pass "
+            "--checkpoint PATH to a checkpoint folder written by `mer train`"
+        )
+    names = ", ".join(available_models()) or "none installed"
+    raise ModelNotFoundError(
+        f"no checkpoint {name_or_path!r}: not a folder, and not a packaged model "
+        f"(available: {names})"
+    )
+
+
+def open_checkpoint(name_or_path: str | os.PathLike[str]) -> Checkpoint:
+    """Resolve a packaged name or a path and read its metadata, without loading any weights.
+
+    Raises:
+        ModelNotFoundError: unknown name or path (the message lists the available names).
+        CheckpointError: ``checkpoint.json`` is malformed, or its model config is of the wrong
+            types or out of bounds.
+    """
+    directory = resolve_checkpoint(name_or_path)
+    meta = read_meta(directory)
+    model_config_of(directory, meta)  # types and bounds, before any media work (no torch)
+    return Checkpoint(str(name_or_path), directory, meta)
+
+
+def load_model(checkpoint: str | os.PathLike[str] | Checkpoint, device: str = "cpu") -> LoadedModel:
+    """Load a checkpoint for inference, with its text tokenizer.
+
+    Args:
+        checkpoint: a packaged name (see :func:`available_models`), a checkpoint folder, or
+            what :func:`open_checkpoint` returned for one (then nothing is resolved or read again).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ModelNotFoundError: unknown name or path (the message lists the available names).
+        CheckpointError: the checkpoint is malformed, or needs text states mer cannot compute.
+    """
+    from mercli.features.profile import max_text_tokens
+
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = open_checkpoint(checkpoint)
+    directory = checkpoint.directory
+    model, meta = load_checkpoint(directory, device, checkpoint.meta)
+    config = model.config
+    tokenizer = None
+    if "text" in config.modalities:
+        if config.text_backbone is None:
+            raise CheckpointError(
+                f"{directory}: the model reads precomputed text states (no text_backbone in "
+                "its config), which mer cannot compute from a transcript; train it with a text "
+                "backbone (`mer train` on a transcript CSV)"
+            )
+        from mercli.model.text_backbone import load_tokenizer
+
+        tokenizer = load_tokenizer(config.text_backbone)
+    return LoadedModel(
+        model,
+        meta,
+        tokenizer,
+        checkpoint.source,
+        device,
+        max_text_tokens=max_text_tokens(meta.feature_profile),
+    )

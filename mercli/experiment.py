@@ -113,9 +113,9 @@ def load_data(spec: DataSpec, log: Callable[[str], None]) -> Any:
     backbone = prepared_backbone(spec, profile)  # the token ids are this tokenizer's
     if not spec.finetunes_text(profile):
         from mercli.data.text_states import with_text_states
+        from mercli.features.profile import max_text_tokens
 
-        max_tokens = int((profile.get("text") or {}).get("max_tokens") or 50)
-        data = with_text_states(data, backbone, max_tokens, log=log)
+        data = with_text_states(data, backbone, max_text_tokens(profile), log=log)
     return data
 
 

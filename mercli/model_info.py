@@ -10,7 +10,7 @@ from mercli.config import ModelConfig
 from mercli.model import EmotionModel
 from mercli.schema import Batch
 
-# MOSI unaligned_50: 50 BERT steps, 375 audio frames, 500 video frames (DESIGN.md §4).
+# MOSI unaligned_50: 50 BERT steps, 375 audio frames, 500 video frames (MMSA unaligned_50.pkl).
 MOSI_STEPS = {"text": 50, "audio": 375, "vision": 500}
 # The paper's Table 9 figures for the full model on MOSI, BERT excluded.
 PAPER_PARAMS_M = 8.63
@@ -18,7 +18,7 @@ PAPER_GFLOPS = 1.9
 
 
 @dataclass
-class ModelInfo:
+class ModelSize:
     parameters: int  # all parameters, text backbone included
     parameters_without_backbone: int
     flops: int  # floating-point operations of one forward pass (a multiply-add counts 2)
@@ -61,7 +61,7 @@ def count_flops(model: EmotionModel, batch: Batch) -> int:
     return int(counter.get_total_flops())
 
 
-def describe(config: ModelConfig, steps: dict[str, int] | None = None) -> ModelInfo:
+def describe(config: ModelConfig, steps: dict[str, int] | None = None) -> ModelSize:
     """Parameters with and without the text backbone, and FLOPs at ``steps`` (default MOSI).
 
     FLOPs are counted without the text backbone (text enters as 768-d states), as the paper
@@ -70,7 +70,7 @@ def describe(config: ModelConfig, steps: dict[str, int] | None = None) -> ModelI
     steps = steps or MOSI_STEPS
     model = EmotionModel(config)
     without = EmotionModel(_without_backbone(config))
-    return ModelInfo(
+    return ModelSize(
         parameters=model.count_parameters(True),
         parameters_without_backbone=model.count_parameters(False),
         flops=count_flops(without, random_batch(without.config, steps)),

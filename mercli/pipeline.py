@@ -3,7 +3,7 @@
 Each stage can be called on its own:
 
 - :func:`extract`: one file's :class:`~mercli.features.extract.MediaFeatures`, through the
-  feature cache (:mod:`mercli.cache`).
+  feature cache (:mod:`mercli.features.cache`).
 - :func:`make_batch`: utterances -> a :class:`~mercli.schema.Batch` for the model's modalities.
 - :func:`predict`: utterances -> :class:`~mercli.prediction.Prediction` s, in batches.
 - :class:`Analyzer`: all of it per file, turning a file's failure into a status with its reason.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,36 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mercli.features.extract import ExtractConfig, FrontEnd, MediaFeatures, UtteranceFeatures
+from mercli.features.media import expand_inputs
 from mercli.prediction import FileResult, ModelInfo, Prediction
 
 if TYPE_CHECKING:
-    from mercli.models import LoadedModel
+    from mercli.checkpoint import LoadedModel
     from mercli.schema import Batch
-
-MEDIA_EXTENSIONS = frozenset(
-    [
-        *(".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv"),
-        *(".3gp", ".ts", ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".wma"),
-    ]
-)
-
-
-def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files as given, and the media files (by extension) inside directories, recursively.
-
-    Paths that do not exist are kept, so that they get an ``unreadable`` status of their own.
-    """
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(
-                sorted(
-                    f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS
-                )
-            )
-        else:
-            out.append(p)
-    return out
 
 
 def extract(
@@ -68,7 +44,7 @@ def extract(
     Raises:
         MediaError: missing or undecodable file; OSError: unreadable file.
     """
-    from mercli import cache
+    from mercli.features import cache
     from mercli.features import extract as front
     from mercli.features.media import MediaError
 
@@ -202,7 +178,7 @@ class Analyzer:
     """Analyses files one by one with one loaded model and one front end.
 
     Attributes:
-        loaded: the model (see :func:`mercli.models.load_model`), or a future of it: the
+        loaded: the model (see :func:`mercli.checkpoint.load_model`), or a future of it: the
             front end of the first file then runs while the model is still loading.
         config: front-end settings.
         batch_size: utterances per model call.
@@ -305,19 +281,24 @@ def analyze(
 ) -> list[FileResult]:
     """Analyse media files in-process (what ``mer analyze`` does, without rendering).
 
+    ``config`` defaults to the checkpoint's feature profile (its frame rate and hop).
+
     Raises:
         ProfileError: the checkpoint's features cannot be computed from raw media.
         CheckpointError: the checkpoint cannot be loaded.
     """
     from dataclasses import replace
 
+    from mercli.checkpoint import load_model, open_checkpoint
     from mercli.features.profile import check_profile
-    from mercli.models import load_model, read_model_meta
 
-    _, meta = read_model_meta(checkpoint)
-    check_profile(meta.feature_profile)
-    config = replace(config or ExtractConfig(), device=device)
-    analyzer = Analyzer(load_model(checkpoint, device), config, **options)
+    found = open_checkpoint(checkpoint)
+    check_profile(found.meta.feature_profile)  # before loading weights
+    if config is None:
+        config = ExtractConfig.for_profile(found.meta.feature_profile, device=device)
+    else:
+        config = replace(config, device=device)
+    analyzer = Analyzer(load_model(found, device), config, **options)
     return list(analyzer.analyze(expand_inputs(paths)))
 
 
@@ -349,8 +330,8 @@ class FileAnalyzer:
     ) -> None:
         from dataclasses import replace
 
+        from mercli.checkpoint import load_model
         from mercli.features.extract import load_transcriber
-        from mercli.models import load_model
 
         config = replace(config, device=device or config.device)
         loaded = load_model(checkpoint, config.device)

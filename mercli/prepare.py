@@ -1,16 +1,16 @@
 """Raw labelled videos -> an MMSA-layout feature pickle that ``mer train`` reads (``mer prepare``).
 
-The input follows MMSA-FET (DESIGN.md section 4): a ``label.csv`` with
+The input follows MMSA-FET (:mod:`mercli.data.clips`): a ``label.csv`` with
 ``video_id,clip_id,text,label,mode`` (mode train/valid/test; CMU-MOSI's ``id`` column and ``dev``
 mode are accepted too) and one clip per row at ``RAW_DIR/Raw/<video_id>/<clip_id>.mp4`` or
 ``RAW_DIR/<video_id>/<clip_id>.mp4`` (any media extension). Each clip is one utterance: its text is
 the CSV's (no ASR); audio and vision features are mer's own raw-media features
-(:mod:`mercli.features.extract`) over the whole clip, so a model trained on the result can be
+(:mod:`mercli.features.extract` in whole-clip mode), so a model trained on the result can be
 used by ``mer analyze``.
 
-- Per-clip features go through the feature cache (:mod:`mercli.cache`), keyed by the clip's
-  content, the extractor settings and :data:`CLIP_SCOPE`; each entry is written as soon as the
-  clip is done, so a killed run resumes where it stopped.
+- Per-clip features go through the feature cache (:mod:`mercli.features.cache`), keyed by the
+  clip's content and the extractor settings (whole-clip mode included); each entry is written as
+  soon as the clip is done, so a killed run resumes where it stopped.
 - A clip that cannot be prepared (missing, unreadable, no audio stream, ...) is left out of the
   dataset and listed with its reason in the report (``<out stem>.report.json``), never skipped
   silently.
@@ -25,44 +25,28 @@ ids / attention mask / segment ids as floats (the tokenizer of the profile's tex
 ``vision_mask`` (N, T_v) bool (False on frames without a face), ``id`` (N,)
 ``"<video_id>$_$<clip_id>"``, ``regression_labels`` (N,) and ``annotations`` (N,); and a top-level
 ``feature_profile`` (:func:`mercli.features.profile.raw_profile`). Steps past a length are zeros.
+The writer is :func:`mercli.data.mmsa.build_dataset`, beside the reader.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mercli.atomic import write_atomically
 from mercli.data import SPLITS
+from mercli.data.clips import Clip, ClipFinder, read_clips
 from mercli.engine import EngineConfig
-from mercli.features.acoustic import D_AUDIO
-from mercli.features.extract import (
-    ExtractConfig,
-    FrontEnd,
-    MediaFeatures,
-    UtteranceFeatures,
-    decode_audio,
-    dominant_expression,
-    utterance_audio,
-    utterance_vision,
-)
-from mercli.features.media import SAMPLE_RATE_HZ, MediaError
-from mercli.features.profile import D_VISION, raw_profile
+from mercli.features.extract import ExtractConfig, FrontEnd, MediaFeatures, UtteranceFeatures
+from mercli.features.media import MediaError
+from mercli.features.profile import raw_profile
+from mercli.schema import MAX_TEXT_TOKENS
 
-MAX_TEXT_TOKENS = 50  # MMSA's text length (text_bert is (N, 3, 50))
 MAX_CLIP_S = 20.0  # longer clips are truncated (see the module docstring)
-VISION_WINDOW_S = 10.0  # frames of a clip are described in windows this long: bounded memory
-CLIP_SCOPE = "prepare-clip-v1"  # cache scope of whole-clip features (not analyze's utterances)
-ID_SEPARATOR = "$_$"  # MMSA's "<video_id>$_$<clip_id>"
 
 
 class PrepareError(RuntimeError):
@@ -87,8 +71,9 @@ class PrepareConfig:
             raise ValueError(f"max_clip_s must be positive, got {self.max_clip_s}")
 
     @property
-    def cache_scope(self) -> str:
-        return f"{CLIP_SCOPE}:max_clip_s={self.max_clip_s:g}"
+    def clip_extract(self) -> ExtractConfig:
+        """The front end's settings in whole-clip mode (one utterance, no ASR)."""
+        return replace(self.extract, clip_s=self.max_clip_s)
 
     def feature_profile(self) -> dict[str, Any]:
         """The features the dataset holds (recorded in the pickle and then in checkpoints)."""
@@ -101,176 +86,7 @@ class PrepareConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# the label CSV and the clips
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One labelled clip of the CSV.
-
-    Attributes:
-        id: ``"<video_id>$_$<clip_id>"`` (or the CSV's ``id`` as it is).
-        text, label, split: from the CSV (split: train, valid or test).
-        path: the media file found for it, or None.
-    """
-
-    id: str
-    text: str
-    label: float
-    split: str
-    path: Path | None
-
-
-def split_id(clip_id: str) -> tuple[str, str]:
-    """(video_id, clip_id) of an id; a CMU-MOSI ``id`` without ``$_$`` is split at its last
-    underscore (``03bSnISJMiM_1`` -> ``03bSnISJMiM``, ``1``)."""
-    if ID_SEPARATOR in clip_id:
-        video, clip = clip_id.split(ID_SEPARATOR, 1)
-        return video, clip
-    video, _, clip = clip_id.rpartition("_")
-    return video, clip
-
-
-class ClipFinder:
-    """Finds clip files under ``RAW_DIR`` (each folder is listed once)."""
-
-    def __init__(self, raw_dir: Path) -> None:
-        from mercli.pipeline import MEDIA_EXTENSIONS
-
-        self.raw_dir = raw_dir
-        self.extensions = MEDIA_EXTENSIONS
-        self.listings: dict[Path, dict[str, list[Path]]] = {}
-
-    def _listing(self, folder: Path) -> dict[str, list[Path]]:
-        if folder not in self.listings:
-            by_stem: dict[str, list[Path]] = {}
-            if folder.is_dir():
-                for p in sorted(folder.iterdir()):
-                    if p.suffix.lower() in self.extensions and p.is_file():
-                        by_stem.setdefault(p.stem, []).append(p)
-            self.listings[folder] = by_stem
-        return self.listings[folder]
-
-    def candidates(self, id_: str) -> list[tuple[Path, str]]:
-        """(folder, file stem) pairs where the clip ``id_`` may be, in the order searched."""
-        video_id, clip_id = split_id(id_)
-        pairs = [(self.raw_dir / "Raw", id_), (self.raw_dir, id_)]  # flat: <id>.*
-        if video_id:
-            pairs = [(self.raw_dir / "Raw" / video_id, clip_id), (self.raw_dir / video_id, clip_id)]
-            pairs += [] if ID_SEPARATOR in id_ else [(self.raw_dir / "Raw", id_)]
-        return pairs
-
-    def find(self, id_: str) -> Path | None:
-        """``Raw/<video>/<clip>.*`` then ``<video>/<clip>.*`` (a CMU-MOSI ``id`` may also be a
-        flat ``Raw/<id>.*``); ``.mp4`` first where a stem has several media files."""
-        for folder, stem in self.candidates(id_):
-            found = self._listing(folder).get(stem)
-            if found:
-                return min(found, key=lambda p: (p.suffix.lower() != ".mp4", p.name))
-        return None
-
-    def not_found(self, id_: str) -> str:
-        """The reason of a clip that is not there."""
-        places = " or ".join(f"{folder / stem}.*" for folder, stem in self.candidates(id_))
-        return f"file not found: no media file at {places}"
-
-
-def read_clips(labels: str | Path, raw_dir: str | Path) -> list[Clip]:
-    """The CSV's rows in order (train, valid, test), each with the file found for it.
-
-    Raises:
-        DatasetError: the CSV is missing or malformed (naming the line and column).
-    """
-    from mercli.data.labels_csv import read_label_csv
-
-    finder = ClipFinder(Path(raw_dir))
-    clips = []
-    for split, rows in read_label_csv(labels).items():
-        for row in rows:
-            clips.append(Clip(row.id, row.text, row.label, split, finder.find(row.id)))
-    return clips
-
-
-# ---------------------------------------------------------------------------------------------
 # one clip
-
-
-def _vision_windows(span_s: float) -> list[tuple[float, float]]:
-    n_windows = max(1, math.ceil(span_s / VISION_WINDOW_S))
-    return [(k * VISION_WINDOW_S, min((k + 1) * VISION_WINDOW_S, span_s)) for k in range(n_windows)]
-
-
-def extract_clip(
-    path: str | os.PathLike[str],
-    config: ExtractConfig,
-    front_end: FrontEnd,
-    sha256: str = "",
-    max_clip_s: float = MAX_CLIP_S,
-) -> MediaFeatures:
-    """Whole-clip features: one utterance over the first ``max_clip_s`` seconds, no ASR.
-
-    Returns:
-        :class:`MediaFeatures` with one utterance (text empty: it comes from the CSV) holding
-        ``audio`` (T_a, 35) and, with video and faces on, ``vision`` (T_v, 154) and its mask;
-        ``duration_s`` is the clip's full length.
-
-    Raises:
-        MediaError: the file is missing, unreadable or has no audio stream.
-    """
-    from mercli.features.asr import Utterance
-    from mercli.features.media import probe
-
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    info = probe(path)
-    if not info.has_audio:
-        raise MediaError(path, "no audio stream" + (" (video only)" if info.has_video else ""))
-    audio = decode_audio(path, info)
-    if audio is None or audio.size == 0:
-        raise MediaError(path, "the audio stream holds no samples")
-    timings["decode"] = time.perf_counter() - started
-    audio_s = len(audio) / SAMPLE_RATE_HZ
-    duration_s = max(audio_s, info.duration_s or 0.0)
-    span_s = min(duration_s, max_clip_s)
-
-    started = time.perf_counter()
-    window = Utterance(0.0, min(audio_s, max_clip_s), "")
-    features, pitch_hz, energy_db = utterance_audio(audio, window, config.hop_s)
-    timings["audio"] = time.perf_counter() - started
-    utterance = UtteranceFeatures(
-        0.0,
-        span_s,
-        "",
-        features,
-        np.zeros((0, D_VISION), np.float32),
-        np.zeros(0, bool),
-        pitch_hz=pitch_hz,
-        energy_db=energy_db,
-    )
-    result = MediaFeatures(
-        path=str(path),
-        sha256=sha256,
-        status="ok",
-        duration_s=duration_s,
-        has_audio=True,
-        has_video=info.has_video,
-        utterances=[utterance],
-        timings_s=timings,
-    )
-    if info.has_video and config.use_faces:
-        started = time.perf_counter()
-        visuals = utterance_vision(path, _vision_windows(span_s), front_end)
-        utterance.vision = np.concatenate([v.features for v in visuals]).astype(np.float32)
-        utterance.vision_mask = np.concatenate([v.mask for v in visuals]).astype(bool)
-        coverage = float(utterance.vision_mask.mean()) if len(utterance.vision_mask) else 0.0
-        expression, probability = dominant_expression([v.expression_probs[v.mask] for v in visuals])
-        utterance.face_coverage = result.face_coverage = coverage
-        utterance.expression = result.expression = expression
-        utterance.expression_prob = result.expression_prob = probability
-        result.frame_times_s = np.concatenate([v.times_s for v in visuals])
-        result.frame_mask = utterance.vision_mask
-        timings["faces"] = time.perf_counter() - started
-    return result
 
 
 @dataclass
@@ -294,19 +110,12 @@ def prepare_clip(path: Path, config: PrepareConfig, front_end: FrontEnd) -> Clip
     Raises:
         FfmpegNotFoundError: no ffmpeg at all (no clip can be prepared).
     """
-    from mercli import cache
     from mercli.features.media import FfmpegNotFoundError
-
-    def run(p: str | os.PathLike[str], c: ExtractConfig, sha256: str) -> MediaFeatures:
-        return extract_clip(p, c, front_end, sha256, config.max_clip_s)
+    from mercli.pipeline import extract
 
     started = time.perf_counter()
     try:
-        if not path.is_file():
-            raise MediaError(path, "file not found" if not path.exists() else "not a regular file")
-        features, cached = cache.cached_extract(
-            path, config.extract, run, config.use_cache, scope=config.cache_scope
-        )
+        features, cached = extract(path, config.clip_extract, front_end, config.use_cache)
     except FfmpegNotFoundError:
         raise
     except MediaError as error:
@@ -335,7 +144,7 @@ class ClipPreparer:
         if device is not None:
             config = replace(config, extract=replace(config.extract, device=device))
         self.config = config
-        self.front_end = FrontEnd(config.extract)
+        self.front_end = FrontEnd(config.clip_extract)
         if config.extract.use_faces:
             self.front_end.faces()
 
@@ -363,87 +172,12 @@ def iter_outcomes(
 
 
 # ---------------------------------------------------------------------------------------------
-# the dataset
-
-
-def token_arrays(texts: list[str], tokenizer: Any, max_tokens: int) -> np.ndarray:
-    """``text_bert`` for ``texts``: float32 (N, 3, max_tokens) ids / attention mask / segments."""
-    out = np.zeros((len(texts), 3, max_tokens), np.float32)
-    if not texts:
-        return out
-    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=max_tokens)
-    for row, key in enumerate(("input_ids", "attention_mask", "token_type_ids")):
-        if key in encoded:
-            out[:, row] = np.asarray(encoded[key], np.float32)[:, :max_tokens]
-    return out
-
-
-def _annotation(label: float) -> str:
-    return "Positive" if label > 0 else "Negative" if label < 0 else "Neutral"
-
-
-def split_arrays(
-    rows: Sequence[tuple[Clip, UtteranceFeatures]],
-    n_audio: int,
-    n_vision: int,
-    tokenizer: Any,
-    max_tokens: int,
-) -> dict[str, np.ndarray]:
-    """One split in the MMSA layout, audio/vision zero-padded to ``n_audio``/``n_vision``."""
-    n = len(rows)
-    audio = np.zeros((n, n_audio, D_AUDIO), np.float32)
-    vision = np.zeros((n, n_vision, D_VISION), np.float32)
-    vision_mask = np.zeros((n, n_vision), bool)
-    audio_lengths = np.zeros(n, np.int64)
-    vision_lengths = np.zeros(n, np.int64)
-    for i, (_, u) in enumerate(rows):
-        audio_lengths[i], vision_lengths[i] = len(u.audio), len(u.vision)
-        audio[i, : len(u.audio)] = u.audio
-        vision[i, : len(u.vision)] = u.vision
-        vision_mask[i, : len(u.vision_mask)] = u.vision_mask
-    texts = [clip.text for clip, _ in rows]
-    labels = [clip.label for clip, _ in rows]
-    return {
-        "raw_text": np.array(texts, dtype=str),
-        "text_bert": token_arrays(texts, tokenizer, max_tokens),
-        "audio": audio,
-        "vision": vision,
-        "audio_lengths": audio_lengths,
-        "vision_lengths": vision_lengths,
-        "vision_mask": vision_mask,
-        "id": np.array([clip.id for clip, _ in rows], dtype=str),
-        "regression_labels": np.array(labels, np.float32),
-        "annotations": np.array([_annotation(y) for y in labels], dtype=str),
-    }
-
-
-def build_dataset(
-    rows: Sequence[tuple[Clip, UtteranceFeatures]], config: PrepareConfig, tokenizer: Any
-) -> dict[str, Any]:
-    """The pickle's content: the three splits plus ``feature_profile``."""
-    n_audio = max([len(u.audio) for _, u in rows] + [1])
-    n_vision = max([len(u.vision) for _, u in rows] + [1])
-    data: dict[str, Any] = {
-        split: split_arrays(
-            [(c, u) for c, u in rows if c.split == split],
-            n_audio,
-            n_vision,
-            tokenizer,
-            config.max_text_tokens,
-        )
-        for split in SPLITS
-    }
-    data["feature_profile"] = config.feature_profile()
-    return data
+# the run
 
 
 def report_path(out: str | Path) -> Path:
     """Where the report of a dataset goes: ``dataset.pkl`` -> ``dataset.report.json``."""
     return Path(out).with_suffix(".report.json")
-
-
-# ---------------------------------------------------------------------------------------------
-# the run
 
 
 @dataclass
@@ -515,6 +249,7 @@ def prepare(
         EngineError: a worker process died, or Ray is missing or unreachable.
         FfmpegNotFoundError: no ffmpeg.
     """
+    from mercli.data.mmsa import build_dataset, write_mmsa
     from mercli.model.text_backbone import load_tokenizer
 
     started = time.perf_counter()
@@ -548,8 +283,8 @@ def prepare(
         log(f"[{done}/{len(todo)}] {clips[i].id}: {status}")
     rows = _collect(clips, outcomes, config, report)
     if rows:
-        data = build_dataset(rows, config, tokenizer)
-        write_atomically(out, lambda f: pickle.dump(data, f, protocol=4))
+        data = build_dataset(rows, config.feature_profile(), tokenizer, config.max_text_tokens)
+        write_mmsa(out, data)
     report.seconds = time.perf_counter() - started
     text = json.dumps(report.to_dict(), indent=2)
     write_atomically(report_path(out), lambda f: f.write(text.encode() + b"\n"))

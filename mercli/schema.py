@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     import torch
 
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
+# Text tokens per utterance, unless a feature profile records its own (MMSA: text_bert (N, 3, 50)).
+MAX_TEXT_TOKENS = 50
 
 
 @dataclass

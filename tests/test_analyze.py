@@ -171,7 +171,7 @@ def test_cmu_checkpoint_is_refused_before_any_media_work(extractor, models, vide
 def test_missing_default_checkpoint_says_what_is_missing(
     extractor, videos, monkeypatch, tmp_path
 ) -> None:
-    monkeypatch.setattr("mercli.models.WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr("mercli.checkpoint.WEIGHTS_DIR", tmp_path / "weights")
     result = run(videos[0])
     assert result.exit_code == 1
     assert "default checkpoint is not installed" in result.stderr
@@ -204,7 +204,7 @@ def test_json_and_jsonl_together_is_a_usage_error(models, videos) -> None:
 
 
 def test_extract_writes_npz_and_prints_shapes(tmp_path: Path, monkeypatch) -> None:
-    from mercli.cache import read_features
+    from mercli.features.cache import read_features
     from tests.fakes import CountingTranscriber
 
     fake = CountingTranscriber()
@@ -232,7 +232,7 @@ def test_the_model_loads_while_the_first_file_is_extracted(
 ) -> None:
     import threading
 
-    from mercli.models import load_model
+    from mercli.checkpoint import load_model
 
     loading = threading.Event()
     extracted_while_loading: list[bool] = []
@@ -251,7 +251,7 @@ def test_the_model_loads_while_the_first_file_is_extracted(
         extracted.set()
         return fake(*args, **kwargs)
 
-    monkeypatch.setattr("mercli.models.load_model", slow_load)
+    monkeypatch.setattr("mercli.checkpoint.load_model", slow_load)
     monkeypatch.setattr("mercli.features.extract.extract", extract)
     result = run(videos[0], "--checkpoint", models["all"], "--json")
     assert result.exit_code == 0, result.output
@@ -267,7 +267,7 @@ def test_a_checkpoint_that_fails_to_load_is_a_one_line_error(
     def broken(*args):
         raise CheckpointError("weights.safetensors: truncated")
 
-    monkeypatch.setattr("mercli.models.load_model", broken)
+    monkeypatch.setattr("mercli.checkpoint.load_model", broken)
     result = run(videos[0], "--checkpoint", models["all"])
     assert result.exit_code == 1
     assert "truncated" in result.stderr and "Traceback" not in result.output

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mercli.models import WEIGHTS_DIR, available_models, load_model
+from mercli.checkpoint import WEIGHTS_DIR, available_models, load_model
 
 DEFAULT = WEIGHTS_DIR / "default"
 

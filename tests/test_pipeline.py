@@ -110,7 +110,7 @@ def transcriber(monkeypatch: pytest.MonkeyPatch) -> CountingTranscriber:
 
 
 def test_second_run_hits_the_cache(tmp_path: Path, transcriber: CountingTranscriber) -> None:
-    from mercli.cache import cache_dir
+    from mercli.features.cache import cache_dir
     from mercli.pipeline import extract
 
     clip = make_media(tmp_path / "clip.mp4")
@@ -132,7 +132,7 @@ def test_second_run_hits_the_cache(tmp_path: Path, transcriber: CountingTranscri
 
 
 def test_feature_file_round_trip_without_pickle(tmp_path: Path) -> None:
-    from mercli.cache import read_features, write_features
+    from mercli.features.cache import read_features, write_features
 
     features = fake_features("x.mp4")
     path = write_features(features, tmp_path / "f.npz")
@@ -199,7 +199,7 @@ def test_faces_are_streamed_per_utterance_window(
 
 @pytest.fixture(scope="module")
 def loaded_all():
-    from mercli.models import load_model
+    from mercli.checkpoint import load_model
 
     return load_model(str(tiny_models()["all"]))
 
@@ -230,7 +230,7 @@ def test_predictions_do_not_depend_on_batching(loaded_all) -> None:
 
 
 def test_load_model_lists_available_models_on_unknown_name() -> None:
-    from mercli.models import ModelNotFoundError, load_model
+    from mercli.checkpoint import ModelNotFoundError, load_model
 
     with pytest.raises(ModelNotFoundError, match="available"):
         load_model("no-such-model")
@@ -278,7 +278,7 @@ EXPECTED = {
 def real_analyzer(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("whisper")
     pytest.importorskip("facenet_pytorch")
-    from mercli.models import load_model
+    from mercli.checkpoint import load_model
     from mercli.pipeline import Analyzer
     from tests.fakes import tiny_checkpoint
 

@@ -72,14 +72,14 @@ def run_prepare(raw: Path, labels: Path, out: Path, *args: str):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     """One prepare run (fake faces, tiny backbone) and a second, counted, on the same cache."""
-    import mercli.prepare
+    import mercli.features.extract
 
     root = tmp_path_factory.mktemp("prepare")
     raw, labels = make_raw_dir(root)
     backbone = tiny_backbone(root / "bert")
     out = root / "dataset.pkl"
     calls: list[str] = []
-    original = mercli.prepare.extract_clip
+    original = mercli.features.extract.extract
 
     def counted(path, *args, **kwargs):
         calls.append(Path(path).name)
@@ -88,7 +88,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
         mp.setattr("mercli.features.extract.window_vision", fake_window)
-        mp.setattr(mercli.prepare, "extract_clip", counted)
+        mp.setattr(mercli.features.extract, "extract", counted)
         first = run_prepare(raw, labels, out, "--text-backbone", str(backbone))
         first_calls = list(calls)
         calls.clear()
@@ -232,7 +232,7 @@ def test_nothing_prepared_exits_non_zero(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_mosi_style_ids_find_clips(tmp_path: Path) -> None:
-    from mercli.prepare import ClipFinder
+    from mercli.data.clips import ClipFinder
 
     raw = tmp_path / "raw"
     (raw / "Raw" / "03bSnISJMiM").mkdir(parents=True)

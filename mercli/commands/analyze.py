@@ -56,14 +56,9 @@ def _extract_config(
     profile: dict[str, Any] | None = None,
 ) -> Any:
     from mercli.features.extract import ExtractConfig
-    from mercli.features.profile import DEFAULT_FPS
 
-    profile_fps = ((profile or {}).get("vision") or {}).get("fps")
-    return ExtractConfig(
-        fps=fps or profile_fps or DEFAULT_FPS,
-        whisper=whisper,
-        use_faces=not no_faces,
-        device=device,
+    return ExtractConfig.for_profile(
+        profile, fps, whisper=whisper, use_faces=not no_faces, device=device
     )
 
 
@@ -142,29 +137,29 @@ def analyze(
     non-zero only when no file could be analysed.
     """
     from mercli import render
-    from mercli.checkpoint import CheckpointError
+    from mercli.checkpoint import CheckpointError, load_model, open_checkpoint
     from mercli.commands.options import engine_config, resolve_device
+    from mercli.features.media import expand_inputs
     from mercli.features.profile import ProfileError, check_profile
-    from mercli.models import load_model, read_model_meta
-    from mercli.pipeline import Analyzer, analyze_on_engine, expand_inputs
+    from mercli.pipeline import Analyzer, analyze_on_engine
 
     if json_ and jsonl:
         raise click.UsageError("choose one of --json and --jsonl")
     engine_setup = engine_config(engine, address, gpus_per_worker, workers)
     try:
-        _, meta = read_model_meta(checkpoint)
-        check_profile(meta.feature_profile)  # before any media work
+        found = open_checkpoint(checkpoint)
+        check_profile(found.meta.feature_profile)  # before any media work
     except (CheckpointError, ProfileError) as error:
         raise click.ClickException(str(error)) from error
     paths = expand_inputs(inputs)
     if not paths:
         raise click.ClickException(f"no media files in {', '.join(inputs)}")
     device = resolve_device(device)
-    config = _extract_config(fps, whisper, no_faces, device, meta.feature_profile)
+    config = _extract_config(fps, whisper, no_faces, device, found.meta.feature_profile)
     if speakers is not None:
         config = _with_speakers(config, speakers)
     analyzer = Analyzer(
-        load_in_background(load_model, checkpoint, device),
+        load_in_background(load_model, found, device),
         config,
         batch_size=batch_size,
         use_cache=not no_cache,
@@ -299,8 +294,8 @@ def extract(
     Prints a JSON summary on stdout and writes the features to --out.
     """
     from mercli import render
-    from mercli.cache import write_features
     from mercli.commands.options import resolve_device
+    from mercli.features.cache import write_features
     from mercli.features.media import MediaError
     from mercli.pipeline import extract as run_extract
 

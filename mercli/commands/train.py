@@ -171,7 +171,7 @@ def _report(spec, results, report_dir: Path, device: str) -> None:  # type: igno
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("checkpoint")
 @data_options
 @click.option(
     "--split", default="test", show_default=True, type=click.Choice(["train", "valid", "test"])
@@ -179,19 +179,21 @@ def _report(spec, results, report_dir: Path, device: str) -> None:  # type: igno
 @device_option
 @json_option
 def evaluate(
-    checkpoint: Path, dataset: str, data_path: Path, split: str, device: str, json_: bool
+    checkpoint: str, dataset: str, data_path: Path, split: str, device: str, json_: bool
 ) -> None:
-    """Metrics of a checkpoint on a split of a benchmark; with SGAFF, also those of its shared
-    and specific branches alone (paper Table 8)."""
+    """Metrics of a checkpoint (a folder from `mer train`, or a packaged name as `mer analyze`
+    takes) on a split of a benchmark; with SGAFF, also those of its shared and specific
+    branches alone (paper Table 8)."""
     from mercli import render
-    from mercli.checkpoint import CheckpointError, load_checkpoint
+    from mercli.checkpoint import CheckpointError, load_checkpoint, open_checkpoint
     from mercli.data import DatasetError
     from mercli.experiment import DataSpec, load_data
     from mercli.train import branch_metrics, make_loader, predict
 
     device = resolve_device(device)
     try:
-        model, _ = load_checkpoint(checkpoint, device)
+        found = open_checkpoint(checkpoint)
+        model, _ = load_checkpoint(found.directory, device, found.meta)
         cfg = model.config
         spec = DataSpec(dataset, data_path, (), cfg.text_backbone, finetune_text=True)
         data = load_data(spec, _log)

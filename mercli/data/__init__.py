@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mercli.schema import MAX_TEXT_TOKENS
+
 if TYPE_CHECKING:
     from mercli.config import DatasetInfo
     from mercli.data.samples import Sample
@@ -94,7 +96,7 @@ def load_dataset(
     tokenizer: Any = None,
     use_context: bool = False,
     max_words: int = 64,
-    max_text_tokens: int = 50,
+    max_text_tokens: int = MAX_TEXT_TOKENS,
 ) -> SplitDatasets:
     """Load a dataset by kind.
 

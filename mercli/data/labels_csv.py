@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from mercli.config import DatasetInfo
 from mercli.data import D_TOKEN_PLACEHOLDER, SPLITS, DatasetError, SplitDatasets
+from mercli.schema import MAX_TEXT_TOKENS
 
 _MODES = {"train": "train", "dev": "valid", "valid": "valid", "test": "test"}
 _ID_FORMS = (("id",), ("video_id", "clip_id"))
@@ -97,7 +98,7 @@ def _label(path: Path, line: int, value: str) -> float:
 
 
 def load_label_csv(
-    path: str | Path, tokenizer: Any, *, name: str = "mosi", max_text_tokens: int = 50
+    path: str | Path, tokenizer: Any, *, name: str = "mosi", max_text_tokens: int = MAX_TEXT_TOKENS
 ) -> SplitDatasets:
     """Text-only datasets from a label CSV; ``collate`` tokenises with ``tokenizer``.
 

@@ -1,4 +1,4 @@
-"""The MMSA feature pickle (``aligned_50.pkl`` / ``unaligned_50.pkl``), DESIGN.md section 4.
+"""The MMSA feature pickle (``aligned_50.pkl`` / ``unaligned_50.pkl``) of the MMSA framework.
 
 Layout: ``{"train" | "valid" | "test": {key: array}}`` with ``text`` (N, 50, 768) frozen BERT
 states, ``text_bert`` (N, 3, 50) token ids / attention mask / segment ids stored as floats,
@@ -9,16 +9,18 @@ Valid steps: unaligned files record them in ``*_lengths`` (padding past a length
 and is never handed out); aligned files have none, so the text attention mask's length holds for
 all three modalities, as in MMSA. ``-inf``, ``+inf`` and NaN features become 0.
 
-Pickles written by ``mer prepare`` (DESIGN.md section 4, raw labelled videos) add a top-level
+Pickles written by ``mer prepare`` (raw labelled videos, :mod:`mercli.prepare`) add a top-level
 ``feature_profile`` dict and, per split, ``vision_mask`` (N, T_v) bool (False on frames without a
 face). They hold no frozen ``text`` states: their text is always the ``text_bert`` token ids, for
 the backbone the profile names. A vision step is valid when it is within ``vision_lengths`` and
-``vision_mask`` is True there.
+``vision_mask`` is True there. :func:`build_dataset` and :func:`write_mmsa` write them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +30,12 @@ from mercli.config import DatasetInfo
 from mercli.data import D_TOKEN_PLACEHOLDER, SPLITS, DatasetError, SplitDatasets, TextSource
 from mercli.data.safe_pickle import load_pickle
 from mercli.data.samples import Collator, Sample
+from mercli.features.acoustic import D_AUDIO
+from mercli.features.profile import D_VISION
+
+if TYPE_CHECKING:
+    from mercli.data.clips import Clip
+    from mercli.features.extract import UtteranceFeatures
 
 _LENGTH_KEYS = {"audio": "audio_lengths", "vision": "vision_lengths"}
 _MASK_KEYS = {"vision": "vision_mask"}  # per-step masks inside the valid length
@@ -296,3 +304,91 @@ def _cleaned(values: np.ndarray) -> np.ndarray:
         return values
     values = values.astype(np.float32, copy=not values.flags.writeable)  # protocol 5: read-only
     return np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing (``mer prepare``)
+
+
+def token_arrays(texts: list[str], tokenizer: Any, max_tokens: int) -> np.ndarray:
+    """``text_bert`` for ``texts``: float32 (N, 3, max_tokens) ids / attention mask / segments."""
+    out = np.zeros((len(texts), 3, max_tokens), np.float32)
+    if not texts:
+        return out
+    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=max_tokens)
+    for row, key in enumerate(("input_ids", "attention_mask", "token_type_ids")):
+        if key in encoded:
+            out[:, row] = np.asarray(encoded[key], np.float32)[:, :max_tokens]
+    return out
+
+
+def _annotation(label: float) -> str:
+    return "Positive" if label > 0 else "Negative" if label < 0 else "Neutral"
+
+
+def split_arrays(
+    rows: Sequence[tuple[Clip, UtteranceFeatures]],
+    n_audio: int,
+    n_vision: int,
+    tokenizer: Any,
+    max_tokens: int,
+) -> dict[str, np.ndarray]:
+    """One split in the MMSA layout, audio/vision zero-padded to ``n_audio``/``n_vision``."""
+    n = len(rows)
+    audio = np.zeros((n, n_audio, D_AUDIO), np.float32)
+    vision = np.zeros((n, n_vision, D_VISION), np.float32)
+    vision_mask = np.zeros((n, n_vision), bool)
+    audio_lengths = np.zeros(n, np.int64)
+    vision_lengths = np.zeros(n, np.int64)
+    for i, (_, u) in enumerate(rows):
+        audio_lengths[i], vision_lengths[i] = len(u.audio), len(u.vision)
+        audio[i, : len(u.audio)] = u.audio
+        vision[i, : len(u.vision)] = u.vision
+        vision_mask[i, : len(u.vision_mask)] = u.vision_mask
+    texts = [clip.text for clip, _ in rows]
+    labels = [clip.label for clip, _ in rows]
+    return {
+        "raw_text": np.array(texts, dtype=str),
+        "text_bert": token_arrays(texts, tokenizer, max_tokens),
+        "audio": audio,
+        "vision": vision,
+        "audio_lengths": audio_lengths,
+        "vision_lengths": vision_lengths,
+        "vision_mask": vision_mask,
+        "id": np.array([clip.id for clip, _ in rows], dtype=str),
+        "regression_labels": np.array(labels, np.float32),
+        "annotations": np.array([_annotation(y) for y in labels], dtype=str),
+    }
+
+
+def build_dataset(
+    rows: Sequence[tuple[Clip, UtteranceFeatures]],
+    feature_profile: dict[str, Any],
+    tokenizer: Any,
+    max_tokens: int,
+) -> dict[str, Any]:
+    """A pickle's content: the three splits of ``rows`` (by ``clip.split``) plus
+    ``feature_profile``; audio/vision zero-padded to the longest clip."""
+    n_audio = max([len(u.audio) for _, u in rows] + [1])
+    n_vision = max([len(u.vision) for _, u in rows] + [1])
+    data: dict[str, Any] = {
+        split: split_arrays(
+            [(c, u) for c, u in rows if c.split == split],
+            n_audio,
+            n_vision,
+            tokenizer,
+            max_tokens,
+        )
+        for split in SPLITS
+    }
+    data["feature_profile"] = feature_profile
+    return data
+
+
+def write_mmsa(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` (see :func:`build_dataset`) as a pickle at ``path``, atomically."""
+    import pickle
+
+    from mercli.atomic import write_atomically
+
+    return write_atomically(path, lambda f: pickle.dump(data, f, protocol=4))

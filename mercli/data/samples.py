@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mercli.config import Task
-from mercli.schema import MODALITIES, Batch
+from mercli.schema import MAX_TEXT_TOKENS, MODALITIES, Batch
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Collator:
 
     task: Task = "regression"
     tokenizer: Any = field(default=None, compare=False)
-    max_text_tokens: int = 50
+    max_text_tokens: int = MAX_TEXT_TOKENS
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         inputs: dict[str, torch.Tensor] = {}

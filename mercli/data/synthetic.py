@@ -1,8 +1,9 @@
 """Small files with the exact layout of the benchmark data, for tests and smoke runs.
 
-:func:`write_mmsa_pickle` writes an MMSA pickle shaped like CMU-MOSI or CMU-MOSEI (DESIGN.md
-section 4) and :func:`write_urfunny_pickles` a folder of UR-FUNNY pickles. Steps past each recorded
-length hold garbage (large values and ``-inf``), as real padding may, so masking is exercised.
+:func:`write_mmsa_pickle` writes an MMSA pickle shaped like CMU-MOSI or CMU-MOSEI (MMSA's
+``unaligned_50.pkl`` layout, :mod:`mercli.data.mmsa`) and :func:`write_urfunny_pickles` a folder
+of UR-FUNNY pickles. Steps past each recorded length hold garbage (large values and ``-inf``),
+as real padding may, so masking is exercised.
 With ``signal=True`` the label is learnable from all three modalities: a direction in the text
 states, one audio channel and one vision channel, averaged over valid steps.
 """

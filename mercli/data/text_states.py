@@ -19,6 +19,7 @@ import torch
 from mercli.atomic import write_atomically
 from mercli.data import SplitDatasets
 from mercli.data.samples import Collator, ListDataset, tokenize
+from mercli.schema import MAX_TEXT_TOKENS
 
 
 def cache_dir() -> Path:
@@ -38,7 +39,7 @@ def encode_texts(
     texts: list[str],
     backbone: Any,
     tokenizer: Any,
-    max_tokens: int = 50,
+    max_tokens: int = MAX_TEXT_TOKENS,
     batch_size: int = 64,
     device: str = "cpu",
 ) -> list[np.ndarray]:
@@ -62,7 +63,7 @@ def encode_texts(
 def cached_states(
     texts: list[str],
     backbone_name: str,
-    max_tokens: int = 50,
+    max_tokens: int = MAX_TEXT_TOKENS,
     device: str = "cpu",
     log: Any = None,
 ) -> list[np.ndarray]:
@@ -92,7 +93,7 @@ def cached_states(
 def with_text_states(
     data: SplitDatasets,
     backbone_name: str,
-    max_tokens: int = 50,
+    max_tokens: int = MAX_TEXT_TOKENS,
     device: str = "cpu",
     log: Any = None,
 ) -> SplitDatasets:

@@ -1,4 +1,4 @@
-"""UR-FUNNY from the dataset's own pickles (DESIGN.md section 4): humour on the punchline.
+"""UR-FUNNY from the ``*.pkl`` files of its release: humour on the punchline.
 
 A folder with ``data_folds.pkl`` ({train, dev, test: [ids]}), ``humor_label_sdk.pkl`` ({id: 0/1}),
 ``covarep_features_sdk.pkl`` and ``openface_features_sdk.pkl`` ({id: {punchline_features
@@ -23,6 +23,7 @@ from mercli.config import DatasetInfo
 from mercli.data import D_TOKEN_PLACEHOLDER, DatasetError, SplitDatasets, TextSource
 from mercli.data.safe_pickle import load_pickle
 from mercli.data.samples import Collator, ListDataset, Sample
+from mercli.schema import MAX_TEXT_TOKENS
 
 _FOLDS = {"train": "train", "dev": "valid", "valid": "valid", "test": "test"}
 _FEATURE_FILES = {"audio": "covarep_features_sdk.pkl", "vision": "openface_features_sdk.pkl"}
@@ -35,7 +36,7 @@ def load_urfunny(
     use_context: bool = False,
     max_words: int = 64,
     tokenizer: Any = None,
-    max_text_tokens: int = 50,
+    max_text_tokens: int = MAX_TEXT_TOKENS,
 ) -> SplitDatasets:
     """Load UR-FUNNY V1 or V2 from its pickles.
 

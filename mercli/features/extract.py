@@ -8,6 +8,10 @@
 
 :func:`extract` runs them all and returns a :class:`MediaFeatures`. No stage holds every frame:
 memory holds the frames of one utterance window (at most ``max_utterance_s * fps``).
+
+Whole-clip mode (``ExtractConfig.clip_s``, what ``mer prepare`` uses on labelled clips): no ASR;
+one utterance over the first ``clip_s`` seconds, its frames described in windows of
+``DESCRIPTOR_WINDOW_S`` (bounded memory) and concatenated.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ Status = Literal["ok", "no_speech", "no_audio"]
 Transcriber = Callable[[np.ndarray], list[Utterance]]
 DESCRIPTOR_WINDOW_S = 10.0  # without speech, faces are described over chunks this long
 MAX_UNKNOWN_DURATION_S = 4 * 3600.0  # chunks cover this much when the container has no duration
+CLIP_SCOPE = "prepare-clip-v1"  # cache scope of whole-clip features (see ExtractConfig.clip_s)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class ExtractConfig:
     device: str = "cpu"  # where Whisper, MTCNN and the expression net run
     use_speakers: bool = False  # diarize: a speaker per utterance, cut at changes of speaker
     n_speakers: int | None = None  # with use_speakers: how many voices (None: decide)
+    clip_s: float | None = None  # whole-clip mode: one utterance over the first clip_s seconds
 
     def __post_init__(self) -> None:
         if self.n_speakers is not None and self.n_speakers < 1:
@@ -59,6 +65,30 @@ class ExtractConfig:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.hop_s <= 0:
             raise ValueError(f"hop_s must be positive, got {self.hop_s}")
+        if self.clip_s is not None and self.clip_s <= 0:
+            raise ValueError(f"clip_s must be positive, got {self.clip_s}")
+
+    @property
+    def cache_scope(self) -> str:
+        """The kind of extraction, part of the cache key: whole-clip features are not
+        per-utterance ones (empty for per-utterance extraction)."""
+        return "" if self.clip_s is None else f"{CLIP_SCOPE}:max_clip_s={self.clip_s:g}"
+
+    @classmethod
+    def for_profile(
+        cls, profile: dict[str, Any] | None, fps: float | None = None, **fields: Any
+    ) -> ExtractConfig:
+        """The settings that make a checkpoint's features: the profile's frame rate and hop
+        (``fps`` overrides the frame rate when given), the rest from ``fields`` or defaults."""
+        profile = profile or {}
+        vision, audio = profile.get("vision"), profile.get("audio")
+        vision = vision if isinstance(vision, dict) else {}
+        audio = audio if isinstance(audio, dict) else {}
+        return cls(
+            fps=fps or vision.get("fps") or DEFAULT_FPS,
+            hop_s=audio.get("hop_s") or DEFAULT_HOP_S,
+            **fields,
+        )
 
     def cache_fields(self) -> dict[str, Any]:
         """What changes the features (the device does not)."""
@@ -67,6 +97,7 @@ class ExtractConfig:
         if not self.use_speakers:  # keys of files analysed without speakers stay as they were
             fields.pop("use_speakers")
             fields.pop("n_speakers")
+        fields.pop("clip_s")  # in cache_scope
         if os.path.isfile(self.whisper):  # a checkpoint path: its identity is its size and age
             stat = os.stat(self.whisper)
             fields["whisper"] = f"{os.path.abspath(self.whisper)}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -315,7 +346,7 @@ def extract(
     front_end: FrontEnd | None = None,
     sha256: str = "",
 ) -> MediaFeatures:
-    """Decode, transcribe and describe one media file (no cache: see :mod:`mercli.cache`).
+    """Decode, transcribe and describe one media file (no cache: see :mod:`mercli.features.cache`).
 
     Args:
         path: an audio or video file.
@@ -323,8 +354,12 @@ def extract(
         front_end: loaded models to reuse across files (default: loaded on first use).
         sha256: the content digest, recorded in the result.
 
+    In whole-clip mode (``config.clip_s``) the result holds one utterance, text empty, over
+    the first ``clip_s`` seconds, and ``duration_s`` is the clip's full length.
+
     Raises:
-        MediaError: the file is missing or cannot be decoded.
+        MediaError: the file is missing or cannot be decoded; in whole-clip mode also a file
+            without audio samples.
     """
     from mercli.features.media import probe
 
@@ -332,11 +367,22 @@ def extract(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     info = probe(path)
+    if config.clip_s is not None and not info.has_audio:
+        raise MediaError(path, "no audio stream" + (" (video only)" if info.has_video else ""))
     if not info.has_audio and not info.has_video:
         raise MediaError(path, "no audio or video stream")
     audio = decode_audio(path, info)
     timings["decode"] = time.perf_counter() - started
-    utterances = _transcribed(audio, front_end, timings)
+    duration_s = info.duration_s
+    clip_s = config.clip_s
+    if clip_s is not None:
+        if audio is None or audio.size == 0:
+            raise MediaError(path, "the audio stream holds no samples")
+        audio_s = len(audio) / SAMPLE_RATE_HZ
+        duration_s = max(audio_s, info.duration_s or 0.0)
+        utterances = [Utterance(0.0, min(audio_s, clip_s), "")]
+    else:
+        utterances = _transcribed(audio, front_end, timings)
     speakers: list[str | None] = [None] * len(utterances)
     if config.use_speakers and audio is not None and utterances:
         utterances, speakers = _diarized(audio, utterances, config, timings)
@@ -348,7 +394,7 @@ def extract(
         path=str(path),
         sha256=sha256,
         status=status,
-        duration_s=info.duration_s,
+        duration_s=duration_s,
         has_audio=info.has_audio,
         has_video=info.has_video,
         timings_s=timings,
@@ -356,8 +402,10 @@ def extract(
     result.utterances = _with_audio(utterances, audio, config, timings)
     for u, speaker in zip(result.utterances, speakers, strict=True):
         u.speaker = speaker
+    if clip_s is not None and duration_s is not None:  # the clip's span (audio may end early)
+        result.utterances[0].end_s = min(duration_s, clip_s)
     if info.has_video and config.use_faces:
-        _add_vision(result, path, front_end, timings)
+        _add_vision(result, path, front_end, timings, whole_clip=config.clip_s is not None)
     return result
 
 
@@ -417,9 +465,11 @@ def _add_vision(
     path: str | os.PathLike[str],
     front_end: FrontEnd,
     timings: dict[str, float],
+    whole_clip: bool = False,
 ) -> None:
     """Face features per utterance; without utterances, over the whole file (in chunks of
-    ``DESCRIPTOR_WINDOW_S``, so memory stays bounded) for the file's descriptors."""
+    ``DESCRIPTOR_WINDOW_S``, so memory stays bounded) for the file's descriptors. In whole-clip
+    mode the clip's utterance is described in such chunks too, concatenated."""
     started = time.perf_counter()
     windows = [(u.start_s, u.end_s) for u in result.utterances]
     if not windows:
@@ -429,18 +479,30 @@ def _add_vision(
             (k * DESCRIPTOR_WINDOW_S, (k + 1) * DESCRIPTOR_WINDOW_S) for k in range(n_windows)
         ]
     speakers = [u.speaker for u in result.utterances]
-    if len({s for s in speakers if s is not None}) > 1:  # each speaker's own face
-        from mercli.features.speaker_faces import speaker_vision
-
-        visuals = speaker_vision(path, windows, speakers, front_end)
-    else:
+    if whole_clip:
+        (start_s, end_s), *_ = windows
+        windows = _chunks(start_s, end_s)
         visuals = utterance_vision(path, windows, front_end)
-    for u, visual in zip(result.utterances, visuals, strict=False):
-        u.vision, u.vision_mask = visual.features, visual.mask
-        u.face_coverage = visual.face_coverage
+        u = result.utterances[0]
+        u.vision = np.concatenate([v.features for v in visuals]).astype(np.float32)
+        u.vision_mask = np.concatenate([v.mask for v in visuals]).astype(bool)
+        u.face_coverage = float(u.vision_mask.mean()) if len(u.vision_mask) else 0.0
         u.expression, u.expression_prob = dominant_expression(
-            [visual.expression_probs[visual.mask]]
+            [v.expression_probs[v.mask] for v in visuals]
         )
+    else:
+        if len({s for s in speakers if s is not None}) > 1:  # each speaker's own face
+            from mercli.features.speaker_faces import speaker_vision
+
+            visuals = speaker_vision(path, windows, speakers, front_end)
+        else:
+            visuals = utterance_vision(path, windows, front_end)
+        for u, visual in zip(result.utterances, visuals, strict=False):
+            u.vision, u.vision_mask = visual.features, visual.mask
+            u.face_coverage = visual.face_coverage
+            u.expression, u.expression_prob = dominant_expression(
+                [visual.expression_probs[visual.mask]]
+            )
     result.frame_times_s = np.concatenate([v.times_s for v in visuals])
     result.frame_mask = np.concatenate([v.mask for v in visuals]).astype(bool)
     result.face_coverage = float(result.frame_mask.mean()) if len(result.frame_mask) else 0.0
@@ -448,6 +510,15 @@ def _add_vision(
         [v.expression_probs[v.mask] for v in visuals]
     )
     timings["faces"] = time.perf_counter() - started
+
+
+def _chunks(start_s: float, end_s: float) -> list[tuple[float, float]]:
+    """``[start_s, end_s)`` cut into windows of at most ``DESCRIPTOR_WINDOW_S``."""
+    n_windows = max(1, int(np.ceil((end_s - start_s) / DESCRIPTOR_WINDOW_S)))
+    return [
+        (start_s + k * DESCRIPTOR_WINDOW_S, min(start_s + (k + 1) * DESCRIPTOR_WINDOW_S, end_s))
+        for k in range(n_windows)
+    ]
 
 
 def dominant_expression(probs: Sequence[np.ndarray]) -> tuple[str | None, float | None]:

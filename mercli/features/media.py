@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -26,6 +26,32 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16000  # what Whisper and the acoustic features expect
+
+
+MEDIA_EXTENSIONS = frozenset(
+    [
+        *(".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv"),
+        *(".3gp", ".ts", ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".wma"),
+    ]
+)
+
+
+def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given, and the media files (by extension) inside directories, recursively.
+
+    Paths that do not exist are kept, so that they get an ``unreadable`` status of their own.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(
+                sorted(
+                    f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS
+                )
+            )
+        else:
+            out.append(p)
+    return out
 
 
 class MediaError(Exception):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mercli.features.acoustic import D_AUDIO
-from mercli.schema import MODALITIES
+from mercli.schema import MAX_TEXT_TOKENS, MODALITIES
 
 RAW_PROFILE_NAME = "mer-raw-v1"
 TEXT_ONLY_PROFILE_NAME = "text-only"
@@ -119,6 +119,12 @@ def _check_raw(profile: dict[str, Any], modalities: tuple[str, ...]) -> None:
             f"this checkpoint's features differ from what this version of mer computes: "
             f"{'; '.join(differences)}; re-extract with `mer prepare` and retrain"
         )
+
+
+def max_text_tokens(profile: dict[str, Any] | None) -> int:
+    """The tokenizer truncation a profile records (``text.max_tokens``), else the default."""
+    text = (profile or {}).get("text")
+    return int((text if isinstance(text, dict) else {}).get("max_tokens") or MAX_TEXT_TOKENS)
 
 
 def uses_only_text(profile: dict[str, Any]) -> bool:

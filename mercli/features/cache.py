@@ -69,24 +69,22 @@ def extractor_versions() -> dict[str, str]:
     return versions
 
 
-def cache_key(sha256: str, config: ExtractConfig, scope: str = "") -> str:
-    """Hex digest of the media content hash, the settings and the extractor versions.
-
-    ``scope`` names another kind of extraction of the same file (``mer prepare``'s whole-clip
-    features are not ``analyze``'s per-utterance ones); empty for ``analyze``.
-    """
+def cache_key(sha256: str, config: ExtractConfig) -> str:
+    """Hex digest of the media content hash, the settings, the kind of extraction
+    (``config.cache_scope``: whole-clip features are not per-utterance ones) and the extractor
+    versions."""
     identity: dict[str, Any] = {
         "media": sha256,
         "config": config.cache_fields(),
         "versions": extractor_versions(),
     }
-    if scope:
-        identity["scope"] = scope
+    if config.cache_scope:
+        identity["scope"] = config.cache_scope
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def cache_path(sha256: str, config: ExtractConfig, scope: str = "") -> Path:
-    return cache_dir() / f"{cache_key(sha256, config, scope)}.npz"
+def cache_path(sha256: str, config: ExtractConfig) -> Path:
+    return cache_dir() / f"{cache_key(sha256, config)}.npz"
 
 
 def cached_extract(
@@ -94,7 +92,6 @@ def cached_extract(
     config: ExtractConfig,
     extract: Callable[[str | os.PathLike[str], ExtractConfig, str], MediaFeatures],
     use_cache: bool = True,
-    scope: str = "",
 ) -> tuple[MediaFeatures, bool]:
     """Features of ``path`` from the cache, else from ``extract`` (then stored).
 
@@ -103,7 +100,6 @@ def cached_extract(
         config: front-end settings (part of the key).
         extract: ``(path, config, sha256) -> MediaFeatures``, run on a miss.
         use_cache: False skips both reading and writing the cache.
-        scope: the kind of extraction, part of the key (see :func:`cache_key`).
 
     Returns:
         (features, whether they came from the cache).
@@ -111,7 +107,7 @@ def cached_extract(
     sha256 = file_sha256(path)
     if not use_cache:
         return extract(path, config, sha256), False
-    entry = cache_path(sha256, config, scope)
+    entry = cache_path(sha256, config)
     if entry.is_file():
         try:
             features = read_features(entry)
