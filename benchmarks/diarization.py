@@ -238,7 +238,6 @@ def face_sides(path: Path, reference: list, front_end) -> dict:
 def _analyzer(checkpoint: str | None, config):
     """The packaged model, else a random one of the full architecture (as analyze_speed.py)."""
     from mercli.checkpoint import load_model
-
     from mercli.pipeline import Analyzer
 
     sys.path.insert(0, str(ROOT / "benchmarks"))

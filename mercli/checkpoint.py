@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from mercli.atomic import write_atomically
+from mercli.atomic import commit_folder, staging_folder
+from mercli.jsontext import dumps
 from mercli.schema import MAX_TEXT_TOKENS
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -64,23 +67,44 @@ def _stored_state(model: Any) -> dict[str, Any]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def save_checkpoint(model: Any, directory: str | Path, meta: CheckpointMeta | None = None) -> Path:
-    """Write ``model`` (an :class:`EmotionModel`) and ``meta`` into ``directory``.
+def save_checkpoint(
+    model: Any,
+    directory: str | Path,
+    meta: CheckpointMeta | None = None,
+    extra_files: Mapping[str, Callable[[IO[bytes]], Any]] | None = None,
+) -> Path:
+    """Write ``model`` (an :class:`EmotionModel`), ``meta`` and ``extra_files`` as ``directory``.
 
-    Each file is written to a temporary name first and then renamed, so a crash leaves the
-    previous checkpoint whole.
+    All files are written into a staging folder beside ``directory``, flushed to disk and
+    swapped in as one set (:func:`mercli.atomic.commit_folder`): a kill at any point leaves the
+    previous set whole or the new one whole, never weights of one epoch with the optimizer state
+    of another.
+
+    Args:
+        extra_files: file name -> a function writing its bytes (``trainer_state.pt``).
     """
     from safetensors.torch import save
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     meta = meta or CheckpointMeta(model_config=model.config.to_dict())
     meta.model_config = model.config.to_dict()
     meta.versions = _versions()
     weights = save(_stored_state(model))
-    write_atomically(directory / WEIGHTS_FILE, lambda f: f.write(weights))
-    text = json.dumps(meta.__dict__, indent=2, sort_keys=True, default=_json_default)
-    write_atomically(directory / META_FILE, lambda f: f.write(text.encode()))
+    text = dumps(meta.__dict__, indent=2, sort_keys=True, default=_json_default)
+    staged = staging_folder(directory)
+    try:
+        (staged / WEIGHTS_FILE).write_bytes(weights)
+        (staged / META_FILE).write_text(text)
+        for name, write in (extra_files or {}).items():
+            with open(staged / name, "wb") as f:
+                write(f)
+        for p in staged.iterdir():
+            p.chmod(0o644)
+        staged.chmod(0o755)
+        commit_folder(staged, directory)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     return directory
 
 
@@ -104,7 +128,112 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
     if not isinstance(data, dict) or "model_config" not in data:
         raise CheckpointError(f"{path}: no 'model_config' entry")
     known = set(CheckpointMeta.__dataclass_fields__)
-    return CheckpointMeta(**{k: v for k, v in data.items() if k in known})
+    fields = {k: v for k, v in data.items() if k in known}
+    for key in ("feature_profile", "metrics", "extra", "versions"):
+        if fields.get(key, {}) is None:
+            fields[key] = {}  # null: nothing recorded
+    for key, value in fields.items():
+        if not isinstance(value, dict) and not (key == "train_config" and value is None):
+            raise CheckpointError(
+                f"{path}: '{key}' must be a JSON object, found {type(value).__name__}"
+            )
+    return CheckpointMeta(**fields)
+
+
+# Bounds on the numbers a checkpoint's model config may carry: a crafted checkpoint.json
+# (d_mic: 1e7) must not allocate until the machine runs out of memory.
+MAX_CONFIG_INT = 65536
+
+
+def _config_problem(cls: type, data: dict[str, Any], where: str) -> str | None:
+    """The first value of ``data`` whose type or size does not fit field of ``cls``, or None."""
+    import dataclasses
+    import math
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, hint, name = data[f.name], hints[f.name], f"{where}{f.name}"
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                return f"{name} must be an object, found {value!r:.40}"
+            problem = _config_problem(hint, value, f"{name}.")  # type: ignore[arg-type]
+            if problem:
+                return problem
+        elif hint is bool:
+            if not isinstance(value, bool):
+                return f"{name} must be true or false, found {value!r:.40}"
+        elif hint is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"{name} must be an integer, found {value!r:.40}"
+            if not 0 <= value <= MAX_CONFIG_INT:
+                return f"{name} = {value} is outside [0, {MAX_CONFIG_INT}]"
+        elif hint is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return f"{name} must be a number, found {value!r:.40}"
+            if not math.isfinite(value) or abs(value) > MAX_CONFIG_INT:
+                return f"{name} = {value} is not a finite number of sensible size"
+        elif typing.get_origin(hint) is typing.Literal:
+            if value not in typing.get_args(hint):
+                return f"{name} must be one of {', '.join(map(str, typing.get_args(hint)))}"
+        elif typing.get_origin(hint) is tuple:
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                return f"{name} must be a list of names, found {value!r:.40}"
+        elif str in typing.get_args(hint) and not (value is None or isinstance(value, str)):
+            return f"{name} must be a string or null, found {value!r:.40}"
+    return None
+
+
+def model_config_of(directory: str | Path, meta: CheckpointMeta) -> Any:
+    """The :class:`~mercli.config.ModelConfig` a checkpoint's metadata describes, checked.
+
+    Raises:
+        CheckpointError: a value of the wrong type or out of bounds, or a config mer refuses,
+            naming the file and the field.
+    """
+    from mercli.config import ModelConfig
+
+    path = Path(directory) / META_FILE
+    raw = meta.model_config
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: model_config must be a JSON object")
+    problem = _config_problem(ModelConfig, raw, "model_config.")
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    try:
+        return ModelConfig.from_dict(raw)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise CheckpointError(f"{path}: bad model_config ({err})") from err
+
+
+def _check_size(config: Any, weights: Path) -> None:
+    """Refuse a config that describes more parameters than the weights file holds, before any
+    memory is given to it (the model is first built on the ``meta`` device: shapes only)."""
+    from dataclasses import replace
+
+    import torch
+    from safetensors import safe_open
+
+    from mercli.model import EmotionModel
+
+    with safe_open(str(weights), framework="pt") as f:  # reads the header, not the tensors
+        stored = 0
+        for key in f.keys():  # noqa: SIM118  safe_open has no __iter__
+            n = 1
+            for d in f.get_slice(key).get_shape():
+                n *= int(d)
+            stored += n
+    with torch.device("meta"):
+        described = sum(
+            p.numel() for p in EmotionModel(replace(config, text_backbone=None)).parameters()
+        )
+    if described > stored:
+        raise CheckpointError(
+            f"{weights.parent / META_FILE}: model_config describes {described:,} parameters but "
+            f"{weights.name} holds {stored:,} values; the config does not belong to these weights"
+        )
 
 
 def load_checkpoint(
@@ -117,16 +246,13 @@ def load_checkpoint(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from mercli.config import ModelConfig
     from mercli.model import EmotionModel
 
     meta = meta or read_meta(directory)
-    try:
-        config = ModelConfig.from_dict(meta.model_config)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{directory}/{META_FILE}: bad model_config ({err})") from err
+    config = model_config_of(directory, meta)
     weights = Path(directory) / WEIGHTS_FILE
     try:
+        _check_size(config, weights)
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: unreadable weights ({err})") from err

@@ -183,9 +183,11 @@ def run(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and test once per seed; write ``out_dir/results.json``; return its content."""
+    from mercli.data import require_splits
     from mercli.train import fit, world
 
     data = load_data(spec, log)
+    require_splits(data, spec.path)
     config = model_config_for(preset, spec, data.info, data.feature_profile)
     profile = feature_profile(spec, config, data.feature_profile)
     meta = CheckpointMeta(model_config={}, feature_profile=profile)
@@ -249,8 +251,9 @@ def _read_results(out_dir: Path) -> dict[str, Any]:
 
 def _write_results(out_dir: Path, results: dict[str, Any]) -> None:
     from mercli.atomic import write_atomically
+    from mercli.jsontext import dumps
 
-    text = json.dumps(results, indent=2, default=_plain)
+    text = dumps(results, indent=2, default=_plain)
     write_atomically(out_dir / RESULTS_FILE, lambda f: f.write(text.encode()))
 
 

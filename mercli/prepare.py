@@ -30,7 +30,6 @@ The writer is :func:`mercli.data.mmsa.build_dataset`, beside the reader.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,7 @@ from mercli.engine import EngineConfig
 from mercli.features.extract import ExtractConfig, FrontEnd, MediaFeatures, UtteranceFeatures
 from mercli.features.media import MediaError
 from mercli.features.profile import raw_profile
+from mercli.jsontext import dumps
 from mercli.schema import MAX_TEXT_TOKENS
 
 MAX_CLIP_S = 20.0  # longer clips are truncated (see the module docstring)
@@ -265,7 +265,7 @@ def prepare(
         if clip.id in seen:
             outcomes[i] = ClipOutcome(reason="duplicate id: listed earlier in the label CSV")
         elif clip.path is None:
-            outcomes[i] = ClipOutcome(reason=finder.not_found(clip.id))
+            outcomes[i] = ClipOutcome(reason=finder.unsafe(clip.id) or finder.not_found(clip.id))
         else:
             todo.append(i)
         seen.add(clip.id)
@@ -286,7 +286,7 @@ def prepare(
         data = build_dataset(rows, config.feature_profile(), tokenizer, config.max_text_tokens)
         write_mmsa(out, data)
     report.seconds = time.perf_counter() - started
-    text = json.dumps(report.to_dict(), indent=2)
+    text = dumps(report.to_dict(), indent=2)
     write_atomically(report_path(out), lambda f: f.write(text.encode() + b"\n"))
     return report
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mercli.atomic import write_atomically
-from mercli.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from mercli.atomic import recover_folder
+from mercli.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
 from mercli.config import LossWeights, ModelConfig, TrainConfig
 from mercli.losses import total_loss
 from mercli.metrics import compute_metrics
@@ -327,6 +327,8 @@ def fit(
     model = EmotionModel(config).to(device)
     optimizer = configure_optimizer(model, cfg)
     state = FitState()
+    if resume:
+        recover_folder(out_dir / "last")  # a kill during the last save: the whole earlier set
     if resume and (out_dir / "last" / RESUME_FILE).is_file():
         state = _restore(model, optimizer, out_dir / "last", device)
         log(f"resuming seed {seed} after epoch {state.epoch}")
@@ -451,23 +453,46 @@ def _save_state(
     config: ModelConfig,
     cfg: TrainConfig,
 ) -> None:
-    save_checkpoint(model, directory, _with_metrics(meta, config, cfg, {}, "valid"))
     payload = {
         "optimizer": optimizer.state_dict(),
         "state": {**asdict(state), "history": [asdict(h) for h in state.history]},
         "rng": {"torch": torch.get_rng_state()},  # dropout masks; loaders are seeded per epoch
     }
-    write_atomically(directory / RESUME_FILE, lambda f: torch.save(payload, f))
+    # weights, metadata and trainer state are committed together: one epoch's, all of them
+    save_checkpoint(
+        model,
+        directory,
+        _with_metrics(meta, config, cfg, {}, "valid"),
+        extra_files={RESUME_FILE: lambda f: torch.save(payload, f)},
+    )
 
 
 def _restore(
     model: EmotionModel, optimizer: torch.optim.Optimizer, directory: Path, device: str
 ) -> FitState:
+    """The model, optimizer and loop state of ``directory`` (``last/``).
+
+    Raises:
+        CheckpointError: the set is damaged (truncated, not written by mer, or of another model),
+            naming the file.
+    """
     last, _ = load_checkpoint(directory, device)
     model.load_state_dict(last.state_dict())
-    payload = torch.load(directory / RESUME_FILE, map_location=device, weights_only=True)
-    optimizer.load_state_dict(payload["optimizer"])
-    torch.set_rng_state(payload["rng"]["torch"].cpu())
-    raw = payload["state"]
-    history = [EpochLog(**h) for h in raw.pop("history")]
-    return FitState(**raw, history=history)
+    path = directory / RESUME_FILE
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+        optimizer.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["rng"]["torch"].cpu())
+        raw = dict(payload["state"])
+        history = [EpochLog(**h) for h in raw.pop("history")]
+        return FitState(**raw, history=history)
+    except Exception as error:  # any damage: unpickling refused, keys or shapes wrong
+        raise CheckpointError(
+            f"{path}: cannot resume from it ({type(error).__name__}: {_first_line(error)}); "
+            "delete the run folder's last/ to start over"
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else "no details"

@@ -271,3 +271,45 @@ def test_a_checkpoint_that_fails_to_load_is_a_one_line_error(
     result = run(videos[0], "--checkpoint", models["all"])
     assert result.exit_code == 1
     assert "truncated" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option", ["--out", "--plot"])
+def test_unwritable_output_fails_before_any_media_work(
+    extractor, models, videos, tmp_path, option
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run(*videos, "--checkpoint", models["all"], option, blocker / "r.out")
+    assert result.exit_code == 1 and extractor.calls == 0
+    assert "cannot write the" in result.stderr and str(blocker / "r.out") in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_disk_full_at_the_end_leaves_no_partial_file(
+    extractor, models, videos, tmp_path, monkeypatch
+) -> None:
+    import os
+
+    out = tmp_path / "r.json"
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if os.fstat(fd).st_size > 0:  # the document: written in part, then the disk is full
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr("mercli.atomic.os.fsync", full)
+    result = run(*videos, "--checkpoint", models["all"], "--out", out)
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert str(out) in result.stderr and "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.glob(".r.json*"))
+
+
+def test_extract_checks_its_output_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr("mercli.features.extract.extract", lambda *a, **k: calls.append(a))
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"x")
+    result = CliRunner().invoke(cli, ["extract", str(clip), "-o", str(clip / "f.npz")])
+    assert result.exit_code == 1 and "cannot write the feature file" in result.stderr
+    assert not calls

@@ -285,6 +285,25 @@ MALFORMED = {
             lambda s: np.where(np.arange(len(s["id"])) == 1, np.nan, s["regression_labels"]),
         ),
     ),
+    "inf label": (
+        "valid",
+        "regression_labels",
+        _set(
+            "valid",
+            "regression_labels",
+            lambda s: np.where(np.arange(len(s["id"])) == 0, np.inf, s["regression_labels"]),
+        ),
+    ),
+    "labels x100": (
+        "train",
+        "regression_labels",
+        _set("train", "regression_labels", lambda s: s["regression_labels"] * 100 + 0.5),
+    ),
+    "audio width differs between splits": (
+        "valid",
+        "audio",
+        _set("valid", "audio", lambda s: s["audio"][:, :, :-1]),
+    ),
     "length too long": (
         "train",
         "audio_lengths",
@@ -473,3 +492,46 @@ def test_real_label_csvs_have_the_standard_folds(name: str, sizes: tuple[int, in
     assert min(labels) >= -3 and max(labels) <= 3
     ids = [r.id for rs in rows.values() for r in rs]
     assert len(set(ids)) == len(ids)
+
+
+def test_label_csv_refuses_labels_off_the_sentiment_scale(tmp_path: Path) -> None:
+    from mercli.data import DatasetError
+    from mercli.data.labels_csv import read_label_csv
+
+    path = tmp_path / "label.csv"
+    path.write_text("id,text,label,mode\na_1,fine,1.0,train\na_2,wow,42,train\n")
+    with pytest.raises(DatasetError, match=r"line 3, column 'label': label '42' is outside"):
+        read_label_csv(path)
+
+
+def test_label_csv_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    from mercli.data.labels_csv import read_label_csv
+
+    path = tmp_path / "label.csv"
+    path.write_bytes(b"\xef\xbb\xbfid,text,label,mode\na_1,fine,1.0,train\n")
+    assert read_label_csv(path)["train"][0].id == "a_1"
+
+
+def test_label_csv_not_utf8_is_one_message(tmp_path: Path) -> None:
+    from mercli.data import DatasetError
+    from mercli.data.labels_csv import read_label_csv
+
+    path = tmp_path / "label.csv"
+    path.write_bytes("id,text,label,mode\na_1,caf\u00e9,1.0,train\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"label\.csv: not UTF-8 text"):
+        read_label_csv(path)
+
+
+@pytest.mark.parametrize("empty", ["train", "valid", "test"])
+def test_an_empty_split_is_refused_for_training(tmp_path: Path, empty: str) -> None:
+    from mercli.data import DatasetError, require_splits
+    from mercli.data.labels_csv import load_label_csv
+
+    modes = [m for m in ("train", "valid", "test") if m != empty]
+    path = tmp_path / "label.csv"
+    path.write_text(
+        "id,text,label,mode\n" + "".join(f"a_{i},text,0.5,{m}\n" for i, m in enumerate(modes))
+    )
+    data = load_label_csv(path, tokenizer=None)
+    with pytest.raises(DatasetError, match=f"split '{empty}': the split is empty"):
+        require_splits(data, path)

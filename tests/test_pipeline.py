@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mercli.features.extract import ExtractConfig, assign_frames
+from mercli.features.extract import ExtractConfig, MediaFeatures, assign_frames
 from mercli.features.media import Frame
 from mercli.features.profile import ProfileError, check_profile, raw_profile
 from tests.fakes import CountingTranscriber, fake_features, make_media, tiny_models
@@ -353,3 +353,18 @@ def test_demo_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     texts = [u["text"].lower() for u in file["utterances"]]
     assert len(texts) == 2 and "camera" in texts[0] and "disappointed" in texts[1]
     assert file["summary"]["face_coverage"] > 0.9
+
+
+def test_no_frame_sampled_gives_null_face_coverage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image (or a video shorter than a frame step) yields no frame: coverage unknown."""
+    from mercli.features import extract as front
+    from mercli.features.faces import VisualFeatures
+
+    def no_frames(path, windows, front_end, window_features=None):
+        return [VisualFeatures(np.zeros((0, 154), np.float32), np.zeros(0, bool), np.zeros(0))]
+
+    monkeypatch.setattr(front, "utterance_vision", no_frames)
+    result = MediaFeatures("photo.png", "", "no_audio", 0.04, False, True)
+    front._add_vision(result, "photo.png", front.FrontEnd(ExtractConfig()), {})
+    assert result.face_coverage is None and result.expression is None
+    assert len(result.frame_mask) == 0

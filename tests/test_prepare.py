@@ -245,6 +245,24 @@ def test_mosi_style_ids_find_clips(tmp_path: Path) -> None:
     assert finder.find("03bSnISJMiM_2") is None
 
 
+@pytest.mark.parametrize(
+    "id_", ["../../secret$_$x", "../../secret_x", "/abs/secret$_$x", "..$_$secret", "v$_$../x"]
+)
+def test_ids_that_leave_raw_dir_are_refused(tmp_path: Path, id_: str) -> None:
+    from mercli.data.clips import ClipFinder
+
+    raw = tmp_path / "data" / "raw"
+    (raw / "Raw" / "v").mkdir(parents=True)
+    (raw / "Raw" / "v" / "1.mp4").write_bytes(b"x")
+    for secret in (tmp_path / "secret", raw / "secret", raw / "Raw" / "secret", raw / "Raw"):
+        secret.mkdir(parents=True, exist_ok=True)
+        (secret / "x.mp4").write_bytes(b"secret")
+    finder = ClipFinder(raw)
+    assert finder.find(id_) is None
+    assert "names a path outside" in (finder.unsafe(id_) or "")
+    assert finder.unsafe("v$_$1") is None and finder.find("v$_$1") == raw / "Raw" / "v" / "1.mp4"
+
+
 # ---------------------------------------------------------------------------------------------
 # train on it, then analyze with the checkpoint
 
@@ -377,3 +395,58 @@ def test_prepare_crema_d_clips(shared_dir: Path, tmp_path: Path, monkeypatch) ->
     assert json.loads(result.stdout)["from_cache"] == 6
     a, b = pickle.loads(out.read_bytes()), pickle.loads(again.read_bytes())
     np.testing.assert_array_equal(a["train"]["vision"], b["train"]["vision"])
+
+
+WORKER_SCRIPT = """
+import os, signal, sys, time
+from mercli.engine import worker_pool
+
+if __name__ == "__main__":
+    pool = worker_pool(2, os.getpid, ())
+    futures = [pool.submit(time.sleep, 300) for _ in range(2)]
+    while len(pool._processes) < 2:
+        time.sleep(0.1)
+    with open(sys.argv[2], "w") as f:
+        f.write(" ".join(str(pid) for pid in pool._processes))
+    time.sleep(float(sys.argv[1]))  # the workers are started and in their task
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited
+
+
+def test_killed_prepare_leaves_no_worker_alive(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("needs /proc to watch the workers")
+    script = tmp_path / "pool.py"
+    script.write_text(WORKER_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    pid_file = tmp_path / "pids"
+    subprocess.run(  # the workers inherit no pipe of ours: nothing waits for them
+        [sys.executable, str(script), "8", str(pid_file)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        timeout=120,
+    )
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 20
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [p for p in pids if _running(p)]
+    for p in alive:  # do not leave them behind whatever the outcome
+        os.kill(p, 9)
+    assert not alive, "workers outlived the killed parent"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import click
@@ -141,11 +139,13 @@ def analyze(
     from mercli.commands.options import engine_config, resolve_device
     from mercli.features.media import expand_inputs
     from mercli.features.profile import ProfileError, check_profile
+    from mercli.jsontext import dumps
     from mercli.pipeline import Analyzer, analyze_on_engine
 
     if json_ and jsonl:
         raise click.UsageError("choose one of --json and --jsonl")
     engine_setup = engine_config(engine, address, gpus_per_worker, workers)
+    _check_outputs({out: "JSON document", plot: "timeline"})  # before any work
     try:
         found = open_checkpoint(checkpoint)
         check_profile(found.meta.feature_profile)  # before any media work
@@ -178,7 +178,7 @@ def analyze(
             render.analysis_header(analyzer.info)  # once the model (loading meanwhile) is there
         if jsonl:
             for line in result.to_lines(analyzer.info):
-                click.echo(json.dumps(line))
+                click.echo(dumps(line))
         elif not (json_ or out):
             render.analysis(result, analyzer.info)
     _finish(results, analyzer, json_=json_, out=out, plot=plot)
@@ -229,18 +229,39 @@ def _with_speakers(config: Any, value: str) -> Any:
     return replace(config, use_speakers=True, n_speakers=n_speakers)
 
 
+def _check_outputs(outputs: dict[str | None, str]) -> None:
+    """One-line error unless each given output path can be written."""
+    from mercli.atomic import check_writable
+
+    for path, what in outputs.items():
+        if path:
+            try:
+                check_writable(path, what)
+            except ValueError as error:
+                raise click.ClickException(str(error)) from error
+
+
 def _finish(
     results: list[Any], analyzer: Any, *, json_: bool, out: str | None, plot: str | None
 ) -> None:
     from rich.markup import escape
 
     from mercli import render
+    from mercli.atomic import write_atomically
+    from mercli.jsontext import dumps
     from mercli.prediction import analysis_document
 
     if json_ or out:
-        text = json.dumps(analysis_document(analyzer.info, results), indent=2)
+        text = dumps(analysis_document(analyzer.info, results), indent=2)
         if out:
-            Path(out).write_text(text + "\n")
+            try:
+                write_atomically(out, lambda f: f.write(text.encode() + b"\n"))
+            except OSError as error:  # e.g. the disk filled up during the analysis
+                raise click.ClickException(
+                    f"{out}: cannot write the JSON document ({error.strerror or error}); "
+                    "nothing was written, and the features are cached: run again with another "
+                    "--out"
+                ) from error
             render.stderr.print(f"wrote {out}")
         else:
             click.echo(text)
@@ -264,7 +285,13 @@ def _plot(results: list[Any], analyzer: Any, target: str) -> None:
     drawable = [r for r in results if r.is_analysed]
     for result, path in zip(drawable, timeline_paths(target, drawable), strict=True):
         frame_times_s, frame_mask = analyzer.frames.get(result.path, (None, None))
-        plot_timeline(result, path, frame_times_s, frame_mask)
+        try:
+            plot_timeline(result, path, frame_times_s, frame_mask)
+        except OSError as error:  # a full disk: no partial PNG is left
+            path.unlink(missing_ok=True)
+            raise click.ClickException(
+                f"{path}: cannot write the timeline ({error.strerror or error})"
+            ) from error
         render.stderr.print(f"timeline: {path}", highlight=False)
 
 
@@ -297,18 +324,27 @@ def extract(
     from mercli.commands.options import resolve_device
     from mercli.features.cache import write_features
     from mercli.features.media import MediaError
+    from mercli.jsontext import dumps
     from mercli.pipeline import extract as run_extract
 
+    _check_outputs({out: "feature file"})  # before any work
     config = _extract_config(fps, whisper, no_faces, resolve_device(device))
     try:
         with render.stderr.status(f"extracting {video}"):
             features, cached = run_extract(video, config, use_cache=not no_cache)
     except MediaError as error:
         raise click.ClickException(str(error)) from error
-    write_features(features, out)
+    except OSError as error:
+        raise click.ClickException(f"{video}: unreadable ({error.strerror or error})") from error
+    try:
+        write_features(features, out)
+    except OSError as error:
+        raise click.ClickException(
+            f"{out}: cannot write the feature file ({error.strerror or error}); nothing was written"
+        ) from error
     render.stderr.print(f"wrote {out}" + (" (features from cache)" if cached else ""))
     click.echo(
-        json.dumps(
+        dumps(
             {
                 "path": features.path,
                 "status": features.status,

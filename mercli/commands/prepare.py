@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -94,6 +93,7 @@ def prepare(
     from mercli.engine import EngineError
     from mercli.features.extract import ExtractConfig
     from mercli.features.media import FfmpegNotFoundError
+    from mercli.jsontext import dumps
     from mercli.prepare import PrepareConfig, PrepareError, report_path
     from mercli.prepare import prepare as run_prepare
 
@@ -133,7 +133,7 @@ def prepare(
     if report.n_prepared and empty:
         log(f"warning: no clip in split(s) {', '.join(empty)}; `mer train` needs all three")
     if json_:
-        click.echo(json.dumps(report.to_dict()))
+        click.echo(dumps(report.to_dict()))
     if report.n_prepared == 0:
         raise click.ClickException(
             f"no clip could be prepared ({len(report.failed)} failed; see {report_path(out)})"

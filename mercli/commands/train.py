@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from mercli.atomic import check_writable
 from mercli.commands.options import (
     ablation_options,
     build_preset,
@@ -72,13 +73,23 @@ def data_options(func: Any) -> Any:
     help="Freeze the text backbone (its states are computed once) or fine-tune it "
     "[default: fine-tune; frozen for `mer prepare` datasets].",
 )
-@click.option("--epochs", type=int, default=None, help="Maximum epochs (preset: 40).")
 @click.option(
-    "--patience", type=int, default=None, help="Early-stopping patience in epochs (preset: 8)."
+    "--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (preset: 40)."
 )
-@click.option("--batch-size", type=int, default=None, help="Batch size (preset: 32).")
 @click.option(
-    "--lr", type=float, default=None, help="Learning rate of everything but the text backbone."
+    "--patience",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Early-stopping patience in epochs (preset: 8).",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (preset: 32)."
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True, max=10.0),
+    default=None,
+    help="Learning rate of everything but the text backbone.",
 )
 @device_option
 @click.option(
@@ -119,8 +130,10 @@ def train(
 ) -> None:
     """Train and test the model on a benchmark, once per seed; mean +- std of test metrics."""
     from mercli import render
+    from mercli.checkpoint import CheckpointError
     from mercli.data import DatasetError
     from mercli.experiment import DataSpec, run
+    from mercli.jsontext import dumps
     from mercli.train import init_distributed, world
 
     device = resolve_device(device)
@@ -142,8 +155,9 @@ def train(
     spec = DataSpec(dataset, data_path, extra_train, text_backbone, finetune_text=finetune_text)
     out_dir = out_dir or Path("runs") / dataset
     try:
+        check_writable(out_dir / "results.json", "results")
         results = run(chosen, spec, seeds, out_dir, device=device, resume=resume, log=_log)
-    except DatasetError as err:
+    except (DatasetError, CheckpointError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     if world()[0] != 0:
         return
@@ -151,7 +165,7 @@ def train(
     if report_dir is not None:
         _report(spec, results, report_dir, device)
     if json_:
-        click.echo(json.dumps(results["summary"]))
+        click.echo(dumps(results["summary"]))
     else:
         render.metrics_summary(results, title=f"{dataset} test, {len(results['seeds'])} seed(s)")
 
@@ -188,6 +202,7 @@ def evaluate(
     from mercli.checkpoint import CheckpointError, load_checkpoint, open_checkpoint
     from mercli.data import DatasetError
     from mercli.experiment import DataSpec, load_data
+    from mercli.jsontext import dumps
     from mercli.train import branch_metrics, make_loader, predict
 
     device = resolve_device(device)
@@ -199,11 +214,13 @@ def evaluate(
         data = load_data(spec, _log)
     except (CheckpointError, DatasetError) as err:
         raise click.ClickException(str(err)) from err
+    if len(data.split(split)) == 0:
+        raise click.ClickException(f"{data_path}: split {split!r} is empty")
     loader = make_loader(data.split(split), data.collate, 64, shuffle=False, seed=0)
     rows = branch_metrics(predict(model, loader, device), cfg.task)
     if json_:
         # the fused model's metrics at the top level; each SGAFF branch alone beside them
-        click.echo(json.dumps({**rows.pop("fused"), **rows}))
+        click.echo(dumps({**rows.pop("fused"), **rows}))
     else:
         render.metrics_rows(rows, title=f"{checkpoint} on {dataset} {split}")
 
@@ -216,12 +233,23 @@ def compare(a: Path, b: Path, json_: bool) -> None:
     """Paired t-test per test metric between two results.json files, over matching seeds."""
     from mercli import render
     from mercli.experiment import compare as compare_results
+    from mercli.jsontext import dumps
 
+    results = []
+    for path in (a, b):
+        try:
+            results.append(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, OSError) as err:  # not JSON, not UTF-8, unreadable
+            raise click.ClickException(f"{path}: not a readable results file ({err})") from err
+        if not isinstance(results[-1], dict) or not isinstance(results[-1].get("seeds"), dict):
+            raise click.ClickException(
+                f"{path}: not a results.json of `mer train` (no 'seeds' object at the top)"
+            )
     try:
-        rows = compare_results(json.loads(a.read_text()), json.loads(b.read_text()))
-    except (ValueError, KeyError) as err:
-        raise click.ClickException(f"cannot compare {a} and {b}: {err}") from err
+        rows = compare_results(*results)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise click.ClickException(f"cannot compare {a} and {b}: {err!s}") from err
     if json_:
-        click.echo(json.dumps([r.__dict__ for r in rows]))
+        click.echo(dumps([r.__dict__ for r in rows]))
     else:
         render.comparison(rows, str(a), str(b))

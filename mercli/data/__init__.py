@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from mercli.schema import Batch
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+# Sentiment labels of CMU-MOSI/MOSEI (and CH-SIMS, in [-1, 1]) lie on this scale.
+LABEL_RANGE = (-3.0, 3.0)
 # Text width reported for token ids: the model replaces it with its backbone's width.
 D_TOKEN_PLACEHOLDER = 768
 
@@ -88,6 +90,14 @@ class SplitDatasets:
         return getattr(self, name)
 
 
+def require_splits(data: SplitDatasets, path: str | Path) -> None:
+    """Raise :class:`DatasetError` when a split is empty (training would fit or select on
+    nothing, or report metrics of nothing)."""
+    for name in SPLITS:
+        if len(data.split(name)) == 0:
+            raise DatasetError(path, "the split is empty; training needs all three", split=name)
+
+
 def load_dataset(
     kind: DatasetKind,
     path: str | Path,
@@ -141,10 +151,12 @@ def load_dataset(
 
 __all__ = [
     "D_TOKEN_PLACEHOLDER",
+    "LABEL_RANGE",
     "SPLITS",
     "DatasetError",
     "DatasetKind",
     "SplitDatasets",
     "TextSource",
     "load_dataset",
+    "require_splits",
 ]

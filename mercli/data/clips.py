@@ -69,9 +69,31 @@ class ClipFinder:
             pairs += [] if ID_SEPARATOR in id_ else [(self.raw_dir / "Raw", id_)]
         return pairs
 
+    def unsafe(self, id_: str) -> str | None:
+        """Why ``id_`` may not name a file (a path that leaves ``RAW_DIR``), or None.
+
+        The ids come from the CSV: ``../../x`` or ``/etc/x`` must not read files outside the
+        dataset into it. An id part may not be empty, ``.``, ``..``, or hold a path separator.
+        """
+        for part in (id_, *split_id(id_)):
+            if not part:
+                continue
+            if (
+                part in (".", "..")
+                or "/" in part.replace(ID_SEPARATOR, "")
+                or "\\" in part
+                or "\0" in part
+                or Path(part).is_absolute()
+            ):
+                return f"unsafe id {id_!r}: it names a path outside {self.raw_dir}"
+        return None
+
     def find(self, id_: str) -> Path | None:
         """``Raw/<video>/<clip>.*`` then ``<video>/<clip>.*`` (a CMU-MOSI ``id`` may also be a
-        flat ``Raw/<id>.*``); ``.mp4`` first where a stem has several media files."""
+        flat ``Raw/<id>.*``); ``.mp4`` first where a stem has several media files. None for an
+        id that is not there or is :meth:`unsafe`."""
+        if self.unsafe(id_):
+            return None
         for folder, stem in self.candidates(id_):
             found = self._listing(folder).get(stem)
             if found:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mercli.config import DatasetInfo
-from mercli.data import D_TOKEN_PLACEHOLDER, SPLITS, DatasetError, SplitDatasets
+from mercli.data import D_TOKEN_PLACEHOLDER, LABEL_RANGE, SPLITS, DatasetError, SplitDatasets
 from mercli.schema import MAX_TEXT_TOKENS
 
 _MODES = {"train": "train", "dev": "valid", "valid": "valid", "test": "test"}
@@ -39,8 +39,22 @@ def read_label_csv(path: str | Path) -> dict[str, list[LabelledText]]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(path, "no such file")
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError as error:
+        raise DatasetError(
+            path,
+            f"not UTF-8 text (byte {error.object[error.start : error.start + 1]!r} at offset "
+            f"{error.start}); save the CSV as UTF-8",
+        ) from error
+    except csv.Error as error:
+        raise DatasetError(path, f"not a readable CSV ({error})") from error
+
+
+def _read_rows(path: Path) -> dict[str, list[LabelledText]]:
     splits: dict[str, list[LabelledText]] = {split: [] for split in SPLITS}
-    with path.open(newline="", encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         id_columns = _id_columns(path, reader.fieldnames or [])
         for row in reader:
@@ -93,6 +107,14 @@ def _label(path: Path, line: int, value: str) -> float:
     if not math.isfinite(label):
         raise DatasetError(
             path, f"label {value!r} is not a finite number", line=line, column="label"
+        )
+    low, high = LABEL_RANGE
+    if not low <= label <= high:
+        raise DatasetError(
+            path,
+            f"label {value!r} is outside [{low:g}, {high:g}], the sentiment scale",
+            line=line,
+            column="label",
         )
     return label
 

@@ -27,7 +27,14 @@ import torch
 from torch.utils.data import Dataset
 
 from mercli.config import DatasetInfo
-from mercli.data import D_TOKEN_PLACEHOLDER, SPLITS, DatasetError, SplitDatasets, TextSource
+from mercli.data import (
+    D_TOKEN_PLACEHOLDER,
+    LABEL_RANGE,
+    SPLITS,
+    DatasetError,
+    SplitDatasets,
+    TextSource,
+)
 from mercli.data.safe_pickle import load_pickle
 from mercli.data.samples import Collator, Sample
 from mercli.features.acoustic import D_AUDIO
@@ -118,6 +125,7 @@ def load_mmsa(
             )
         text_source = "tokens"
     splits = {split: read_split(path, split, data, text_source) for split in SPLITS}
+    _check_widths(path, splits)
     return SplitDatasets(
         **splits,
         info=dataset_info(name, splits["train"]),
@@ -134,6 +142,21 @@ def _pickle_path(path: Path) -> Path:
         if (path / name).is_file():
             return path / name
     raise DatasetError(path, "folder holds neither unaligned_50.pkl nor aligned_50.pkl")
+
+
+def _check_widths(path: Path, splits: dict[str, MmsaDataset]) -> None:
+    """Every split's features must have the train split's widths (one model reads them all)."""
+    train = splits["train"].features
+    for split, dataset in splits.items():
+        for m, x in dataset.features.items():
+            if x.dtype != train[m].dtype or x.shape[2:] != train[m].shape[2:]:
+                raise DatasetError(
+                    path,
+                    f"{m} features are {tuple(x.shape[2:]) or 'token ids'} wide, but "
+                    f"{tuple(train[m].shape[2:]) or 'token ids'} in the train split",
+                    split=split,
+                    key=m,
+                )
 
 
 def dataset_info(name: str, dataset: MmsaDataset) -> DatasetInfo:
@@ -193,10 +216,20 @@ def read_split(path: Path, split: str, data: dict, text_source: TextSource) -> M
             split=split,
             key="text",
         )
-    if np.isnan(labels).any():
+    if not np.isfinite(labels).all():
         raise DatasetError(
             path,
-            f"{int(np.isnan(labels).sum())} NaN label(s)",
+            f"{int((~np.isfinite(labels)).sum())} label(s) NaN or infinite",
+            split=split,
+            key="regression_labels",
+        )
+    low, high = LABEL_RANGE
+    outside = (labels < low) | (labels > high)
+    if outside.any():
+        raise DatasetError(
+            path,
+            f"{int(outside.sum())} label(s) outside [{low:g}, {high:g}] (e.g. "
+            f"{float(labels[outside][0]):g}): not sentiment scores",
             split=split,
             key="regression_labels",
         )

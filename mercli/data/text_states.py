@@ -7,7 +7,9 @@ texts, and the samples then carry ``(T_i, H)`` float states instead of raw text.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +22,8 @@ from mercli.atomic import write_atomically
 from mercli.data import SplitDatasets
 from mercli.data.samples import Collator, ListDataset, tokenize
 from mercli.schema import MAX_TEXT_TOKENS
+
+_log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -71,10 +75,9 @@ def cached_states(
     from mercli.model.text_backbone import load_backbone, load_tokenizer
 
     path = cache_dir() / f"{_key(backbone_name, texts, max_tokens)}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as stored:
-            flat, offsets = stored["states"], stored["offsets"]
-        return [flat[offsets[i] : offsets[i + 1]] for i in range(len(texts))]
+    cached = _read_states(path, len(texts))
+    if cached is not None:
+        return cached
     if log:
         log(f"encoding {len(texts)} texts with {backbone_name} (once; cached in {path.parent})")
     states = encode_texts(
@@ -86,8 +89,43 @@ def cached_states(
     )
     offsets = np.cumsum([0] + [len(s) for s in states])
     flat = np.concatenate(states)
-    write_atomically(path, lambda f: np.savez(f, states=flat, offsets=offsets))
+    try:
+        write_atomically(path, lambda f: np.savez(f, states=flat, offsets=offsets))
+    except OSError as error:  # read-only or full: the states are used all the same
+        _log.warning(
+            "cannot write the text-state cache in %s (%s); states are not cached",
+            path.parent,
+            error.strerror or type(error).__name__,
+        )
     return states
+
+
+def _read_states(path: Path, n_texts: int) -> list[np.ndarray] | None:
+    """The cached states of ``n_texts`` texts, or None when absent or damaged (then removed,
+    with a warning: they are computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            flat, offsets = np.asarray(stored["states"]), np.asarray(stored["offsets"])
+        if (
+            flat.ndim != 2
+            or offsets.shape != (n_texts + 1,)
+            or offsets[0] != 0
+            or offsets[-1] != len(flat)
+            or np.any(np.diff(offsets) < 0)
+        ):
+            raise ValueError(f"states {flat.shape} and offsets {offsets.shape} do not fit")
+    except Exception as error:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        _log.warning(
+            "text-state cache entry %s is damaged (%s); computing the states again",
+            path,
+            type(error).__name__,
+        )
+        return None
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(n_texts)]
 
 
 def with_text_states(

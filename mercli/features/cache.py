@@ -8,13 +8,18 @@ cannot run code. ``mer extract -o`` writes the same format.
 The cache lives in ``$XDG_CACHE_HOME/mer/features`` (default ``~/.cache/mer/features``), keyed by
 the sha256 of the file's content and of the extractor configuration and versions, so a renamed
 file hits and a changed setting misses. Entries are written atomically (temporary file, then
-``os.replace``), so a crashed run never leaves a half-written entry.
+``os.replace``), so a crashed run never leaves a half-written entry. An entry that cannot be read
+all the same (truncated, bit-flipped, empty: another program, a full disk) is removed and its
+features extracted again; a cache that cannot be written (read-only, full) is a warning, and the
+features computed are used all the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +34,8 @@ from mercli.features.extract import (
     MediaFeatures,
     UtteranceFeatures,
 )
+
+log = logging.getLogger(__name__)
 
 FILE_FORMAT = "mer-features"
 FILE_FORMAT_VERSION = 1
@@ -108,19 +115,58 @@ def cached_extract(
     if not use_cache:
         return extract(path, config, sha256), False
     entry = cache_path(sha256, config)
-    if entry.is_file():
-        try:
-            features = read_features(entry)
-        except (FeatureFileError, OSError, ValueError, KeyError):
-            entry.unlink(missing_ok=True)  # a stale or damaged entry is redone
-        else:
-            features.path = str(path)
-            features.timings_s = {}  # nothing was extracted this time
-            return features, True
+    features = read_entry(entry)
+    if features is not None:
+        features.path = str(path)
+        features.timings_s = {}  # nothing was extracted this time
+        return features, True
     features = extract(path, config, sha256)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    write_features(features, entry)
+    store_entry(features, entry)
     return features, False
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
+
+
+def read_entry(entry: Path) -> MediaFeatures | None:
+    """The features of a cache entry, or None when there is none or it cannot be read (then
+    it is removed, with a warning: it is extracted again)."""
+    if not entry.is_file():
+        return None
+    try:
+        return read_features(entry)
+    except Exception as error:
+        with contextlib.suppress(OSError):
+            entry.unlink(missing_ok=True)
+        log.warning(
+            "feature cache entry %s is damaged (%s: %s); extracting again",
+            entry,
+            type(error).__name__,
+            str(error).splitlines()[0][:120] if str(error) else "no details",
+        )
+        return None
+
+
+def store_entry(features: MediaFeatures, entry: Path) -> bool:
+    """Write a cache entry; a cache that cannot be written is a warning (once per folder), not a
+    failure. Returns whether it was written."""
+    try:
+        write_features(features, entry)
+    except OSError as error:
+        _warn_once(
+            str(entry.parent),
+            "cannot write the feature cache in %s (%s); features are not cached",
+            entry.parent,
+            error.strerror or type(error).__name__,
+        )
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,8 +213,25 @@ def _meta(data: Any, path: Path) -> dict[str, Any]:
 
 
 def read_features(path: str | os.PathLike[str]) -> MediaFeatures:
-    """Load a feature file written by :func:`write_features` (no pickle involved)."""
+    """Load a feature file written by :func:`write_features` (no pickle involved).
+
+    Raises:
+        FeatureFileError: not a mer feature file, or a damaged one (naming the file).
+        OSError: it cannot be read.
+    """
     path = Path(path)
+    try:
+        return _read_features(path)
+    except (FeatureFileError, OSError):
+        raise
+    except Exception as error:
+        detail = str(error).splitlines()[0][:160] if str(error) else "no details"
+        raise FeatureFileError(
+            f"{path}: damaged feature file ({type(error).__name__}: {detail})"
+        ) from error
+
+
+def _read_features(path: Path) -> MediaFeatures:
     with np.load(path, allow_pickle=False) as data:
         meta = _meta(data, path)
         utterances = [

@@ -114,8 +114,8 @@ class UtteranceFeatures:
         vision: float32 ``(n_video_frames, 154)`` face features; rows where ``vision_mask`` is
             False are zeros. ``(0, 154)`` without video or with faces off.
         vision_mask: bool ``(n_video_frames,)``, True where the speaker's face was found.
-        face_coverage: share of the window's frames with a face, [0, 1]; None without video
-            or with faces off.
+        face_coverage: share of the window's frames with a face, [0, 1]; None without video,
+            with faces off, or when no frame was sampled in the window.
         expression: the dominant facial expression (mean probability over face frames), or None.
         expression_prob: its mean probability, [0, 1], or None.
         pitch_hz: mean pitch over voiced frames, or None when nothing is voiced.
@@ -159,7 +159,8 @@ class MediaFeatures:
         utterances: per utterance features, time order.
         frame_times_s: float64 ``(n_frames,)`` times of the frames faces were looked for in.
         frame_mask: bool ``(n_frames,)``: a face was found there.
-        face_coverage: share of those frames with a face (None without video / faces off).
+        face_coverage: share of those frames with a face (None without video, with faces off,
+            or when no frame was sampled).
         expression, expression_prob: the dominant expression over them (None without faces).
         timings_s: seconds per stage (decode, asr, audio, faces) when extracted, {} when cached.
     """
@@ -486,7 +487,7 @@ def _add_vision(
         u = result.utterances[0]
         u.vision = np.concatenate([v.features for v in visuals]).astype(np.float32)
         u.vision_mask = np.concatenate([v.mask for v in visuals]).astype(bool)
-        u.face_coverage = float(u.vision_mask.mean()) if len(u.vision_mask) else 0.0
+        u.face_coverage = _coverage(u.vision_mask)
         u.expression, u.expression_prob = dominant_expression(
             [v.expression_probs[v.mask] for v in visuals]
         )
@@ -499,17 +500,23 @@ def _add_vision(
             visuals = utterance_vision(path, windows, front_end)
         for u, visual in zip(result.utterances, visuals, strict=False):
             u.vision, u.vision_mask = visual.features, visual.mask
-            u.face_coverage = visual.face_coverage
+            u.face_coverage = _coverage(visual.mask)
             u.expression, u.expression_prob = dominant_expression(
                 [visual.expression_probs[visual.mask]]
             )
     result.frame_times_s = np.concatenate([v.times_s for v in visuals])
     result.frame_mask = np.concatenate([v.mask for v in visuals]).astype(bool)
-    result.face_coverage = float(result.frame_mask.mean()) if len(result.frame_mask) else 0.0
+    result.face_coverage = _coverage(result.frame_mask)
     result.expression, result.expression_prob = dominant_expression(
         [v.expression_probs[v.mask] for v in visuals]
     )
     timings["faces"] = time.perf_counter() - started
+
+
+def _coverage(mask: np.ndarray) -> float | None:
+    """Share of frames with a face; None when no frame was sampled (an image, a video shorter
+    than one frame step): nothing was looked at, which is not "no face"."""
+    return float(mask.mean()) if len(mask) else None
 
 
 def _chunks(start_s: float, end_s: float) -> list[tuple[float, float]]:
