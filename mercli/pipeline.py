@@ -107,10 +107,38 @@ def make_batch(utterances: Sequence[UtteranceFeatures], loaded: LoadedModel) -> 
     return Batch(inputs, masks)
 
 
+# Padded steps per model call (batch size x longest audio/vision sequence): attention memory
+# grows with B x T^2, so a long input's many long utterances are scored in smaller batches.
+MAX_BATCH_STEPS = 8192
+
+
+def _steps(u: UtteranceFeatures) -> int:
+    return max(len(u.audio), len(u.vision), 1)
+
+
+def batch_spans(
+    utterances: Sequence[UtteranceFeatures], batch_size: int, max_steps: int = MAX_BATCH_STEPS
+) -> list[tuple[int, int]]:
+    """(first, end) index ranges of consecutive utterances: at most ``batch_size`` each, and
+    at most ``max_steps`` padded steps (count x longest), except a single longer utterance."""
+    spans: list[tuple[int, int]] = []
+    first, longest = 0, 0
+    for i, u in enumerate(utterances):
+        longest_with = max(longest, _steps(u))
+        if i > first and (i - first >= batch_size or (i - first + 1) * longest_with > max_steps):
+            spans.append((first, i))
+            first, longest_with = i, _steps(u)
+        longest = longest_with
+    if len(utterances) > first:
+        spans.append((first, len(utterances)))
+    return spans
+
+
 def predict(
     utterances: Sequence[UtteranceFeatures], loaded: LoadedModel, batch_size: int = 32
 ) -> list[Prediction]:
-    """Score utterances in batches of ``batch_size`` (results do not depend on the batching).
+    """Score utterances in batches of at most ``batch_size`` utterances and
+    :data:`MAX_BATCH_STEPS` padded steps (results do not depend on the batching).
 
     Returns:
         one :class:`Prediction` per utterance, same order.
@@ -121,8 +149,8 @@ def predict(
 
     predictions: list[Prediction] = []
     model = loaded.model
-    for first in range(0, len(utterances), batch_size):
-        chunk = utterances[first : first + batch_size]
+    for first, end in batch_spans(utterances, batch_size):
+        chunk = utterances[first:end]
         batch = make_batch(chunk, loaded).to(loaded.device)
         with torch.inference_mode():
             output = model(batch)
@@ -244,7 +272,7 @@ class Analyzer:
         return FileResult(
             path=str(path),
             status=features.status,
-            reason=reasons.get(features.status),
+            reason=reasons.get(features.status) or features.warning,
             predictions=predictions,
             sha256=features.sha256,
             duration_s=features.duration_s,
@@ -269,6 +297,8 @@ class Analyzer:
                 f"{len(result.predictions)} utterances in "
                 f"{time.perf_counter() - started:.1f} s{note}"
             )
+            if result.is_analysed and result.reason:  # partial: decoding stopped early
+                self.log(f"[{i}/{len(paths)}] {path}: warning: {result.reason}")
             yield result
 
 

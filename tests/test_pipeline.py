@@ -368,3 +368,51 @@ def test_no_frame_sampled_gives_null_face_coverage(monkeypatch: pytest.MonkeyPat
     front._add_vision(result, "photo.png", front.FrontEnd(ExtractConfig()), {})
     assert result.face_coverage is None and result.expression is None
     assert len(result.frame_mask) == 0
+
+
+def test_a_truncated_file_says_its_decoding_stopped_early(
+    tmp_path: Path, transcriber: CountingTranscriber
+) -> None:
+    """An mp4 with its index at the front, cut in half: the index promises 20 s, 10 decode."""
+    import subprocess
+
+    from mercli.features.media import ffmpeg_exe
+    from mercli.pipeline import extract
+
+    whole = tmp_path / "whole.mp4"
+    subprocess.run(
+        [
+            *(ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i"),
+            "sine=frequency=220:sample_rate=16000:duration=20",
+            *("-c:a", "aac", "-movflags", "+faststart", str(whole)),
+        ],
+        check=True,
+    )
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    features, _ = extract(cut, ExtractConfig(use_faces=False))
+    assert features.warning is not None and "decoding stopped at" in features.warning
+    assert "of 20.0 s" in features.warning and "partial file" in features.warning
+    cached, hit = extract(cut, ExtractConfig(use_faces=False))
+    assert hit and cached.warning == features.warning  # kept in the cache
+    intact, _ = extract(whole, ExtractConfig(use_faces=False))
+    assert intact.warning is None
+
+
+def test_batches_are_bounded_by_padded_steps() -> None:
+    from mercli.features.extract import UtteranceFeatures
+    from mercli.pipeline import batch_spans
+
+    def u(n_audio: int) -> UtteranceFeatures:
+        return UtteranceFeatures(0, 1, "", np.zeros((n_audio, 35)), np.zeros((0, 154)), np.zeros(0))
+
+    long = [u(750)] * 40  # a 10-minute talk: 15 s utterances
+    spans = batch_spans(long, batch_size=32, max_steps=8192)
+    assert all((end - first) * 750 <= 8192 for first, end in spans)
+    assert [i for first, end in spans for i in range(first, end)] == list(range(40))
+    short = [u(100)] * 40
+    assert batch_spans(short, batch_size=32, max_steps=8192) == [(0, 32), (32, 40)]
+    assert batch_spans([u(20000)], 32, 8192) == [(0, 1)]  # one over the budget still runs
+    mixed = [u(100)] * 10 + [u(4000)] + [u(100)] * 3
+    spans = batch_spans(mixed, 32, 8192)
+    assert all((e - f) * max(len(x.audio) for x in mixed[f:e]) <= 8192 for f, e in spans)

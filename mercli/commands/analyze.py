@@ -348,6 +348,8 @@ def extract(
             {
                 "path": features.path,
                 "status": features.status,
+                "warning": features.warning,
+                "face_coverage": features.face_coverage,
                 "out": out,
                 "utterances": [
                     {

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from mercli.data import BENCHMARKS
+
 
 def json_option(func: Any) -> Any:
     return click.option("json_", "--json", is_flag=True, help="Print one JSON document on stdout.")(
@@ -36,7 +38,7 @@ def preset_option(func: Any) -> Any:
     return click.option(
         "--preset",
         default=None,
-        type=click.Choice(["mosi", "mosei", "urfunny"]),
+        type=click.Choice(BENCHMARKS),
         help="Hyperparameter preset; defaults to the dataset's own.",
     )(func)
 

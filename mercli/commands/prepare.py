@@ -88,6 +88,7 @@ def prepare(
     from rich.markup import escape
 
     from mercli import render
+    from mercli.atomic import check_writable
     from mercli.commands.options import engine_config, resolve_device
     from mercli.data import DatasetError
     from mercli.engine import EngineError
@@ -99,6 +100,11 @@ def prepare(
 
     engine_setup = engine_config(engine, address, gpus_per_worker, workers)
     labels = labels or raw_dir / "label.csv"
+    try:  # before any work: the dataset and its report go there
+        check_writable(out, "dataset")
+        check_writable(report_path(out), "report")
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
     config = PrepareConfig(
         extract=ExtractConfig(fps=fps, use_faces=not no_faces, device=resolve_device(device)),
         text_backbone=text_backbone,

@@ -18,8 +18,9 @@ from mercli.commands.options import (
     preset_option,
     resolve_device,
 )
+from mercli.data import BENCHMARKS
 
-DATASETS = click.Choice(["mosi", "mosei", "urfunny"])
+DATASETS = click.Choice(BENCHMARKS)
 
 
 def _log(message: str) -> None:

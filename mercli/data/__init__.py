@@ -27,6 +27,8 @@ LABEL_RANGE = (-3.0, 3.0)
 # Text width reported for token ids: the model replaces it with its backbone's width.
 D_TOKEN_PLACEHOLDER = 768
 
+# The benchmarks mer trains and evaluates on (``--dataset``, ``--preset``).
+BENCHMARKS: tuple[str, ...] = ("mosi", "mosei", "urfunny")
 DatasetKind = Literal["mosi", "mosei", "urfunny", "mosi-text", "mosei-text"]
 TextSource = Literal["states", "tokens"]
 
@@ -150,6 +152,7 @@ def load_dataset(
 
 
 __all__ = [
+    "BENCHMARKS",
     "D_TOKEN_PLACEHOLDER",
     "LABEL_RANGE",
     "SPLITS",

@@ -175,7 +175,8 @@ def store_entry(features: MediaFeatures, entry: Path) -> bool:
 _UTTERANCE_FIELDS = ("start_s", "end_s", "text", "face_coverage", "expression",
                      "expression_prob", "pitch_hz", "energy_db", "speaker")  # fmt: skip
 _MEDIA_FIELDS = ("path", "sha256", "status", "duration_s", "has_audio", "has_video",
-                 "face_coverage", "expression", "expression_prob", "timings_s")  # fmt: skip
+                 "face_coverage", "expression", "expression_prob", "timings_s",
+                 "warning")  # fmt: skip
 
 
 def _arrays(features: MediaFeatures) -> dict[str, np.ndarray]:
@@ -244,7 +245,8 @@ def _read_features(path: Path) -> MediaFeatures:
             for i, u in enumerate(meta.pop("utterances"))
         ]
         frame_times_s, frame_mask = data["frame_times_s"], data["frame_mask"]
-    kwargs = {k: meta[k] for k in _MEDIA_FIELDS}
+    meta.setdefault("warning", None)  # entries written before it was recorded
+    kwargs: dict[str, Any] = {k: meta[k] for k in _MEDIA_FIELDS}
     return MediaFeatures(
         **kwargs, utterances=utterances, frame_times_s=frame_times_s, frame_mask=frame_mask
     )

@@ -163,6 +163,7 @@ class MediaFeatures:
             or when no frame was sampled).
         expression, expression_prob: the dominant expression over them (None without faces).
         timings_s: seconds per stage (decode, asr, audio, faces) when extracted, {} when cached.
+        warning: what makes the result partial (decoding stopped early), else None.
     """
 
     path: str
@@ -178,6 +179,7 @@ class MediaFeatures:
     expression: str | None = None
     expression_prob: float | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    warning: str | None = None
 
 
 @dataclass
@@ -230,13 +232,18 @@ def load_face_models(device: str) -> tuple[Any, Any]:
 # stages
 
 
-def decode_audio(path: str | os.PathLike[str], info: MediaInfo) -> np.ndarray | None:
-    """16 kHz mono float32 samples ``(n_samples,)``, or None when there is no audio stream."""
+def decode_audio(
+    path: str | os.PathLike[str], info: MediaInfo, errors: list[str] | None = None
+) -> np.ndarray | None:
+    """16 kHz mono float32 samples ``(n_samples,)``, or None when there is no audio stream.
+
+    ``errors`` receives what ffmpeg reported while decoding all the same (see ``load_audio``).
+    """
     from mercli.features.media import load_audio
 
     if not info.has_audio:
         return None
-    return load_audio(path, SAMPLE_RATE_HZ)
+    return load_audio(path, SAMPLE_RATE_HZ, errors)
 
 
 def transcribe_audio(audio: np.ndarray, front_end: FrontEnd) -> list[Utterance]:
@@ -349,6 +356,9 @@ def extract(
 ) -> MediaFeatures:
     """Decode, transcribe and describe one media file (no cache: see :mod:`mercli.features.cache`).
 
+    A file whose decoding stops early (truncated) is analysed as far as it decodes, and says so
+    in ``warning``.
+
     Args:
         path: an audio or video file.
         config: front-end settings.
@@ -362,7 +372,7 @@ def extract(
         MediaError: the file is missing or cannot be decoded; in whole-clip mode also a file
             without audio samples.
     """
-    from mercli.features.media import probe
+    from mercli.features.media import early_end, probe
 
     front_end = front_end or FrontEnd(config)
     timings: dict[str, float] = {}
@@ -372,7 +382,8 @@ def extract(
         raise MediaError(path, "no audio stream" + (" (video only)" if info.has_video else ""))
     if not info.has_audio and not info.has_video:
         raise MediaError(path, "no audio or video stream")
-    audio = decode_audio(path, info)
+    decode_errors: list[str] = []
+    audio = decode_audio(path, info, decode_errors)
     timings["decode"] = time.perf_counter() - started
     duration_s = info.duration_s
     clip_s = config.clip_s
@@ -400,6 +411,8 @@ def extract(
         has_video=info.has_video,
         timings_s=timings,
     )
+    if audio is not None:
+        result.warning = early_end(len(audio) / SAMPLE_RATE_HZ, info.duration_s, decode_errors)
     result.utterances = _with_audio(utterances, audio, config, timings)
     for u, speaker in zip(result.utterances, speakers, strict=True):
         u.speaker = speaker

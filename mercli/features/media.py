@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -251,10 +251,15 @@ def _media_info(
 # audio
 
 
-def load_audio(path: str | os.PathLike[str], sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
+def load_audio(
+    path: str | os.PathLike[str],
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
+    errors: list[str] | None = None,
+) -> np.ndarray:
     """Decode the first audio stream to mono float32 at ``sample_rate_hz``.
 
-    Channels are averaged. Samples are in [-1, 1].
+    Channels are averaged. Samples are in [-1, 1]. ``errors``, when given, receives the lines
+    ffmpeg reported while decoding succeeded all the same (a truncated file: "partial file").
 
     Returns:
         waveform, shape = (n_samples,), dtype float32. Zero length when the stream is empty.
@@ -275,12 +280,32 @@ def load_audio(path: str | os.PathLike[str], sample_rate_hz: int = SAMPLE_RATE_H
         if "matches no streams" in stderr:
             raise MediaError(path, "no audio stream")
         raise MediaError(path, f"cannot decode audio ({_last_error_line(stderr)})")
+    if errors is not None and result.stderr.strip():
+        errors.extend(result.stderr.decode(errors="replace").strip().splitlines())
     n_bytes = len(result.stdout) - len(result.stdout) % 4
     return np.frombuffer(result.stdout[:n_bytes], dtype=np.float32).copy()
 
 
 # ---------------------------------------------------------------------------------------------
 # video
+
+
+def early_end(decoded_s: float, duration_s: float | None, errors: Sequence[str]) -> str | None:
+    """Why a decode that stopped short of the container's duration is suspect, or None.
+
+    A stream may end before the container legitimately (audio shorter than the video), so a
+    short decode counts only together with decoder errors (a truncated file: "partial file").
+    """
+    if not errors or duration_s is None:
+        return None
+    if decoded_s >= duration_s - max(1.0, 0.05 * duration_s):
+        return None
+    first = next(line.strip() for line in errors if line.strip())  # the cause; then echoes
+    detail = re.sub(r"^\[[^\]]*\]\s*", "", first)  # without "[in#0/mov @ 0x...]"
+    return (
+        f"decoding stopped at {decoded_s:.1f} s of {duration_s:.1f} s ({detail}): the file is "
+        "truncated or damaged, only the part decoded was analysed"
+    )
 
 
 def output_size(display_width: int, display_height: int, max_side: int) -> tuple[int, int]:
