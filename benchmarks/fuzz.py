@@ -438,7 +438,10 @@ def _(tmp: Path) -> tuple[bool, str]:
     run = mer(tmp, "extract", image, "-o", tmp / "f.npz")
     if run.rc != 0:
         return False, f"rc={run.rc} {run.last_line()}"
-    from mercli.features.cache import read_features
+    try:
+        from mercli.features.cache import read_features
+    except ImportError:  # mer before the feature cache moved beside the features
+        from mercli.cache import read_features  # type: ignore[no-redef]
 
     coverage = read_features(tmp / "f.npz").face_coverage
     return coverage is None, f"face_coverage={coverage}"
