@@ -72,7 +72,6 @@ def test_three_modality_model_scores_what_is_there_and_says_what_it_read(faceles
 
 def test_contributions_are_the_score_minus_the_score_without_the_modality() -> None:
     from mercli.checkpoint import load_model
-
     from mercli.pipeline import make_batch, predict
 
     loaded = load_model(str(tiny_models()["all"]), "cpu")
@@ -92,8 +91,8 @@ def test_timeline_has_separate_panels_for_score_weights_and_contributions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from matplotlib.figure import Figure
-    from mercli.checkpoint import load_model
 
+    from mercli.checkpoint import load_model
     from mercli.pipeline import predict
     from mercli.plot import plot_timeline
     from mercli.prediction import FileResult
