@@ -120,7 +120,7 @@ class ModelConfig:
 
 # Fields added after the first checkpoints, with the values those checkpoints were built with.
 LEGACY_MODEL_FIELDS: dict[str, Any] = {"bound_branches": False, "normalize_gate_input": False}
-LEGACY_LOSS_FIELDS: dict[str, Any] = {"branch": 0.0}
+LEGACY_LOSS_FIELDS: dict[str, Any] = {"branch": 0.0, "gate_decorrelation": 0.0}
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,9 @@ class LossWeights:
     # Not in the paper: the task loss of each SGAFF branch alone, so that each branch is a
     # predictor of its own and the gate weighs evidence (0: the paper's exact objective).
     branch: float = 0.5
+    # Not in the paper: squared Pearson correlation, within the batch, between the gate gamma
+    # and the label, so that the weights cannot restate the score (0: no such constraint).
+    gate_decorrelation: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -231,7 +234,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # per branch.
     "paper-gate": {
         "model": {"bound_branches": False, "normalize_gate_input": False},
-        "loss": {"branch": 0.0},
+        "loss": {"branch": 0.0, "gate_decorrelation": 0.0},
     },
     # Table 8: one branch alone, no gate.
     "shared-only": {"model": {"fusion_branches": "shared"}},

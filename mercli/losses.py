@@ -83,6 +83,13 @@ def info_nce(scores: torch.Tensor, exclude: torch.Tensor | None = None) -> torch
     return F.cross_entropy(scores, targets)
 
 
+def gate_correlation(gate: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Squared Pearson correlation between the gate gamma (B,) and the labels (B,) of a batch."""
+    g = gate - gate.mean()
+    y = labels.to(gate.dtype) - labels.to(gate.dtype).mean()
+    return (g * y).sum().pow(2) / ((g * g).sum() * (y * y).sum()).clamp(min=1e-12)
+
+
 Presence = dict[str, torch.Tensor]  # per modality (B,) bool: which samples have it
 
 
@@ -296,6 +303,7 @@ class LossTerms:
     conditional: torch.Tensor
     discriminator: torch.Tensor
     branch: torch.Tensor  # task loss of g(s) plus that of g(p), each alone
+    gate: torch.Tensor  # squared correlation of gamma with the label in the batch
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(v.detach()) for k, v in self.__dict__.items()}
@@ -333,9 +341,12 @@ def total_loss(
         "conditional": zero,
         "discriminator": zero,
         "branch": zero,
+        "gate": zero,
     }
     if weights.branch and output.gate is not None:
         terms["branch"] = supervised(output.shared_branch) + supervised(output.specific_branch)
+    if weights.gate_decorrelation and output.gate is not None and len(labels) > 2:
+        terms["gate"] = gate_correlation(_rows(output.gate, scored), _rows(labels, scored))
     if model.mic is not None and weights.mutual_information and len(labels) > 1:
         z = model.mic.embed_labels(labels)  # (B, d_half)
         same = same_labels(labels)
@@ -366,6 +377,7 @@ def total_loss(
         + weights.reconstruction * terms["reconstruction"]
         + weights.mutual_information * (terms["relevance"] + terms["conditional"])
         + weights.branch * terms["branch"]
+        + weights.gate_decorrelation * terms["gate"]
         + terms["discriminator"]
     )
     return LossTerms(total=total, **terms)

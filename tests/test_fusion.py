@@ -79,8 +79,29 @@ def test_branch_loss_is_the_task_loss_of_each_branch(tiny_config: ModelConfig) -
         out.specific_branch, batch.labels, "regression"
     )
     torch.testing.assert_close(terms.branch, expected)
-    paper = total_loss(model, out, batch.labels, replace(LossWeights(), branch=0.0))
+    weights = replace(LossWeights(), branch=0.5)
+    terms = total_loss(model, out, batch.labels, weights)
+    paper = total_loss(model, out, batch.labels, replace(weights, branch=0.0))
     torch.testing.assert_close(terms.total - paper.total, 0.5 * expected)
+
+
+def test_gate_decorrelation_is_the_squared_correlation_of_gamma_with_the_label(
+    tiny_config: ModelConfig,
+) -> None:
+    from mercli.losses import gate_correlation
+
+    g = torch.Generator().manual_seed(0)
+    gate, labels = torch.rand(9, generator=g, dtype=torch.float64), torch.randn(9, generator=g)
+    expected = np.corrcoef(gate.numpy(), labels.double().numpy())[0, 1] ** 2
+    assert float(gate_correlation(gate, labels)) == pytest.approx(expected, rel=1e-10)
+    assert float(gate_correlation(labels.double() * 0.1 + 0.5, labels)) == pytest.approx(1.0)
+    model = EmotionModel(tiny_config).eval()
+    batch = make_batch(tiny_config, batch_size=6)
+    out = model(batch)
+    on = total_loss(model, out, batch.labels, replace(LossWeights(), gate_decorrelation=2.0))
+    off = total_loss(model, out, batch.labels, replace(LossWeights(), gate_decorrelation=0.0))
+    torch.testing.assert_close(on.gate, gate_correlation(out.gate, batch.labels))
+    torch.testing.assert_close(on.total - off.total, 2.0 * on.gate)
 
 
 @pytest.mark.parametrize("branch", ["shared", "specific"])
