@@ -275,3 +275,44 @@ def analysis_header(model: Any) -> None:
         else ""
     )
     stdout.print(f"model: {model.checkpoint}; reads {modalities}{note}")
+
+
+# ---------------------------------------------------------------------------------------------
+# mer analyze --live
+
+
+def live_row(utterance: Any) -> None:
+    """One utterance of a live stream, printed the moment it is scored: stream times, score,
+    polarity and label, face coverage, latency, and the transcript."""
+    from rich.markup import escape
+
+    p = utterance.prediction
+    face = "" if p.face_coverage is None else f"  face {100 * p.face_coverage:.0f}%"
+    expression = "" if p.expression is None else f" {p.expression}"
+    stdout.print(
+        f"[dim]{p.start_s:7.1f}-{p.end_s:<7.1f}[/dim] {p.score:+.2f} {score_bar(p.score)} "
+        f"{p.polarity:<8} {p.label_name:<17}{face}{expression}  "
+        f"[dim]+{utterance.latency_s:.1f} s[/dim]  {escape(p.text)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def live_summary(summary: Any) -> None:
+    """The last line of a live stream: how it ended and its totals."""
+    from rich.markup import escape
+
+    s = summary.to_dict()
+    n = s["n_utterances"]
+    parts = [
+        f"{s['stream_s']:.1f} s of stream",
+        f"{n} utterance{'' if n == 1 else 's'}",
+        f"{s['speech_s']:.1f} s of speech",
+    ]
+    if s["mean_score"] is not None:
+        parts.append(f"mean score {s['mean_score']:+.2f} ({s['mean_label_name']})")
+        parts.append(f"latency mean {s['mean_latency_s']:.2f} s, max {s['max_latency_s']:.2f} s")
+    stdout.print(
+        f"[bold]summary[/bold] {escape(summary.source)}: {summary.status}; " + "; ".join(parts),
+        highlight=False,
+    )

@@ -61,7 +61,7 @@ def _extract_config(
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, metavar="FILES_OR_DIRS...")
+@click.argument("inputs", nargs=-1, metavar="FILES_OR_DIRS...")
 @click.option(
     "--checkpoint",
     default="default",
@@ -110,6 +110,21 @@ def _extract_config(
     help="Processes (local engine) or Ray actors analysing files, each loading the model and "
     "front end once [default: 1 local, in this process; ray: as many as the cluster holds].",
 )
+@click.option(
+    "--live",
+    "live",
+    metavar="SOURCE",
+    default=None,
+    help="Analyse a live source instead of files: a stream URL (rtsp, rtmp, http, udp), - "
+    "for stdin, mic, webcam, or mic:NAME / webcam:NAME (README, 'Live input'). Each "
+    "utterance is printed when it ends; Ctrl-C prints the summary.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --live: stop after this many seconds of stream.",
+)
 def analyze(
     inputs: tuple[str, ...],
     checkpoint: str,
@@ -128,6 +143,8 @@ def analyze(
     address: str | None,
     gpus_per_worker: float | None,
     workers: int | None,
+    live: str | None,
+    duration: float | None,
 ) -> None:
     """Per-utterance sentiment of videos or audio files (directories are searched for media).
 
@@ -145,6 +162,15 @@ def analyze(
     if json_ and jsonl:
         raise click.UsageError("choose one of --json and --jsonl")
     engine_setup = engine_config(engine, address, gpus_per_worker, workers)
+    if live is not None and (
+        inputs or json_ or out or plot or engine != "local" or workers or speakers
+    ):
+        raise click.UsageError(
+            "--live reads one source in this process: no files, --json, --out, --plot, "
+            "--engine, --workers or --speakers"
+        )
+    if live is None and (not inputs or duration is not None):
+        raise click.UsageError("give FILES_OR_DIRS, or --live SOURCE (--duration needs --live)")
     _check_outputs({out: "JSON document", plot: "timeline"})  # before any work
     try:
         found = open_checkpoint(checkpoint)
@@ -152,12 +178,22 @@ def analyze(
     except (CheckpointError, ProfileError) as error:
         raise click.ClickException(str(error)) from error
     paths = expand_inputs(inputs)
-    if not paths:
+    if not paths and live is None:
         raise click.ClickException(f"no media files in {', '.join(inputs)}")
     device = resolve_device(device)
     config = _extract_config(fps, whisper, no_faces, device, found.meta.feature_profile)
     if speakers is not None:
         config = _with_speakers(config, speakers)
+    if live is not None:
+        from mercli.commands.live import analyze_live
+
+        with render.stderr.status(f"loading {checkpoint} on {device}"):
+            try:
+                loaded = load_model(found, device)
+            except CheckpointError as error:
+                raise click.ClickException(str(error)) from error
+        analyze_live(live, loaded, config, jsonl=jsonl, duration_s=duration)
+        return
     analyzer = Analyzer(
         load_in_background(load_model, found, device),
         config,

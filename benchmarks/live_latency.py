@@ -1,0 +1,179 @@
+"""Latency and memory of ``mer analyze --live`` on a stream played at real-time speed.
+
+    python benchmarks/live_latency.py [--clip PATH] [--minutes 30] [--faces] [--out FILE]
+
+A local ffmpeg process plays ``--clip`` in a loop at its own pace (``-re -stream_loop -1``) for
+``--minutes`` and pipes it (matroska, streams copied) into the same reader and session that
+``mer analyze --live -`` uses, in this process, with the packaged default model and Whisper
+tiny.en. Per utterance it records the latency from the arrival of the utterance's last sample
+to its result (which includes the endpointer's ``min_silence_s`` wait) and the part of it spent
+scoring (Whisper + features + model); every 10 s the process's resident memory. Prints a
+summary and writes everything as JSON to ``--out``.
+
+Targets: <= 2 s from the end of an utterance to its output on a 2-core CPU with tiny.en; memory
+flat over 30 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEFAULT_CLIP = ROOT.parent / "shared" / "media" / "audio_speech" / "musetalk_eng_60s.wav"
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, MiB (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def sender(clip: Path, seconds: float) -> subprocess.Popen[bytes]:
+    from mercli.features.media import ffmpeg_exe
+
+    command = [
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
+        "-re", "-stream_loop", "-1", "-i", str(clip), "-t", f"{seconds:g}",
+        "-map", "0:a:0", "-map", "0:v:0?", "-c", "copy", "-f", "matroska", "pipe:1",
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    import numpy as np
+
+    return None if not values else float(np.percentile(values, q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--faces", action="store_true", help="Detect faces (video clips).")
+    parser.add_argument("--checkpoint", default="default")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "live_latency.json")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from mercli.checkpoint import load_model
+    from mercli.features.extract import ExtractConfig, FrontEnd
+    from mercli.features.stream import LiveStream, parse_source
+    from mercli.live import LiveSession, LiveSummary
+
+    loaded = load_model(args.checkpoint, "cpu")
+    config = replace(ExtractConfig(), use_faces=args.faces)
+    session = LiveSession(loaded, FrontEnd(config), use_video=args.faces)
+    session.warm_up()
+    seconds = args.minutes * 60
+    play = sender(args.clip, seconds)
+    stream = LiveStream(parse_source("-"), use_video=args.faces, stdin=play.stdout)
+    summary = LiveSummary("-")
+    rows: list[dict] = []
+    memory: list[tuple[float, float]] = []
+    started = time.time()
+    next_sample = started
+    scoring_s = scoring_cpu_s = 0.0
+    loads: list[float] = []
+    from mercli.features.stream import AudioChunk
+
+    for item in stream:
+        if isinstance(item, AudioChunk):
+            session.insert_audio_chunk(item.samples, item.wall_s)
+        else:
+            session.insert_frame(item)
+        t0, cpu0 = time.time(), time.thread_time()
+        out = session.process_iter()
+        if out:
+            scoring_s, scoring_cpu_s = time.time() - t0, time.thread_time() - cpu0
+        for u in out:
+            summary.add(u)
+            rows.append(
+                {
+                    "start_s": u.prediction.start_s,
+                    "end_s": u.prediction.end_s,
+                    "latency_s": u.latency_s,
+                    "scoring_s": scoring_s,
+                    "scoring_cpu_s": scoring_cpu_s,
+                    "backlog_s": (time.time() - started) - session.stream_s,
+                    "text": u.prediction.text,
+                }
+            )
+        now = time.time()
+        if now >= next_sample:
+            memory.append((now - started, rss_mb()))
+            loads.append(os.getloadavg()[0])
+            next_sample += 10.0
+    session.finish()
+    play.wait()
+    latencies = [r["latency_s"] for r in rows]
+    scoring = [r["scoring_s"] for r in rows]
+    scoring_cpu = [r["scoring_cpu_s"] for r in rows]
+    backlog = [r["backlog_s"] for r in rows]
+    result = {
+        "clip": str(args.clip),
+        "stream_s": session.stream_s,
+        "wall_s": time.time() - started,
+        "status": stream.status,
+        "reason": stream.reason,
+        "faces": args.faces,
+        "n_utterances": len(rows),
+        "latency_s": {
+            "p50": percentile(latencies, 50),
+            "p90": percentile(latencies, 90),
+            "max": max(latencies, default=None),
+        },
+        "scoring_s": {"p50": percentile(scoring, 50), "max": max(scoring, default=None)},
+        "scoring_cpu_s": {
+            "p50": percentile(scoring_cpu, 50),
+            "max": max(scoring_cpu, default=None),
+        },
+        "backlog_s": {"p50": percentile(backlog, 50), "max": max(backlog, default=None)},
+        "load_1min": {"mean": sum(loads) / max(len(loads), 1), "max": max(loads, default=None)},
+        "endpoint_wait_s": session.vad.min_silence_s,
+        "rss_mb": {
+            f"{int(t // 60)} min": round(m, 1)
+            for t, m in memory
+            if int(t) % 300 < 10 or t == memory[-1][0]
+        },
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "load_avg": os.getloadavg(),
+        "utterances": rows,
+        "memory": memory,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(
+        f"{result['stream_s'] / 60:.1f} min of stream ({stream.status}), "
+        f"{len(rows)} utterances; latency end of utterance -> output: "
+        f"p50 {result['latency_s']['p50']:.2f} s, p90 {result['latency_s']['p90']:.2f} s, "
+        f"max {result['latency_s']['max']:.2f} s (scoring p50 {result['scoring_s']['p50']:.2f} s "
+        f"wall, {result['scoring_cpu_s']['p50']:.2f} s CPU; endpoint wait "
+        f"{session.vad.min_silence_s} s); backlog behind real time max "
+        f"{result['backlog_s']['max']:.1f} s"
+    )
+    print(f"RSS by minute (MiB): {result['rss_mb']}; peak {result['peak_rss_mb']:.0f} MiB")
+    print(
+        f"1-min load average during the run: mean {result['load_1min']['mean']:.1f}, max "
+        f"{result['load_1min']['max']:.1f} (2 cores); written to {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""``mer analyze --live SOURCE``: the body of the live branch of ``analyze``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+
+def analyze_live(
+    spec: str,
+    loaded: Any,
+    config: Any,
+    *,
+    jsonl: bool,
+    duration_s: float | None,
+    stall_timeout_s: float = 10.0,
+) -> None:
+    """Read a live source, print each utterance as it ends, then the summary.
+
+    Ctrl-C ends the stream (the speech in progress is scored) and exits 0; a source that fails or
+    stalls ends it with that status. Exit 1 only when the source cannot be opened at all.
+    """
+    from mercli import render
+    from mercli.features.extract import FrontEnd
+    from mercli.features.stream import LiveSourceError, LiveStream, parse_source
+    from mercli.live import LiveSession, LiveSummary, finish_live, run_live
+    from mercli.pipeline import model_info
+
+    try:
+        source = parse_source(spec)
+    except LiveSourceError as error:
+        raise click.ClickException(str(error)) from error
+    info = model_info(loaded)
+    stream = LiveStream(
+        source,
+        fps=config.fps,
+        max_side=config.max_side,
+        use_video=config.use_faces,
+        stall_timeout_s=stall_timeout_s,
+    )
+    session = LiveSession(loaded, FrontEnd(config), use_video=stream.use_video)
+    summary = LiveSummary(spec)
+
+    def emit(utterance: Any) -> None:
+        if jsonl:
+            click.echo(json.dumps(utterance.to_line(spec, info)))
+        else:
+            render.live_row(utterance)
+
+    with render.stderr.status("loading Whisper"):
+        session.warm_up()
+    render.stderr.print(f"listening to {spec} (Ctrl-C to stop)", highlight=False)
+    if not jsonl:
+        render.analysis_header(info)
+    try:
+        for utterance in run_live(stream, session, summary, duration_s):
+            emit(utterance)
+    except LiveSourceError as error:
+        raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt:
+        summary.status = "interrupted"
+        render.stderr.print("interrupted: scoring the speech in progress", highlight=False)
+        for utterance in finish_live(stream, session, summary):
+            emit(utterance)
+    if jsonl:
+        click.echo(json.dumps(summary.to_line(info)))
+    else:
+        render.live_summary(summary)
+    if summary.status in ("failed", "stalled"):
+        render.stderr.print(
+            f"[red]{summary.status}[/red]: {spec}: {summary.reason}", highlight=False
+        )

@@ -1,0 +1,401 @@
+"""Live analysis: one :class:`LiveSession` holds the stream state; the read loop feeds it.
+
+The session follows the shape of ufal/whisper_streaming's online processor: audio and frames go
+in with :meth:`LiveSession.insert_audio_chunk` / :meth:`LiveSession.insert_frame`,
+:meth:`LiveSession.process_iter` returns the utterances that are final now, and
+:meth:`LiveSession.finish` the rest. Endpointing is by voice activity
+(:mod:`mercli.features.vad`): when a stretch of speech ends, its audio goes through the same front
+end and model as a file's (:func:`mercli.features.extract.transcribe_audio`,
+:func:`~mercli.features.extract.utterance_audio`, :func:`~mercli.features.extract.window_vision`,
+:func:`mercli.pipeline.predict`), and its utterances come out at once. The session knows nothing
+of ffmpeg: :func:`run_live` reads a :class:`~mercli.features.stream.LiveStream` into it, and a
+test can feed it a file's samples chunk by chunk.
+
+Memory is bounded: the session holds the audio and frames of the speech in progress (at most
+``VadConfig.max_segment_s`` plus padding), counters for the summary, and no history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mercli.features.extract import (
+    FrontEnd,
+    UtteranceFeatures,
+    dominant_expression,
+    transcribe_audio,
+    utterance_audio,
+    window_vision,
+)
+from mercli.features.media import SAMPLE_RATE_HZ, Frame
+from mercli.features.vad import Endpointer, Segment, VadConfig
+from mercli.prediction import LABEL_NAMES, SCHEMA_VERSION, Prediction
+
+if TYPE_CHECKING:
+    from mercli.checkpoint import LoadedModel
+    from mercli.features.stream import LiveStream
+    from mercli.prediction import ModelInfo
+
+VIDEO_WAIT_S = 1.0  # how long a closed segment waits for frames that lag its audio
+
+
+def iso_time(wall_s: float) -> str:
+    """``time.time()`` as ISO 8601 UTC with milliseconds."""
+    return datetime.fromtimestamp(wall_s, timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class LiveUtterance:
+    """One scored utterance of a live stream.
+
+    Attributes:
+        prediction: as for files; ``start_s``/``end_s`` are seconds of stream time (audio
+            samples read since the stream began) and ``index`` counts from 0 over the stream.
+        wall_start_s, wall_end_s: ``time.time()`` when its first / last sample arrived.
+        emitted_s: ``time.time()`` when it was scored.
+    """
+
+    prediction: Prediction
+    wall_start_s: float
+    wall_end_s: float
+    emitted_s: float
+
+    @property
+    def latency_s(self) -> float:
+        """From the arrival of the utterance's last sample to its result."""
+        return self.emitted_s - self.wall_end_s
+
+    def to_line(self, source: str, model: ModelInfo) -> dict[str, Any]:
+        """The ``--jsonl`` record (docs/analyze-schema.md, "Live lines")."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "source": source,
+            "status": "ok",
+            "modalities": list(model.modalities),
+            "utterance": self.prediction.to_dict(),
+            "wall_clock": {
+                "start": iso_time(self.wall_start_s),
+                "end": iso_time(self.wall_end_s),
+                "emitted": iso_time(self.emitted_s),
+            },
+            "latency_s": round(self.latency_s, 3),
+        }
+
+
+@dataclass
+class LiveSummary:
+    """Running totals over a stream: constant size however long it runs.
+
+    Attributes:
+        source: the ``--live`` spec.
+        status: ``running``, then how the stream ended: ``ended`` (source finished),
+            ``duration`` (``--duration`` reached), ``interrupted`` (Ctrl-C), ``failed`` (ffmpeg
+            error), ``stalled`` (no data), ``stopped``.
+        reason: why, for failed and stalled.
+    """
+
+    source: str
+    status: str = "running"
+    reason: str | None = None
+    stream_s: float = 0.0
+    n_utterances: int = 0
+    speech_s: float = 0.0
+    weighted_score: float = 0.0  # sum of score * duration
+    latency_sum_s: float = 0.0
+    latency_max_s: float = 0.0
+
+    def add(self, utterance: LiveUtterance) -> None:
+        p = utterance.prediction
+        duration = max(p.end_s - p.start_s, 1e-3)
+        self.n_utterances += 1
+        self.speech_s += p.end_s - p.start_s
+        self.weighted_score += p.score * duration
+        self.latency_sum_s += utterance.latency_s
+        self.latency_max_s = max(self.latency_max_s, utterance.latency_s)
+
+    @property
+    def mean_score(self) -> float | None:
+        if not self.n_utterances:
+            return None
+        return self.weighted_score / max(self.speech_s, 1e-3 * self.n_utterances)
+
+    def to_dict(self) -> dict[str, Any]:
+        from mercli.metrics import seven_class_label
+
+        mean = self.mean_score
+        n = self.n_utterances
+        return {
+            "stream_s": round(self.stream_s, 3),
+            "n_utterances": n,
+            "speech_s": round(self.speech_s, 3),
+            "mean_score": None if mean is None else round(mean, 4),
+            "mean_label_name": None if mean is None else LABEL_NAMES[seven_class_label(mean)],
+            "mean_latency_s": round(self.latency_sum_s / n, 3) if n else None,
+            "max_latency_s": round(self.latency_max_s, 3) if n else None,
+        }
+
+    def to_line(self, model: ModelInfo) -> dict[str, Any]:
+        """The last ``--jsonl`` record of a stream: ``utterance`` null, the summary."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "source": self.source,
+            "status": self.status,
+            "reason": self.reason,
+            "modalities": list(model.modalities),
+            "utterance": None,
+            "summary": self.to_dict(),
+        }
+
+
+@dataclass
+class LiveSession:
+    """The state of one live stream: buffered audio and frames, the endpointer, counters.
+
+    Args:
+        loaded: the model.
+        front_end: Whisper, faces and their settings (``front_end.config``).
+        vad: endpointing settings.
+        use_video: frames will be inserted (a closed segment waits up to ``VIDEO_WAIT_S`` of
+            stream time for the frames that cover it).
+        clock: wall clock, ``time.time`` (a test can pass its own).
+    """
+
+    loaded: LoadedModel
+    front_end: FrontEnd
+    vad: VadConfig = field(default_factory=VadConfig)
+    use_video: bool = False
+    clock: Callable[[], float] = time.time
+    endpointer: Endpointer = field(init=False)
+    _audio: np.ndarray = field(init=False)
+    _audio_start: int = field(init=False, default=0)  # stream sample index of _audio[0]
+    _arrivals: deque[tuple[int, float]] = field(init=False)  # (end sample, wall time) per chunk
+    _frames: deque[Frame] = field(init=False)
+    _video_end_s: float = field(init=False, default=-1.0)  # time of the last frame seen
+    _pending: deque[Segment] = field(init=False)
+    _n_emitted: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.endpointer = Endpointer(self.vad)
+        self._audio = np.zeros(0, np.float32)
+        self._arrivals = deque()
+        self._frames = deque()
+        self._pending = deque()
+
+    @property
+    def n_samples(self) -> int:
+        """Samples inserted so far."""
+        return self._audio_start + len(self._audio)
+
+    @property
+    def stream_s(self) -> float:
+        return self.n_samples / SAMPLE_RATE_HZ
+
+    @property
+    def buffered_s(self) -> float:
+        """Audio held now, seconds (bounded by the longest segment plus padding)."""
+        return len(self._audio) / SAMPLE_RATE_HZ
+
+    def warm_up(self) -> None:
+        """Load Whisper and run every stage once on a second of low noise, so that the first
+        utterance does not pay for model loading and librosa's JIT compilation."""
+        noise = np.random.default_rng(0).normal(0, 1e-3, SAMPLE_RATE_HZ).astype(np.float32)
+        self.front_end.transcribe(noise)
+        from mercli.features.asr import Utterance
+        from mercli.pipeline import predict
+
+        acoustic, _, _ = utterance_audio(
+            noise, Utterance(0.0, 1.0, "warm up"), self.front_end.config.hop_s
+        )
+        empty = np.zeros((0, _d_vision()), np.float32)
+        warm = UtteranceFeatures(0.0, 1.0, "warm up", acoustic, empty, np.zeros(0, bool))
+        predict([warm], self.loaded)
+
+    # -- the three verbs -----------------------------------------------------------------------
+
+    def insert_audio_chunk(self, samples: np.ndarray, wall_s: float | None = None) -> None:
+        """Append 16 kHz mono float32 samples; ``wall_s``: when they arrived (default now)."""
+        samples = np.asarray(samples, np.float32)
+        self._audio = np.concatenate([self._audio, samples])
+        self._arrivals.append((self.n_samples, self.clock() if wall_s is None else wall_s))
+        self._pending.extend(self.endpointer.push(samples))
+
+    def insert_frame(self, frame: Frame) -> None:
+        """Append a sampled video frame (``time_s`` in stream time)."""
+        self._video_end_s = max(self._video_end_s, frame.time_s)
+        if self.front_end.config.use_faces:
+            self._frames.append(frame)
+
+    def process_iter(self) -> list[LiveUtterance]:
+        """Score the speech segments that have ended; returns their utterances, time order."""
+        out: list[LiveUtterance] = []
+        while self._pending and self._video_ready(self._pending[0]):
+            out.extend(self._score(self._pending.popleft()))
+        self._trim()
+        return out
+
+    def finish(self) -> list[LiveUtterance]:
+        """End of stream: score whatever speech is still open or pending."""
+        self._pending.extend(self.endpointer.flush())
+        out: list[LiveUtterance] = []
+        while self._pending:
+            out.extend(self._score(self._pending.popleft()))
+        self._trim()
+        return out
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _video_ready(self, segment: Segment) -> bool:
+        if not (self.use_video and self.front_end.config.use_faces):
+            return True
+        end_s = segment.end_s()
+        return self._video_end_s >= end_s - 1e-6 or self.stream_s >= end_s + VIDEO_WAIT_S
+
+    def _wall_at(self, sample: int) -> float:
+        """When the chunk holding ``sample`` arrived."""
+        for end, wall_s in self._arrivals:
+            if sample < end:
+                return wall_s
+        return self._arrivals[-1][1] if self._arrivals else self.clock()
+
+    def _score(self, segment: Segment) -> list[LiveUtterance]:
+        from mercli.pipeline import predict
+
+        first = segment.start - self._audio_start
+        audio = self._audio[max(0, first) : max(0, segment.end - self._audio_start)]
+        offset_s = segment.start_s()
+        features = []
+        for u in transcribe_audio(audio, self.front_end):
+            acoustic, pitch_hz, energy_db = utterance_audio(audio, u, self.front_end.config.hop_s)
+            start_s, end_s = offset_s + u.start_s, offset_s + u.end_s
+            feature = UtteranceFeatures(
+                start_s,
+                end_s,
+                u.text,
+                acoustic,
+                np.zeros((0, _d_vision()), np.float32),
+                np.zeros(0, bool),
+                pitch_hz=pitch_hz,
+                energy_db=energy_db,
+            )
+            self._add_vision(feature)
+            features.append(feature)
+        if not features:
+            return []
+        predictions = predict(features, self.loaded)
+        emitted_s = self.clock()
+        out = []
+        for p in predictions:
+            p = _renumbered(p, self._n_emitted)
+            self._n_emitted += 1
+            start = round(p.start_s * SAMPLE_RATE_HZ)
+            end = max(start, round(p.end_s * SAMPLE_RATE_HZ) - 1)
+            out.append(LiveUtterance(p, self._wall_at(start), self._wall_at(end), emitted_s))
+        return out
+
+    def _add_vision(self, u: UtteranceFeatures) -> None:
+        if not (self.use_video and self.front_end.config.use_faces):
+            return
+        frames = [f for f in self._frames if u.start_s <= f.time_s < u.end_s]
+        if not frames:
+            u.face_coverage = 0.0
+            return
+        visual = window_vision(frames, self.front_end)
+        u.vision, u.vision_mask = visual.features, visual.mask
+        u.face_coverage = visual.face_coverage
+        u.expression, u.expression_prob = dominant_expression(
+            [visual.expression_probs[visual.mask]]
+        )
+
+    def _trim(self) -> None:
+        """Drop audio and frames that no pending or open segment can need."""
+        keep = self.n_samples - self.vad.samples(self.vad.pad_s)
+        # an onset not yet confirmed (min_voiced_s) starts up to that much before the last frame
+        margin_s = self.vad.pad_s + self.vad.min_voiced_s + 2 * self.vad.frame_s
+        keep = min(keep, self.endpointer.n_samples - self.vad.samples(margin_s))
+        if self.endpointer.open_start is not None:
+            keep = min(keep, self.endpointer.open_start)
+        if self._pending:
+            keep = min(keep, self._pending[0].start)
+        drop = keep - self._audio_start
+        if drop > 0:
+            self._audio = self._audio[drop:].copy()
+            self._audio_start = keep
+        while len(self._arrivals) > 1 and self._arrivals[0][0] <= self._audio_start:
+            self._arrivals.popleft()
+        keep_s = self._audio_start / SAMPLE_RATE_HZ
+        while self._frames and self._frames[0].time_s < keep_s:
+            self._frames.popleft()
+
+
+def _d_vision() -> int:
+    from mercli.features.profile import D_VISION
+
+    return D_VISION
+
+
+def _renumbered(p: Prediction, index: int) -> Prediction:
+    from dataclasses import replace
+
+    return replace(p, index=index)
+
+
+# ---------------------------------------------------------------------------------------------
+# the read loop
+
+
+def run_live(
+    stream: Iterable[Any],
+    session: LiveSession,
+    summary: LiveSummary,
+    duration_s: float | None = None,
+) -> Iterator[LiveUtterance]:
+    """Feed a stream into a session and yield each utterance as soon as it is scored.
+
+    Ends with the stream, or when ``duration_s`` of stream time has been read; then scores the
+    speech still open. ``summary`` is updated as utterances come out (its ``status`` is set to
+    ``duration`` or, for a :class:`~mercli.features.stream.LiveStream`, how the stream ended).
+    A KeyboardInterrupt propagates: the caller calls :func:`finish_live` and prints the summary.
+    """
+    from mercli.features.stream import AudioChunk
+
+    for item in stream:
+        # a LiveStream finds out on opening whether the source has video
+        session.use_video = session.use_video and getattr(stream, "use_video", True)
+        if isinstance(item, AudioChunk):
+            session.insert_audio_chunk(item.samples, item.wall_s)
+        elif isinstance(item, Frame):
+            session.insert_frame(item)
+        else:
+            session.insert_audio_chunk(np.asarray(item, np.float32))
+        summary.stream_s = session.stream_s
+        for utterance in session.process_iter():
+            summary.add(utterance)
+            yield utterance
+        if duration_s is not None and session.stream_s >= duration_s:
+            summary.status = "duration"
+            break
+    yield from finish_live(stream, session, summary)
+
+
+def finish_live(
+    stream: Iterable[Any], session: LiveSession, summary: LiveSummary
+) -> Iterator[LiveUtterance]:
+    """Close the stream, score the open speech, and record how the stream ended."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
+    if summary.status == "running":
+        live: LiveStream | None = stream if hasattr(stream, "status") else None  # type: ignore[assignment]
+        summary.status = (live.status if live is not None else None) or "ended"
+        summary.reason = live.reason if live is not None else None
+    for utterance in session.finish():
+        summary.add(utterance)
+        yield utterance
+    summary.stream_s = session.stream_s

@@ -1,0 +1,308 @@
+"""Live analysis: the session fed directly, through ffmpeg from a file, from a pipe played at
+real-time speed, from a source that dies or stalls; and ``mer analyze --live`` (fast: a fake
+transcriber and a tiny random model; the real-Whisper check is marked slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mercli.cli import cli
+from mercli.features.asr import Utterance
+from mercli.features.extract import ExtractConfig, FrontEnd
+from mercli.features.media import ffmpeg_exe
+from mercli.features.stream import AudioChunk, LiveSourceError, LiveStream, parse_source
+from mercli.live import LiveSession, LiveSummary, run_live
+from tests.fakes import tiny_models
+from tests.test_vad import RATE, SPANS, bursts
+
+TEXTS = ("i love this camera", "the screen is terrible", "so happy")
+
+
+def fake_transcribe(audio: np.ndarray) -> list[Utterance]:
+    """One utterance over the loud part of the audio; its text depends on the loud duration,
+    so that different bursts get different words and scores."""
+    loud = np.flatnonzero(np.abs(audio) > 0.05)
+    if not len(loud):
+        return []
+    start_s, end_s = loud[0] / RATE, loud[-1] / RATE
+    return [Utterance(start_s, end_s, TEXTS[int(end_s - start_s) % len(TEXTS)])]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    from mercli.checkpoint import load_model
+
+    return load_model(str(tiny_models()["text"]))
+
+
+def session_for(loaded, **options) -> LiveSession:
+    config = ExtractConfig(use_faces=False)
+    return LiveSession(loaded, FrontEnd(config, transcriber=fake_transcribe), **options)
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(RATE)
+        f.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    return write_wav(tmp_path / "bursts.wav", bursts(SPANS, 6.0))
+
+
+def fed(session: LiveSession, audio: np.ndarray, chunk: int) -> list:
+    out = []
+    for i in range(0, len(audio), chunk):
+        session.insert_audio_chunk(audio[i : i + chunk])
+        out += session.process_iter()
+    return out + session.finish()
+
+
+def rows(utterances) -> list[tuple]:
+    return [(u.prediction.index, u.prediction.text, u.prediction.score) for u in utterances]
+
+
+def test_each_burst_is_scored_when_it_ends(loaded) -> None:
+    audio = bursts(SPANS, 6.0)
+    session = session_for(loaded)
+    emitted_at = []
+    for i in range(0, len(audio), 1600):
+        session.insert_audio_chunk(audio[i : i + 1600])
+        emitted_at += [(session.stream_s, u) for u in session.process_iter()]
+    assert len(emitted_at) == len(SPANS)
+    for (now_s, u), (start, end) in zip(emitted_at, SPANS, strict=True):
+        assert u.prediction.start_s == pytest.approx(start, abs=0.05)
+        assert u.prediction.end_s == pytest.approx(end, abs=0.05)
+        assert now_s <= end + session.vad.min_silence_s + 0.15  # out before the next chunks
+    assert session.finish() == []
+
+
+def test_chunking_does_not_change_the_results(loaded) -> None:
+    audio = bursts(SPANS, 6.0)
+    reference = rows(fed(session_for(loaded), audio, len(audio)))
+    assert len(reference) == len(SPANS)
+    assert rows(fed(session_for(loaded), audio, 1000)) == reference
+
+
+def test_memory_stays_bounded_over_a_long_stream(loaded) -> None:
+    session = session_for(loaded)
+    spans = [(t + 0.5, t + 1.5 + (t % 3)) for t in range(0, 170, 5)]  # 34 bursts in 3 minutes
+    audio = bursts(spans, 175.0)
+    held = []
+    n = 0
+    for i in range(0, len(audio), 1600):
+        session.insert_audio_chunk(audio[i : i + 1600])
+        n += len(session.process_iter())
+        held.append((session.buffered_s, len(session._arrivals)))
+    assert n == len(spans)
+    longest_s = max(end - start for start, end in spans)
+    bound_s = longest_s + session.vad.min_silence_s + 2 * session.vad.pad_s + 0.2
+    assert max(s for s, _ in held) <= bound_s
+    assert max(a for _, a in held) <= 60  # arrival records trimmed with the audio
+
+
+def test_a_file_through_ffmpeg_gives_what_the_samples_give(loaded, clip: Path) -> None:
+    reference = rows(fed(session_for(loaded), bursts(SPANS, 6.0), 1600))
+    stream = LiveStream(parse_source(str(clip)), use_video=False)
+    summary = LiveSummary(str(clip))
+    got = list(run_live(stream, session_for(loaded), summary))
+    assert [(i, t) for i, t, _ in rows(got)] == [(i, t) for i, t, _ in reference]
+    np.testing.assert_allclose([s for *_, s in rows(got)], [s for *_, s in reference], atol=1e-5)
+    assert summary.status == "ended" and summary.n_utterances == len(SPANS)
+    assert summary.stream_s == pytest.approx(6.0, abs=0.05)
+
+
+def play(clip: Path, *, realtime: bool = True, seconds: float | None = None, stdout=None):
+    """A local ffmpeg playing ``clip`` into a pipe as a live sender would (matroska)."""
+    command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin"]
+    command += ["-re"] if realtime else []
+    command += ["-i", str(clip), *(["-t", f"{seconds:g}"] if seconds else [])]
+    command += ["-c:a", "pcm_s16le", "-f", "matroska", "pipe:1"]
+    return subprocess.Popen(command, stdout=stdout or subprocess.PIPE)
+
+
+def test_a_clip_streamed_in_real_time_gives_the_files_utterances(loaded, clip: Path) -> None:
+    file_run = list(run_live(LiveStream(parse_source(str(clip)), use_video=False),
+                             session_for(loaded), LiveSummary("file")))  # fmt: skip
+    sender = play(clip)
+    stream = LiveStream(parse_source("-"), use_video=False, stdin=sender.stdout)
+    summary = LiveSummary("-")
+    live_run = []
+    for u in run_live(stream, session_for(loaded), summary):
+        live_run.append(u)
+        assert 0 <= u.latency_s < 2.0  # scored while the stream still plays
+    sender.wait()
+    assert [u.prediction.text for u in live_run] == [u.prediction.text for u in file_run]
+    np.testing.assert_allclose(
+        [u.prediction.score for u in live_run], [u.prediction.score for u in file_run], atol=1e-5
+    )
+    for a, b in zip(live_run, file_run, strict=True):
+        assert abs(a.prediction.start_s - b.prediction.start_s) <= 0.5
+        assert abs(a.prediction.end_s - b.prediction.end_s) <= 0.5
+    assert summary.status == "ended"
+    # real-time: the stream took about as long as the clip, and outputs followed its pace
+    span = live_run[-1].wall_end_s - live_run[0].wall_end_s
+    assert span == pytest.approx(SPANS[-1][1] - SPANS[0][1], abs=0.6)
+
+
+def test_a_source_that_dies_midway_ends_cleanly(loaded, clip: Path) -> None:
+    sender = play(clip)
+    stream = LiveStream(parse_source("-"), use_video=False, stdin=sender.stdout)
+    summary = LiveSummary("-")
+    got = []
+    for item in stream:
+        assert isinstance(item, AudioChunk)
+        if stream.n_samples >= 3.0 * RATE and sender.poll() is None:
+            sender.kill()  # the sender disappears after the first burst
+        got.append(item)
+    sender.wait()
+    assert stream.status in ("ended", "failed")
+    session = session_for(loaded)
+    out = list(run_live(iter(got), session, summary))  # what was read still scores
+    assert [u.prediction.start_s for u in out][:1] == pytest.approx([SPANS[0][0]], abs=0.05)
+    assert session.stream_s < 6.0
+
+
+def test_a_dying_source_through_run_live_keeps_what_was_printed(loaded, clip: Path) -> None:
+    sender = play(clip, seconds=3.0)  # stops mid-way through the second burst
+    stream = LiveStream(parse_source("-"), use_video=False, stdin=sender.stdout)
+    summary = LiveSummary("-")
+    got = list(run_live(stream, session_for(loaded), summary))
+    sender.wait()
+    assert summary.status == "ended"
+    assert len(got) == 2  # the first burst, and the part of the second that was heard
+    assert got[1].prediction.end_s <= 3.05
+
+
+def test_a_stalled_source_gets_a_status(loaded, clip: Path) -> None:
+    read_end, write_end = os.pipe()
+    sender = play(clip, realtime=False, seconds=2.0, stdout=write_end)  # then silence, pipe open
+    try:
+        stream = LiveStream(parse_source("-"), use_video=False, stdin=read_end, stall_timeout_s=1.0)
+        summary = LiveSummary("-")
+        got = list(run_live(stream, session_for(loaded), summary))
+        assert summary.status == "stalled" and "no data" in (summary.reason or "")
+        assert len(got) == 1  # the first burst was scored
+    finally:
+        sender.wait()
+        os.close(write_end)
+        os.close(read_end)
+
+
+def test_a_source_that_cannot_be_opened_raises_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LiveSourceError, match=r"missing\.wav"):
+        list(LiveStream(parse_source(str(tmp_path / "missing.wav")), use_video=False))
+
+
+@pytest.mark.parametrize(
+    ("spec", "platform", "expected"),
+    [
+        ("-", "linux", ("-i", "pipe:0")),
+        ("udp://0.0.0.0:5000", "linux", ("-i", "udp://0.0.0.0:5000")),
+        ("mic", "linux", ("-f", "pulse", "-i", "default")),
+        ("mic:alsa:hw:1", "linux", ("-f", "alsa", "-i", "hw:1")),
+        ("webcam", "linux", ("-f", "v4l2", "-i", "/dev/video0", "-f", "pulse", "-i", "default")),
+        ("mic", "darwin", ("-f", "avfoundation", "-i", ":0")),
+        ("webcam:1:0", "darwin", ("-f", "avfoundation", "-i", "1:0")),
+        ("mic:Microphone (USB)", "win32", ("-f", "dshow", "-i", "audio=Microphone (USB)")),
+    ],
+)
+def test_sources_map_to_ffmpeg_inputs(spec: str, platform: str, expected: tuple) -> None:
+    assert parse_source(spec, platform).input_args == expected
+
+
+def test_windows_devices_need_a_name() -> None:
+    with pytest.raises(LiveSourceError, match="list_devices"):
+        parse_source("webcam", "win32")
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI
+
+
+@pytest.fixture
+def fake_whisper(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mercli.features.extract.load_transcriber", lambda config: fake_transcribe)
+
+
+def test_cli_prints_one_json_line_per_utterance_then_the_summary(fake_whisper, clip) -> None:
+    checkpoint = str(tiny_models()["text"])
+    result = CliRunner().invoke(
+        cli,
+        ["analyze", "--live", str(clip), "--jsonl", "--no-faces", "--checkpoint", checkpoint],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == len(SPANS) + 1
+    for line, (start, _) in zip(lines, SPANS, strict=False):
+        assert set(line) == {
+            "schema_version", "source", "status", "modalities", "utterance", "wall_clock",
+            "latency_s",
+        }  # fmt: skip
+        assert line["utterance"]["start_s"] == pytest.approx(start, abs=0.05)
+        assert set(line["wall_clock"]) == {"start", "end", "emitted"}
+    last = lines[-1]
+    assert last["utterance"] is None and last["status"] == "ended"
+    assert last["summary"]["n_utterances"] == len(SPANS)
+    assert last["summary"]["stream_s"] == pytest.approx(6.0, abs=0.05)
+
+
+def test_cli_ctrl_c_prints_the_summary_and_exits_0(fake_whisper, clip, monkeypatch) -> None:
+    import mercli.live
+
+    real = mercli.live.run_live
+
+    def interrupted(stream, session, summary, duration_s=None):
+        for utterance in real(stream, session, summary, duration_s):
+            yield utterance
+            raise KeyboardInterrupt  # the user presses Ctrl-C after the first utterance
+
+    monkeypatch.setattr(mercli.live, "run_live", interrupted)
+    checkpoint = str(tiny_models()["text"])
+    result = CliRunner().invoke(
+        cli, ["analyze", "--live", str(clip), "--no-faces", "--checkpoint", checkpoint]
+    )
+    assert result.exit_code == 0, result.output
+    assert "summary" in result.stdout and "interrupted" in result.stdout
+
+
+def test_cli_duration_stops_the_stream(fake_whisper, clip) -> None:
+    checkpoint = str(tiny_models()["text"])
+    result = CliRunner().invoke(
+        cli,
+        ["analyze", "--live", str(clip), "--jsonl", "--no-faces", "--checkpoint", checkpoint,
+         "--duration", "2"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert last["status"] == "duration"
+    assert 2.0 <= last["summary"]["stream_s"] < 2.5
+    assert last["summary"]["n_utterances"] == 1
+
+
+def test_cli_refuses_live_with_files_and_reports_bad_sources(fake_whisper, clip, tmp_path):
+    result = CliRunner().invoke(cli, ["analyze", str(clip), "--live", "-"])
+    assert result.exit_code == 2 and "--live" in result.output
+    result = CliRunner().invoke(cli, ["analyze", "--duration", "3"])
+    assert result.exit_code == 2
+    missing = tmp_path / "gone.mp4"
+    result = CliRunner().invoke(
+        cli,
+        ["analyze", "--live", str(missing), "--checkpoint", str(tiny_models()["text"])],
+    )
+    assert result.exit_code == 1
+    assert "gone.mp4" in result.output and "Traceback" not in result.output
