@@ -64,6 +64,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument(
+        "--max-wall-minutes",
+        type=float,
+        default=None,
+        help="Stop after this long even when scoring has fallen behind the stream.",
+    )
     parser.add_argument("--faces", action="store_true", help="Detect faces (video clips).")
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "live_latency.json")
@@ -115,12 +121,23 @@ def main() -> None:
                     "text": u.prediction.text,
                 }
             )
+            r = rows[-1]
+            print(  # progress, so that a run cut short still says what it measured
+                f"{r['end_s']:8.1f} s latency {r['latency_s']:.2f} s scoring {r['scoring_s']:.2f} "
+                f"s cpu {r['scoring_cpu_s']:.2f} s backlog {r['backlog_s']:.1f} s rss "
+                f"{rss_mb():.0f} MiB load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
         now = time.time()
+        if args.max_wall_minutes and now - started > args.max_wall_minutes * 60:
+            stream.close()
+            break
         if now >= next_sample:
             memory.append((now - started, rss_mb()))
             loads.append(os.getloadavg()[0])
             next_sample += 10.0
     session.finish()
+    play.kill()
     play.wait()
     latencies = [r["latency_s"] for r in rows]
     scoring = [r["scoring_s"] for r in rows]

@@ -108,6 +108,7 @@ class LiveSummary:
     n_utterances: int = 0
     speech_s: float = 0.0
     weighted_score: float = 0.0  # sum of score * duration
+    weight: float = 0.0  # sum of durations (at least 1 ms each)
     latency_sum_s: float = 0.0
     latency_max_s: float = 0.0
 
@@ -117,6 +118,7 @@ class LiveSummary:
         self.n_utterances += 1
         self.speech_s += p.end_s - p.start_s
         self.weighted_score += p.score * duration
+        self.weight += duration
         self.latency_sum_s += utterance.latency_s
         self.latency_max_s = max(self.latency_max_s, utterance.latency_s)
 
@@ -124,7 +126,7 @@ class LiveSummary:
     def mean_score(self) -> float | None:
         if not self.n_utterances:
             return None
-        return self.weighted_score / max(self.speech_s, 1e-3 * self.n_utterances)
+        return self.weighted_score / self.weight
 
     def to_dict(self) -> dict[str, Any]:
         from mercli.metrics import seven_class_label
@@ -236,7 +238,8 @@ class LiveSession:
         """Score the speech segments that have ended; returns their utterances, time order."""
         out: list[LiveUtterance] = []
         while self._pending and self._video_ready(self._pending[0]):
-            out.extend(self._score(self._pending.popleft()))
+            out.extend(self._score(self._pending[0]))
+            self._pending.popleft()  # only now: a Ctrl-C while scoring leaves it to finish()
         self._trim()
         return out
 
@@ -245,7 +248,8 @@ class LiveSession:
         self._pending.extend(self.endpointer.flush())
         out: list[LiveUtterance] = []
         while self._pending:
-            out.extend(self._score(self._pending.popleft()))
+            out.extend(self._score(self._pending[0]))
+            self._pending.popleft()
         self._trim()
         return out
 

@@ -306,3 +306,68 @@ def test_cli_refuses_live_with_files_and_reports_bad_sources(fake_whisper, clip,
     )
     assert result.exit_code == 1
     assert "gone.mp4" in result.output and "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# real Whisper and faces on shared clips (slow)
+
+
+def real_session(loaded, use_faces: bool) -> LiveSession:
+    session = LiveSession(loaded, FrontEnd(ExtractConfig(use_faces=use_faces)), use_video=use_faces)
+    session.warm_up()
+    return session
+
+
+@pytest.mark.slow
+def test_real_speech_streamed_in_real_time_matches_the_file(shared_dir: Path) -> None:
+    from mercli.features.asr import normalize_text
+    from mercli.checkpoint import load_model
+    from mercli.pipeline import Analyzer
+
+    clip = shared_dir / "media" / "audio_speech" / "whisper_jfk.flac"
+    loaded = load_model("default")
+    file_run = list(
+        run_live(
+            LiveStream(parse_source(str(clip)), use_video=False),
+            real_session(loaded, False),
+            LiveSummary("file"),
+        )
+    )
+    sender = subprocess.Popen(
+        [ffmpeg_exe(), "-v", "error", "-nostdin", "-re", "-i", str(clip), "-c", "copy",
+         "-f", "matroska", "pipe:1"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    stream = LiveStream(parse_source("-"), use_video=False, stdin=sender.stdout)
+    live_run = list(run_live(stream, real_session(loaded, False), LiveSummary("-")))
+    sender.wait()
+    assert len(file_run) >= 2
+    assert [u.prediction.text for u in live_run] == [u.prediction.text for u in file_run]
+    np.testing.assert_allclose(
+        [u.prediction.score for u in live_run], [u.prediction.score for u in file_run], atol=1e-4
+    )
+    for a, b in zip(live_run, file_run, strict=True):
+        assert abs(a.prediction.start_s - b.prediction.start_s) <= 0.5
+        assert abs(a.prediction.end_s - b.prediction.end_s) <= 0.5
+    # `mer analyze FILE` (Whisper over the whole file) hears the same words over the same span
+    analysed = Analyzer(loaded, ExtractConfig(use_faces=False), use_cache=False).analyze_file(clip)
+    words = normalize_text(" ".join(p.text for p in analysed.predictions))
+    assert normalize_text(" ".join(u.prediction.text for u in live_run)) == words
+    assert live_run[0].prediction.start_s == pytest.approx(analysed.predictions[0].start_s, abs=0.5)
+    assert live_run[-1].prediction.end_s == pytest.approx(analysed.predictions[-1].end_s, abs=0.5)
+
+
+@pytest.mark.slow
+def test_a_video_stream_through_a_pipe_gets_faces(shared_dir: Path) -> None:
+    from mercli.checkpoint import load_model
+
+    clip = shared_dir / "media" / "talking_head" / "real3dportrait_May_5s.mp4"
+    sender = subprocess.Popen(
+        [ffmpeg_exe(), "-v", "error", "-nostdin", "-re", "-i", str(clip), "-c", "copy",
+         "-f", "matroska", "pipe:1"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    stream = LiveStream(parse_source("-"), stdin=sender.stdout)
+    got = list(run_live(stream, real_session(load_model("default"), True), LiveSummary("-")))
+    sender.wait()
+    assert got and all(u.prediction.face_coverage and u.prediction.face_coverage > 0.8 for u in got)
