@@ -371,3 +371,39 @@ def test_a_video_stream_through_a_pipe_gets_faces(shared_dir: Path) -> None:
     got = list(run_live(stream, real_session(load_model("default"), True), LiveSummary("-")))
     sender.wait()
     assert got and all(u.prediction.face_coverage and u.prediction.face_coverage > 0.8 for u in got)
+
+
+@pytest.mark.slow
+def test_sigint_prints_the_summary_and_exits_0(shared_dir: Path, tmp_path: Path) -> None:
+    import signal
+    import sys
+    import time
+
+    clip = shared_dir / "media" / "audio_speech" / "musetalk_eng_60s.wav"
+    sender = subprocess.Popen(
+        [ffmpeg_exe(), "-v", "error", "-nostdin", "-re", "-i", str(clip), "-c", "copy",
+         "-f", "matroska", "pipe:1"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    mer = subprocess.Popen(
+        [sys.executable, "-m", "mercli", "analyze", "--live", "-", "--jsonl", "--no-faces"],
+        stdin=sender.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert mer.stderr is not None
+    for line in mer.stderr:  # wait until it listens, then for some stream to be read
+        if b"listening" in line:
+            break
+    time.sleep(20)
+    mer.send_signal(signal.SIGINT)
+    stdout, stderr = mer.communicate(timeout=600)
+    sender.kill()
+    sender.wait()
+    assert mer.returncode == 0, stderr.decode()
+    lines = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert lines[-1]["status"] == "interrupted" and lines[-1]["utterance"] is None
+    assert lines[-1]["summary"]["stream_s"] >= 5  # under load the stream is read slower
+    assert lines[-1]["summary"]["n_utterances"] == len(lines) - 1 >= 1
