@@ -320,8 +320,8 @@ def real_session(loaded, use_faces: bool) -> LiveSession:
 
 @pytest.mark.slow
 def test_real_speech_streamed_in_real_time_matches_the_file(shared_dir: Path) -> None:
-    from mercli.features.asr import normalize_text
     from mercli.checkpoint import load_model
+    from mercli.features.asr import normalize_text
     from mercli.pipeline import Analyzer
 
     clip = shared_dir / "media" / "audio_speech" / "whisper_jfk.flac"
