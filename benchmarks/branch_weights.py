@@ -27,7 +27,7 @@ import numpy as np
 
 # name -> (ablation, loss-weight changes)
 VARIANTS: dict[str, tuple[str | None, dict]] = {
-    "mer-gate": (None, {}),
+    "mer-gate": (None, {"gate_decorrelation": 0.0}),
     "paper-gate": ("paper-gate", {}),
     "mer-gate-decorrelated": (None, {"gate_decorrelation": 1.0}),
 }
@@ -65,7 +65,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--figure", type=Path, default=None, help="write a PNG of gamma vs score")
     parser.add_argument(
-        "--variants", nargs="+", default=["mer-gate", "paper-gate"], choices=list(VARIANTS)
+        "--variants",
+        nargs="+",
+        default=["mer-gate-decorrelated", "paper-gate"],
+        choices=list(VARIANTS),
     )
     parser.add_argument(
         "--report-only", action="store_true", help="train nothing: report the finished seeds"

@@ -147,7 +147,8 @@ class LossWeights:
     branch: float = 0.5
     # Not in the paper: squared Pearson correlation, within the batch, between the gate gamma
     # and the label, so that the weights cannot restate the score (0: no such constraint).
-    gate_decorrelation: float = 0.0
+    # Without it gamma became a function of the score in every run (README, "Branch weights").
+    gate_decorrelation: float = 1.0
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
