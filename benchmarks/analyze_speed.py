@@ -68,7 +68,7 @@ def checkpoint_path(given: str | None) -> str:
 
 
 def build_full_checkpoint(target: Path, profile: dict) -> None:
-    """The paper-sized model (d_model 176, 3/2/2 layers) reading mer's raw features."""
+    """The paper-sized model (default widths, 3/2/2 layers) reading mer's raw features."""
     from dataclasses import replace
 
     from mercli.checkpoint import CheckpointMeta, save_checkpoint
