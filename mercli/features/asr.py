@@ -109,7 +109,8 @@ def drop_hallucinations(
     return kept
 
 
-def _from_words(words: Sequence[Word], parent: Utterance) -> Utterance:
+def utterance_from_words(words: Sequence[Word], parent: Utterance) -> Utterance:
+    """``parent`` narrowed to ``words`` (a non-empty run of its words): times, text, words."""
     return replace(
         parent,
         start_s=words[0].start_s,
@@ -150,7 +151,10 @@ def _split_one(utterance: Utterance, max_s: float) -> list[Utterance]:
     if utterance.duration_s <= max_s or len(words) < 2:
         return [utterance]
     cut = max(range(1, len(words)), key=lambda i: _boundary_score(words, i))
-    left, right = _from_words(words[:cut], utterance), _from_words(words[cut:], utterance)
+    left, right = (
+        utterance_from_words(words[:cut], utterance),
+        utterance_from_words(words[cut:], utterance),
+    )
     return _split_one(left, max_s) + _split_one(right, max_s)
 
 

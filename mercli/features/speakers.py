@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mercli.features.asr import Utterance, Word
+from mercli.features.asr import Utterance, Word, utterance_from_words
 
 if TYPE_CHECKING:
     import torch
@@ -531,18 +531,6 @@ def _word_speakers(words: Sequence[Word], spans: Sequence[SpeakerSpan]) -> list[
     return [speaker_of(w.start_s, w.end_s, spans) for w in words]
 
 
-def _piece(words: Sequence[Word], parent: Utterance) -> Utterance:
-    from dataclasses import replace
-
-    return replace(
-        parent,
-        start_s=words[0].start_s,
-        end_s=words[-1].end_s,
-        text=" ".join(w.text for w in words),
-        words=list(words),
-    )
-
-
 def split_at_turns(
     utterances: Sequence[Utterance],
     spans: Sequence[SpeakerSpan],
@@ -568,7 +556,7 @@ def split_at_turns(
         if len(runs) == 1:
             out.append(u)  # one speaker: the utterance as Whisper wrote it
             continue
-        out.extend(_piece([u.words[i] for i in run], u) for _, run in runs)
+        out.extend(utterance_from_words([u.words[i] for i in run], u) for _, run in runs)
     return out
 
 
