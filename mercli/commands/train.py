@@ -65,8 +65,8 @@ def data_options(func: Any) -> Any:
 @click.option(
     "--text-backbone",
     default=None,
-    help="BERT-family name or path; default: the pickle's BERT states, "
-    "or all-MiniLM-L6-v2 for text CSVs.",
+    help="BERT-family name or path (offline: all-MiniLM-L6-v2, all-mpnet-base-v2); default: "
+    "the pickle's BERT states, or all-MiniLM-L6-v2 for text CSVs.",
 )
 @click.option(
     "--freeze-text/--finetune-text",

