@@ -44,6 +44,11 @@ if TYPE_CHECKING:
     from mercli.prediction import ModelInfo
 
 VIDEO_WAIT_S = 1.0  # how long a closed segment waits for frames that lag its audio
+# Scoring falls behind when Whisper runs slower than real time. Whisper reads a 30 s window per
+# call whatever the audio's length, so segments that wait together are then transcribed in one
+# call (up to ``VadConfig.max_segment_s`` of stream): the cost per second of speech falls, and
+# the latency stays bounded instead of growing with the backlog.
+MAX_LAG_S = 2.0
 
 
 def iso_time(wall_s: float) -> str:
@@ -167,6 +172,9 @@ class LiveSession:
         use_video: frames will be inserted (a closed segment waits up to ``VIDEO_WAIT_S`` of
             stream time for the frames that cover it).
         clock: wall clock, ``time.time`` (a test can pass its own).
+        max_lag_s: when the oldest closed segment has waited longer than this (wall clock, from
+            the arrival of its last sample), the closed segments are transcribed together in one
+            Whisper call (see ``MAX_LAG_S``); None scores every segment alone, however late.
     """
 
     loaded: LoadedModel
@@ -174,6 +182,7 @@ class LiveSession:
     vad: VadConfig = field(default_factory=VadConfig)
     use_video: bool = False
     clock: Callable[[], float] = time.time
+    max_lag_s: float | None = MAX_LAG_S
     endpointer: Endpointer = field(init=False)
     _audio: np.ndarray = field(init=False)
     _audio_start: int = field(init=False, default=0)  # stream sample index of _audio[0]
@@ -198,6 +207,14 @@ class LiveSession:
     @property
     def stream_s(self) -> float:
         return self.n_samples / SAMPLE_RATE_HZ
+
+    @property
+    def waiting_s(self) -> float:
+        """Stream seconds from the start of the first closed, unscored segment to the end of
+        the last (0 when none waits)."""
+        if not self._pending:
+            return 0.0
+        return (self._pending[-1].end - self._pending[0].start) / SAMPLE_RATE_HZ
 
     @property
     def buffered_s(self) -> float:
@@ -236,30 +253,56 @@ class LiveSession:
 
     def process_iter(self) -> list[LiveUtterance]:
         """Score the speech segments that have ended; returns their utterances, time order."""
-        out: list[LiveUtterance] = []
-        while self._pending and self._video_ready(self._pending[0]):
-            out.extend(self._score(self._pending[0]))
-            self._pending.popleft()  # only now: a Ctrl-C while scoring leaves it to finish()
-        self._trim()
-        return out
+        return self._score_pending(wait_for_video=True)
 
     def finish(self) -> list[LiveUtterance]:
         """End of stream: score whatever speech is still open or pending."""
         self._pending.extend(self.endpointer.flush())
-        out: list[LiveUtterance] = []
-        while self._pending:
-            out.extend(self._score(self._pending[0]))
-            self._pending.popleft()
+        return self._score_pending(wait_for_video=False)
+
+    def trim(self) -> None:
+        """Drop audio and frames that no pending or open segment can need (``process_iter``
+        does it too; a reader that skips ``process_iter`` to catch up calls this)."""
         self._trim()
-        return out
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _score_pending(self, wait_for_video: bool) -> list[LiveUtterance]:
+        def ready(segment: Segment) -> bool:
+            return not wait_for_video or self._video_ready(segment)
+
+        out: list[LiveUtterance] = []
+        while self._pending and ready(self._pending[0]):
+            n = self._n_to_join(ready) if self._is_late() else 1
+            out.extend(self._score(_joined([self._pending[i] for i in range(n)])))
+            for _ in range(n):  # only now: a Ctrl-C while scoring leaves them to finish()
+                self._pending.popleft()
+        self._trim()
+        return out
 
     def _video_ready(self, segment: Segment) -> bool:
         if not (self.use_video and self.front_end.config.use_faces):
             return True
         end_s = segment.end_s()
         return self._video_end_s >= end_s - 1e-6 or self.stream_s >= end_s + VIDEO_WAIT_S
+
+    def _is_late(self) -> bool:
+        if self.max_lag_s is None:
+            return False
+        return self.clock() - self._wall_at(self._pending[0].end - 1) > self.max_lag_s
+
+    def _n_to_join(self, ready: Callable[[Segment], bool]) -> int:
+        """How many of the closed segments, from the first, one Whisper call takes: those
+        ``ready`` within ``max_segment_s`` of stream from the first's start."""
+        first, limit = self._pending[0], self.vad.samples(self.vad.max_segment_s)
+        n = 1
+        while (
+            n < len(self._pending)
+            and self._pending[n].end - first.start <= limit
+            and ready(self._pending[n])
+        ):
+            n += 1
+        return n
 
     def _wall_at(self, sample: int) -> float:
         """When the chunk holding ``sample`` arrived."""
@@ -338,6 +381,14 @@ class LiveSession:
             self._frames.popleft()
 
 
+def _joined(segments: list[Segment]) -> Segment:
+    """One segment from the first's start to the last's end (the pauses between included)."""
+    if len(segments) == 1:
+        return segments[0]
+    voiced_s = sum(s.voiced_s for s in segments)
+    return Segment(segments[0].start, segments[-1].end, voiced_s, segments[-1].is_cut)
+
+
 def _d_vision() -> int:
     from mercli.features.profile import D_VISION
 
@@ -379,13 +430,22 @@ def run_live(
         else:
             session.insert_audio_chunk(np.asarray(item, np.float32))
         summary.stream_s = session.stream_s
-        for utterance in session.process_iter():
-            summary.add(utterance)
-            yield utterance
         if duration_s is not None and session.stream_s >= duration_s:
             summary.status = "duration"
             break
+        if _more_queued(stream) and session.waiting_s < session.vad.max_segment_s:
+            session.trim()  # behind real time: read what is queued, so late segments go together
+            continue
+        for utterance in session.process_iter():
+            summary.add(utterance)
+            yield utterance
     yield from finish_live(stream, session, summary)
+
+
+def _more_queued(stream: Iterable[Any]) -> bool:
+    """Whether the stream already holds more data (a :class:`LiveStream` whose reader is ahead
+    of the scoring); other iterables never say so."""
+    return bool(getattr(stream, "queued", 0))
 
 
 def finish_live(

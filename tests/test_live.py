@@ -113,6 +113,83 @@ def test_memory_stays_bounded_over_a_long_stream(loaded) -> None:
     assert max(a for _, a in held) <= 60  # arrival records trimmed with the audio
 
 
+class CountingTranscriber:
+    """``fake_transcribe`` that records the length of every audio it was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, audio: np.ndarray) -> list[Utterance]:
+        self.calls.append(len(audio) / RATE)
+        return fake_transcribe(audio)
+
+
+def counting_session(loaded, now_s: float, **options) -> tuple[LiveSession, CountingTranscriber]:
+    transcriber = CountingTranscriber()
+    front_end = FrontEnd(ExtractConfig(use_faces=False), transcriber=transcriber)
+    return LiveSession(loaded, front_end, clock=lambda: now_s, **options), transcriber
+
+
+@pytest.mark.parametrize("lag_s", [0.5, 30.0])
+def test_segments_that_wait_too_long_share_one_whisper_call(loaded, lag_s: float) -> None:
+    audio = bursts(SPANS, 6.0)  # three bursts, all arrived at wall time 0
+    session, transcriber = counting_session(loaded, now_s=lag_s, max_lag_s=2.0)
+    session.insert_audio_chunk(audio, wall_s=0.0)
+    out = session.process_iter() + session.finish()
+    if lag_s < 2.0:  # on time: one call and one utterance per burst
+        assert len(transcriber.calls) == len(SPANS) == len(out)
+        return
+    assert len(transcriber.calls) == 1  # late: one call from the first burst to the last
+    pad = session.vad.pad_s
+    assert transcriber.calls[0] == pytest.approx(SPANS[-1][1] - SPANS[0][0] + 2 * pad, abs=0.1)
+    (u,) = out
+    assert u.prediction.start_s == pytest.approx(SPANS[0][0], abs=0.05)
+    assert u.prediction.end_s == pytest.approx(SPANS[-1][1], abs=0.05)
+
+
+def test_a_late_call_never_spans_more_than_whisper_reads(loaded) -> None:
+    spans = [(t + 0.5, t + 1.5) for t in range(0, 60, 4)]  # 15 bursts over a minute
+    session, transcriber = counting_session(loaded, now_s=1e6)
+    session.insert_audio_chunk(bursts(spans, 62.0), wall_s=0.0)
+    out = session.process_iter() + session.finish()
+    assert len(transcriber.calls) >= 3
+    assert max(transcriber.calls) <= session.vad.max_segment_s + 1e-6
+    assert out[0].prediction.start_s == pytest.approx(spans[0][0], abs=0.05)
+    assert out[-1].prediction.end_s == pytest.approx(spans[-1][1], abs=0.05)
+
+
+class QueuedStream:
+    """Chunks that are all there at once, as when the reader is ahead of the scoring."""
+
+    def __init__(self, audio: np.ndarray, chunk: int, session: LiveSession) -> None:
+        self.chunks = [audio[i : i + chunk] for i in range(0, len(audio), chunk)]
+        self.queued = len(self.chunks)
+        self.session = session
+        self.held_s: list[float] = []  # the session's audio before each chunk
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            self.held_s.append(self.session.buffered_s)
+            self.queued -= 1
+            yield AudioChunk(chunk, 0.0)
+
+
+def test_a_reader_behind_real_time_reads_the_queue_before_scoring(loaded) -> None:
+    session, transcriber = counting_session(loaded, now_s=100.0)
+    stream = QueuedStream(bursts(SPANS, 6.0), 1600, session)
+    out = list(run_live(stream, session, LiveSummary("q")))
+    assert len(transcriber.calls) == 1 and len(out) == 1
+
+
+def test_a_reader_behind_real_time_keeps_memory_bounded(loaded) -> None:
+    session, transcriber = counting_session(loaded, now_s=1e6)
+    spans = [(t + 0.5, t + 1.5) for t in range(0, 170, 5)]
+    stream = QueuedStream(bursts(spans, 175.0), 1600, session)
+    out = list(run_live(stream, session, LiveSummary("q")))
+    assert out and len(transcriber.calls) < len(spans) / 3
+    assert max(stream.held_s) <= 2 * session.vad.max_segment_s  # of a 175 s stream
+
+
 def test_a_file_through_ffmpeg_gives_what_the_samples_give(loaded, clip: Path) -> None:
     reference = rows(fed(session_for(loaded), bursts(SPANS, 6.0), 1600))
     stream = LiveStream(parse_source(str(clip)), use_video=False)
@@ -294,6 +371,18 @@ def test_cli_duration_stops_the_stream(fake_whisper, clip) -> None:
     assert last["summary"]["n_utterances"] == 1
 
 
+@pytest.mark.parametrize(("silence", "n_utterances"), [(None, len(SPANS)), ("1.0", 1)])
+def test_cli_endpoint_silence_sets_where_utterances_end(fake_whisper, clip, silence, n_utterances):
+    # the bursts are 0.9 s apart: the default 0.6 s ends each one, 1 s joins them
+    checkpoint = str(tiny_models()["text"])
+    args = ["analyze", "--live", str(clip), "--jsonl", "--no-faces", "--checkpoint", checkpoint]
+    if silence is not None:
+        args += ["--endpoint-silence", silence]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["summary"]["n_utterances"] == n_utterances
+
+
 def test_cli_refuses_live_with_files_and_reports_bad_sources(fake_whisper, clip, tmp_path):
     result = CliRunner().invoke(cli, ["analyze", str(clip), "--live", "-"])
     assert result.exit_code == 2 and "--live" in result.output
@@ -313,7 +402,10 @@ def test_cli_refuses_live_with_files_and_reports_bad_sources(fake_whisper, clip,
 
 
 def real_session(loaded, use_faces: bool) -> LiveSession:
-    session = LiveSession(loaded, FrontEnd(ExtractConfig(use_faces=use_faces)), use_video=use_faces)
+    # every segment alone, however late: these tests compare segmentations, and on a loaded
+    # machine the catch-up (``max_lag_s``) would join segments depending on the load
+    config = ExtractConfig(use_faces=use_faces)
+    session = LiveSession(loaded, FrontEnd(config), use_video=use_faces, max_lag_s=None)
     session.warm_up()
     return session
 

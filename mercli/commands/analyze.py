@@ -125,6 +125,13 @@ def _extract_config(
     default=None,
     help="With --live: stop after this many seconds of stream.",
 )
+@click.option(
+    "--endpoint-silence",
+    type=click.FloatRange(min=0.1, max=5.0),
+    default=None,
+    help="With --live: seconds of silence that end an utterance [default: 0.6]. Files are cut "
+    "at pauses of 2 s; 2 gives the same utterances, each printed that much later.",
+)
 def analyze(
     inputs: tuple[str, ...],
     checkpoint: str,
@@ -145,6 +152,7 @@ def analyze(
     workers: int | None,
     live: str | None,
     duration: float | None,
+    endpoint_silence: float | None,
 ) -> None:
     """Per-utterance sentiment of videos or audio files (directories are searched for media).
 
@@ -169,8 +177,10 @@ def analyze(
             "--live reads one source in this process: no files, --json, --out, --plot, "
             "--engine, --workers or --speakers"
         )
-    if live is None and (not inputs or duration is not None):
-        raise click.UsageError("give FILES_OR_DIRS, or --live SOURCE (--duration needs --live)")
+    if live is None and (not inputs or duration is not None or endpoint_silence is not None):
+        raise click.UsageError(
+            "give FILES_OR_DIRS, or --live SOURCE (--duration and --endpoint-silence need --live)"
+        )
     _check_outputs({out: "JSON document", plot: "timeline"})  # before any work
     try:
         found = open_checkpoint(checkpoint)
@@ -192,7 +202,9 @@ def analyze(
                 loaded = load_model(found, device)
             except CheckpointError as error:
                 raise click.ClickException(str(error)) from error
-        analyze_live(live, loaded, config, jsonl=jsonl, duration_s=duration)
+        analyze_live(
+            live, loaded, config, jsonl=jsonl, duration_s=duration, min_silence_s=endpoint_silence
+        )
         return
     analyzer = Analyzer(
         load_in_background(load_model, found, device),

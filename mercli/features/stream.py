@@ -183,6 +183,11 @@ class LiveStream:
         self._stderr: IO[bytes] | None = None
         self._closed = False
 
+    @property
+    def queued(self) -> int:
+        """Chunks and frames read from ffmpeg but not yet taken (the consumer is behind)."""
+        return self._queue.qsize()
+
     # -- ffmpeg -------------------------------------------------------------------------------
 
     def command(self, video_fd: int | None) -> list[str]:
