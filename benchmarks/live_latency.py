@@ -81,7 +81,7 @@ def main() -> None:
     from mercli.checkpoint import load_model
     from mercli.features.extract import ExtractConfig, FrontEnd
     from mercli.features.stream import LiveStream, parse_source
-    from mercli.live import LiveSession, LiveSummary
+    from mercli.live import LiveSession, LiveSummary, reads_ahead
 
     loaded = load_model(args.checkpoint, "cpu")
     config = replace(ExtractConfig(), use_faces=args.faces)
@@ -104,6 +104,8 @@ def main() -> None:
             session.insert_audio_chunk(item.samples, item.wall_s)
         else:
             session.insert_frame(item)
+        if reads_ahead(stream, session):  # as run_live: behind real time, read the queue first
+            continue
         t0, cpu0 = time.time(), time.thread_time()
         out = session.process_iter()
         if out:

@@ -433,8 +433,7 @@ def run_live(
         if duration_s is not None and session.stream_s >= duration_s:
             summary.status = "duration"
             break
-        if _more_queued(stream) and session.waiting_s < session.vad.max_segment_s:
-            session.trim()  # behind real time: read what is queued, so late segments go together
+        if reads_ahead(stream, session):
             continue
         for utterance in session.process_iter():
             summary.add(utterance)
@@ -442,10 +441,15 @@ def run_live(
     yield from finish_live(stream, session, summary)
 
 
-def _more_queued(stream: Iterable[Any]) -> bool:
-    """Whether the stream already holds more data (a :class:`LiveStream` whose reader is ahead
-    of the scoring); other iterables never say so."""
-    return bool(getattr(stream, "queued", 0))
+def reads_ahead(stream: Iterable[Any], session: LiveSession) -> bool:
+    """Whether the loop should read on before scoring: the stream already holds more data (a
+    :class:`LiveStream` whose reader is ahead, because scoring fell behind), and less than
+    ``max_segment_s`` of closed speech waits, so that late segments go to Whisper together.
+    Trims the session's buffers when it says yes."""
+    if getattr(stream, "queued", 0) and session.waiting_s < session.vad.max_segment_s:
+        session.trim()
+        return True
+    return False
 
 
 def finish_live(
