@@ -190,6 +190,17 @@ def test_cache_keys_without_speakers_do_not_change() -> None:
     assert on != ExtractConfig(use_speakers=True, n_speakers=2).cache_fields()
 
 
+def test_the_voice_encoder_version_is_in_the_speaker_cache_key(monkeypatch) -> None:
+    from mercli.features import extract
+    from mercli.features.extract import ExtractConfig
+
+    before = ExtractConfig(use_speakers=True).cache_fields()
+    monkeypatch.setattr(extract, "_package_version", lambda name: f"{name}-99")
+    after = ExtractConfig(use_speakers=True).cache_fields()
+    assert after != before and after["voice_encoder"] == "resemblyzer-99"
+    assert "voice_encoder" not in ExtractConfig().cache_fields()
+
+
 def test_cli_rejects_a_bad_speaker_count(tmp_path: Path) -> None:
     from mercli.cli import cli
 

@@ -97,11 +97,22 @@ class ExtractConfig:
         if not self.use_speakers:  # keys of files analysed without speakers stay as they were
             fields.pop("use_speakers")
             fields.pop("n_speakers")
+        else:  # the voice encoder's weights come with its package
+            fields["voice_encoder"] = _package_version("resemblyzer")
         fields.pop("clip_s")  # in cache_scope
         if os.path.isfile(self.whisper):  # a checkpoint path: its identity is its size and age
             stat = os.stat(self.whisper)
             fields["whisper"] = f"{os.path.abspath(self.whisper)}:{stat.st_size}:{stat.st_mtime_ns}"
         return fields
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "absent"
 
 
 @dataclass
