@@ -345,3 +345,31 @@ def test_timeline_colours_speakers(tmp_path: Path) -> None:
 
     assert count(SPEAKER_COLOURS[0]) > 100 and count(SPEAKER_COLOURS[1]) > 100
     assert count("tab:purple") < 10  # the colour of speech without speakers
+
+
+def test_cli_extract_carries_speakers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mercli.cli import cli
+    from mercli.features.cache import read_features
+    from tests.fakes import FakeExtractor
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fake = FakeExtractor()
+    configs = []
+
+    def labelled(path, config, front_end=None, sha256=""):
+        configs.append(config)
+        features = fake(path, config, front_end, sha256)
+        for i, u in enumerate(features.utterances):
+            u.speaker = f"S{i % 2 + 1}" if config.use_speakers else None
+        return features
+
+    monkeypatch.setattr("mercli.features.extract.extract", labelled)
+    video, out = tmp_path / "a.mp4", tmp_path / "a.npz"
+    video.write_bytes(b"fake video")
+    result = CliRunner().invoke(cli, ["extract", str(video), "-o", str(out), "--speakers", "2"])
+    assert result.exit_code == 0, result.output
+    assert configs[-1].use_speakers and configs[-1].n_speakers == 2
+    assert [u["speaker"] for u in json.loads(result.stdout)["utterances"]] == ["S1", "S2"]
+    assert [u.speaker for u in read_features(out).utterances] == ["S1", "S2"]
+    plain = CliRunner().invoke(cli, ["extract", str(video), "-o", str(out), "--no-cache"])
+    assert "speaker" not in json.loads(plain.stdout)["utterances"][0]

@@ -11,6 +11,16 @@ import click
 from mercli.commands.options import device_option, engine_options, json_option
 
 
+speakers_option = click.option(
+    "--speakers",
+    "speakers",
+    default=None,
+    metavar="auto|N",
+    help="Several speakers: a speaker per utterance (utterances cut where the voice changes), "
+    "face features from that speaker's face; `auto` decides how many voices there are.",
+)
+
+
 def front_end_options(func: Any) -> Any:
     """Options shared by ``analyze`` and ``extract``: frame rate, Whisper model, faces, cache."""
     for option in reversed(
@@ -86,14 +96,7 @@ def _extract_config(
     show_default=True,
     help="Utterances per model call.",
 )
-@click.option(
-    "--speakers",
-    "speakers",
-    default=None,
-    metavar="auto|N",
-    help="Several speakers: a speaker per utterance (utterances cut where the voice changes), "
-    "face features from that speaker's face; `auto` decides how many voices there are.",
-)
+@speakers_option
 @click.option(
     "--plot",
     "plot",
@@ -355,6 +358,7 @@ def _plot(results: list[Any], analyzer: Any, target: str) -> None:
 )
 @device_option
 @front_end_options
+@speakers_option
 def extract(
     video: str,
     out: str,
@@ -363,6 +367,7 @@ def extract(
     whisper: str,
     no_faces: bool,
     no_cache: bool,
+    speakers: str | None,
 ) -> None:
     """Run only the front end on one file: utterances, timings and feature shapes.
 
@@ -377,6 +382,8 @@ def extract(
 
     _check_outputs({out: "feature file"})  # before any work
     config = _extract_config(fps, whisper, no_faces, resolve_device(device))
+    if speakers is not None:
+        config = _with_speakers(config, speakers)
     try:
         with render.stderr.status(f"extracting {video}"):
             features, cached = run_extract(video, config, use_cache=not no_cache)
@@ -406,6 +413,7 @@ def extract(
                         "text": u.text,
                         "audio_shape": list(u.audio.shape),
                         "vision_shape": list(u.vision.shape),
+                        **({"speaker": u.speaker} if config.use_speakers else {}),
                         **u.descriptors(),
                     }
                     for u in features.utterances
