@@ -10,7 +10,6 @@ import click
 
 from mercli.commands.options import device_option, engine_options, json_option
 
-
 speakers_option = click.option(
     "--speakers",
     "speakers",
