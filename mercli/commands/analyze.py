@@ -35,7 +35,16 @@ def front_end_options(func: Any) -> Any:
                 "--whisper",
                 default="tiny.en",
                 show_default=True,
-                help="Whisper model name or checkpoint path (tiny.en works offline).",
+                help="Whisper model name or checkpoint path (tiny.en and base work offline; "
+                "base is slower and more accurate, see README).",
+            ),
+            click.option(
+                "--language",
+                default="en",
+                show_default=True,
+                help="Language spoken, for multilingual Whisper models such as base: a code "
+                "(en, de, fr ...) or 'auto' to detect it. English-only models (*.en) ignore it; "
+                "the sentiment model reads English.",
             ),
             click.option(
                 "--no-faces",
@@ -61,12 +70,21 @@ def _extract_config(
     no_faces: bool,
     device: str,
     profile: dict[str, Any] | None = None,
+    language: str = "en",
 ) -> Any:
     from mercli.features.extract import ExtractConfig
 
-    return ExtractConfig.for_profile(
-        profile, fps, whisper=whisper, use_faces=not no_faces, device=device
-    )
+    try:
+        return ExtractConfig.for_profile(
+            profile,
+            fps,
+            whisper=whisper,
+            language=None if language.strip().lower() == "auto" else language,
+            use_faces=not no_faces,
+            device=device,
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--language") from error
 
 
 @click.command()
@@ -143,6 +161,7 @@ def analyze(
     device: str,
     fps: float | None,
     whisper: str,
+    language: str,
     no_faces: bool,
     no_cache: bool,
     batch_size: int,
@@ -193,7 +212,9 @@ def analyze(
     if not paths and live is None:
         raise click.ClickException(f"no media files in {', '.join(inputs)}")
     device = resolve_device(device)
-    config = _extract_config(fps, whisper, no_faces, device, found.meta.feature_profile)
+    config = _extract_config(
+        fps, whisper, no_faces, device, found.meta.feature_profile, language=language
+    )
     if speakers is not None:
         config = _with_speakers(config, speakers)
     if live is not None:
@@ -364,6 +385,7 @@ def extract(
     device: str,
     fps: float | None,
     whisper: str,
+    language: str,
     no_faces: bool,
     no_cache: bool,
     speakers: str | None,
@@ -380,7 +402,7 @@ def extract(
     from mercli.pipeline import extract as run_extract
 
     _check_outputs({out: "feature file"})  # before any work
-    config = _extract_config(fps, whisper, no_faces, resolve_device(device))
+    config = _extract_config(fps, whisper, no_faces, resolve_device(device), language=language)
     if speakers is not None:
         config = _with_speakers(config, speakers)
     try:

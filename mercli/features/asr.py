@@ -235,6 +235,24 @@ def segment_utterances(
     return merge_short(utterances, min_s, min_words, max_gap_s)
 
 
+def language_code(language: str) -> str:
+    """Whisper's code for a language given by code or English name ("de", "German" -> "de").
+
+    Raises:
+        ValueError: a language Whisper does not know.
+    """
+    language = language.strip().lower()
+    if language == "en":  # the default: no need to load whisper's tables
+        return language
+    from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+    if language in LANGUAGES:
+        return language
+    if language in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[language]
+    raise ValueError(f"unknown language {language!r}; Whisper knows e.g. en, de, fr, es, zh, ja")
+
+
 def transcribe(
     audio: np.ndarray,
     model: Any,
@@ -252,7 +270,8 @@ def transcribe(
     Args:
         audio: 16 kHz mono waveform, shape = (n_samples,), float32 in [-1, 1].
         model: a ``whisper.Whisper`` (see :func:`mercli.features.whisper_offline.load_whisper`).
-        language: e.g. ``"en"``; ``None`` lets a multilingual model detect it.
+        language: e.g. ``"en"``; ``None`` lets a multilingual model detect it (from the first
+            30 s). English-only models (``*.en``) always transcribe English.
         max_s, min_s, min_words: segmentation limits, see :func:`segment_utterances`.
 
     Returns:

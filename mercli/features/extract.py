@@ -51,6 +51,7 @@ class ExtractConfig:
     max_side: int = 640  # longer side of decoded frames, pixels
     hop_s: float = DEFAULT_HOP_S  # acoustic frame step, seconds
     whisper: str = "tiny.en"  # Whisper model name or checkpoint path
+    language: str | None = "en"  # spoken language for multilingual Whisper (None: detect it)
     use_faces: bool = True  # False: no face detection (vision features empty)
     max_utterance_s: float = 15.0  # longer Whisper segments are cut at word boundaries
     device: str = "cpu"  # where Whisper, MTCNN and the expression net run
@@ -67,6 +68,10 @@ class ExtractConfig:
             raise ValueError(f"hop_s must be positive, got {self.hop_s}")
         if self.clip_s is not None and self.clip_s <= 0:
             raise ValueError(f"clip_s must be positive, got {self.clip_s}")
+        if self.language is not None:
+            from mercli.features.asr import language_code
+
+            object.__setattr__(self, "language", language_code(self.language))
 
     @property
     def cache_scope(self) -> str:
@@ -100,6 +105,8 @@ class ExtractConfig:
         else:  # the voice encoder's weights come with its package
             fields["voice_encoder"] = _package_version("resemblyzer")
         fields.pop("clip_s")  # in cache_scope
+        if self.whisper.endswith(".en"):  # English-only models ignore the language
+            fields.pop("language")
         if os.path.isfile(self.whisper):  # a checkpoint path: its identity is its size and age
             stat = os.stat(self.whisper)
             fields["whisper"] = f"{os.path.abspath(self.whisper)}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -219,14 +226,15 @@ class FrontEnd:
 
 
 def load_transcriber(config: ExtractConfig) -> Transcriber:
-    """Whisper ``config.whisper`` (name or path; tiny.en works offline) as a transcriber."""
+    """Whisper ``config.whisper`` (name or path; tiny.en and base work offline) as a transcriber,
+    in ``config.language``."""
     from mercli.features.asr import transcribe
     from mercli.features.whisper_offline import load_whisper
 
     model = load_whisper(config.whisper, device=config.device)
 
     def run(audio: np.ndarray) -> list[Utterance]:
-        return transcribe(audio, model, max_s=config.max_utterance_s)
+        return transcribe(audio, model, language=config.language, max_s=config.max_utterance_s)
 
     return run
 

