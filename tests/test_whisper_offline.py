@@ -208,3 +208,40 @@ def test_base_transcribes_jfk(shared_dir: Path) -> None:
     assert len(words) == pytest.approx(22, abs=2)
     assert all(a.start_s <= b.start_s for a, b in itertools.pairwise(words))
     assert 0.0 <= words[0].start_s < 1.0 and 9.0 < words[-1].end_s <= 11.0
+
+
+# ---------------------------------------------------------------------------------------------
+# a cache folder that cannot be used
+
+
+@pytest.mark.parametrize("problem", ["cache_home_is_a_file", "disk_full"])
+def test_unusable_cache_converts_in_memory_with_a_warning(
+    problem: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("whisper")
+    import errno
+
+    from mercli.features import whisper_offline
+
+    tiny_ct2_whisper(tmp_path / "ct2")
+    source = whisper_offline.Ct2Source.from_dir(tmp_path / "ct2")
+    monkeypatch.setattr(whisper_offline, "offline_source", lambda name: source)
+    cache_home = tmp_path / "cache"
+    if problem == "cache_home_is_a_file":
+        cache_home.write_text("not a folder")
+    else:
+
+        def full(path: object, write: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(whisper_offline, "write_atomically", full)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+
+    model = whisper_offline.load_whisper("tiny.en")
+    assert model.dims.n_audio_state == 8
+    assert model.alignment_heads.to_dense().nonzero().tolist() == [[0, 1]]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(cache_home / "mer" / "whisper") in warning and "in memory" in warning

@@ -365,7 +365,10 @@ def offline_source(name: str = OFFLINE_MODEL) -> Ct2Source | None:
 def _is_current(checkpoint_path: Path) -> bool:
     import torch
 
-    if not checkpoint_path.is_file():
+    try:
+        if not checkpoint_path.is_file():
+            return False
+    except OSError:  # a folder on the way that cannot be searched
         return False
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
@@ -425,9 +428,17 @@ def load_checkpoint(
     heads of the upper half of the decoder.
     """
     import torch
+
+    return model_from_checkpoint(torch.load(path, map_location="cpu", weights_only=True), device)
+
+
+def model_from_checkpoint(
+    checkpoint: dict[str, Any], device: str | torch.device = "cpu"
+) -> whisper.Whisper:
+    """A ``whisper.Whisper`` from a checkpoint dict (``dims``, ``model_state_dict``, optionally
+    ``alignment_heads``), loaded strictly."""
     import whisper
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = whisper.Whisper(whisper.ModelDimensions(**checkpoint["dims"]))
     model.load_state_dict(checkpoint["model_state_dict"])
     if checkpoint.get("alignment_heads"):
@@ -444,6 +455,20 @@ def _whisper_cache_has(name: str) -> bool:
         return False
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return (Path(root) / "whisper" / os.path.basename(url)).is_file()
+
+
+def _load_offline(source: Ct2Source, name: str, device: str | torch.device) -> whisper.Whisper:
+    """The packaged model through the cache; converted in memory when the cache is unusable."""
+    try:
+        return load_checkpoint(ensure_offline_checkpoint(source, name), device)
+    except OSError as error:  # not a folder, read-only, full
+        log.warning(
+            "cannot use the Whisper cache %s (%s); converting %s in memory, again on every run",
+            cache_dir(),
+            error.strerror or error,
+            name,
+        )
+    return model_from_checkpoint(convert_ct2_whisper(source), device)
 
 
 def load_whisper(
@@ -467,7 +492,7 @@ def load_whisper(
     if os.path.isfile(name_or_path):
         model = load_checkpoint(name_or_path, device)
     elif not _whisper_cache_has(name_or_path) and (source := offline_source(name_or_path)):
-        model = load_checkpoint(ensure_offline_checkpoint(source, name_or_path), device)
+        model = _load_offline(source, name_or_path, device)
     else:
         model = whisper.load_model(name_or_path, device=device)
     return model.eval()

@@ -1,0 +1,184 @@
+"""Word error rate and time of Whisper tiny.en against base, as ``mer analyze`` transcribes.
+
+    python benchmarks/asr_wer.py [--models tiny.en base] [--repeats 3] [--threads 1]
+                                 [--media DIR] [--out FILE.json]
+
+Clips: the files of ``../shared/media/audio_speech`` that come with a reference transcript:
+
+- ``whisper_jfk.flac`` (11 s): the well-known sentence of the clip that openai-whisper's own
+  tests transcribe (``JFK_TEXT`` in ``tests/test_asr.py``);
+- ``pocketsphinx_librivox_austen_0870.wav`` (7 s) against its ``.txt``;
+- ``pyannote_sample_2speakers.wav`` (30 s, a phone call) against its ``.stm``: the segments'
+  text joined in time order.
+
+Both models run through :func:`mercli.features.asr.transcribe` (English, word timestamps, each
+30 s window decoded on its own) on the same decoded arrays, with the same torch thread count;
+the hypothesis is the utterances' text joined. WER is word edits / reference words, summed over
+the clips (pooled), after one of two normalisations:
+
+- ``basic``: lower case, punctuation removed, hyphens split words
+  (:func:`mercli.features.asr.normalize_text`), so "Mr." against "mister" is an error;
+- ``whisper``: openai-whisper's ``EnglishTextNormalizer`` (the Whisper paper's: also spelled-out
+  numbers, "mr" -> "mister", contractions, British spellings, filler words dropped).
+
+Time: per model, the load (conversion on a first run, then the cached checkpoint) and the
+transcription of each clip, best of ``--repeats`` after one warm-up pass; wall and CPU seconds
+(the CPU time is steadier on a shared machine). The load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.test_asr import JFK_TEXT  # noqa: E402
+
+
+def stm_text(path: Path) -> str:
+    """The transcript of an STM file: each segment's text (after 5 fields), in time order."""
+    segments = []
+    for line in path.read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and not line.startswith(";;"):
+            segments.append((float(fields[3]), fields[5]))
+    return " ".join(text for _, text in sorted(segments))
+
+
+def clips(media: Path) -> list[tuple[str, Path, str]]:
+    """(name, audio file, reference text) for each clip that has a reference."""
+    speech = media / "audio_speech"
+    austen = speech / "pocketsphinx_librivox_austen_0870"
+    call = speech / "pyannote_sample_2speakers"
+    return [
+        ("jfk", speech / "whisper_jfk.flac", JFK_TEXT),
+        ("librivox_austen", austen.with_suffix(".wav"), austen.with_suffix(".txt").read_text()),
+        ("pyannote_call", call.with_suffix(".wav"), stm_text(call.with_suffix(".stm"))),
+    ]
+
+
+def normalizers() -> dict[str, Callable[[str], list[str]]]:
+    from whisper.normalizers import EnglishTextNormalizer
+
+    from mercli.features.asr import normalize_text
+
+    english = EnglishTextNormalizer()
+    return {"basic": normalize_text, "whisper": lambda text: english(text).split()}
+
+
+def _load_avg() -> float:
+    return os.getloadavg()[0]
+
+
+def timed(function: Callable[[], object]) -> tuple[object, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure(model_name: str, audio: dict[str, object], repeats: int) -> dict[str, object]:
+    from mercli.features.asr import transcribe
+    from mercli.features.whisper_offline import cache_dir, load_whisper
+
+    was_cached = (cache_dir() / f"{model_name}.pt").is_file()
+    model, load_s, load_cpu_s = timed(lambda: load_whisper(model_name, "cpu"))
+    n_parameters = sum(p.numel() for p in model.parameters())  # type: ignore[attr-defined]
+    hypotheses: dict[str, str] = {}
+    best: dict[str, tuple[float, float]] = {}
+    for run in range(repeats + 1):  # run 0 warms up
+        for name, samples in audio.items():
+            utterances, wall, cpu = timed(lambda s=samples: transcribe(s, model, language="en"))
+            hypotheses[name] = " ".join(u.text for u in utterances)  # type: ignore[attr-defined]
+            if run > 0 and (name not in best or wall < best[name][0]):
+                best[name] = (wall, cpu)
+    return {
+        "model": model_name,
+        "n_parameters": n_parameters,
+        "load_s": load_s,
+        "load_cpu_s": load_cpu_s,
+        "load_converted": not was_cached,
+        "hypotheses": hypotheses,
+        "transcribe_s": {name: wall for name, (wall, _) in best.items()},
+        "transcribe_cpu_s": {name: cpu for name, (_, cpu) in best.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["tiny.en", "base"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for every model")
+    parser.add_argument("--media", type=Path, default=ROOT.parent / "shared" / "media")
+    parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
+    args = parser.parse_args()
+
+    import torch
+
+    from mercli.features.asr import edit_distance
+    from mercli.features.media import load_audio
+
+    torch.set_num_threads(args.threads)
+    load_before = _load_avg()
+    found = clips(args.media)
+    audio: dict[str, object] = {name: load_audio(path) for name, path, _ in found}
+    durations = {name: len(a) / 16000 for name, a in audio.items()}  # type: ignore[arg-type]
+    references = {name: text for name, _, text in found}
+    norms = normalizers()
+
+    rows = []
+    for model_name in args.models:
+        row = measure(model_name, audio, args.repeats)
+        for norm_name, norm in norms.items():
+            edits = words = 0
+            per_clip = {}
+            for name, reference in references.items():
+                ref = norm(reference)
+                hyp = norm(row["hypotheses"][name])  # type: ignore[index]
+                e = edit_distance(ref, hyp)
+                per_clip[name] = e / len(ref)
+                edits, words = edits + e, words + len(ref)
+            row[f"wer_{norm_name}"] = edits / words
+            row[f"wer_{norm_name}_per_clip"] = per_clip
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+
+    total_s = sum(durations.values())
+    print(
+        f"threads {args.threads}; load average {load_before:.2f} before, {_load_avg():.2f} "
+        f"after; {len(found)} clips, {total_s:.1f} s of audio; best of {args.repeats}"
+    )
+    print(
+        "| model | parameters | WER basic | WER whisper-norm | transcribe s (CPU s) "
+        "| x real time | load s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        wall = sum(row["transcribe_s"].values())  # type: ignore[attr-defined]
+        cpu = sum(row["transcribe_cpu_s"].values())  # type: ignore[attr-defined]
+        converted = " (converted)" if row["load_converted"] else ""
+        print(
+            f"| {row['model']} | {row['n_parameters'] / 1e6:.0f} M "
+            f"| {row['wer_basic']:.3f} | {row['wer_whisper']:.3f} | {wall:.1f} ({cpu:.1f}) "
+            f"| {wall / total_s:.2f} | {row['load_s']:.1f}{converted} |"
+        )
+    for row in rows:
+        print(f"{row['model']} per clip (basic / whisper-norm):")
+        for name in references:
+            print(
+                f"  {name}: {row['wer_basic_per_clip'][name]:.3f} / "  # type: ignore[index]
+                f"{row['wer_whisper_per_clip'][name]:.3f}: "  # type: ignore[index]
+                f"{row['hypotheses'][name]!r}"  # type: ignore[index]
+            )
+    if args.out:
+        args.out.write_text(json.dumps({"durations_s": durations, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
