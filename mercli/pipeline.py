@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mercli.schema import Batch
 
 
-def extract(
+def load_or_extract(
     path: str | os.PathLike[str],
     config: ExtractConfig,
     front_end: FrontEnd | None = None,
@@ -85,7 +85,7 @@ def make_batch(utterances: Sequence[UtteranceFeatures], loaded: LoadedModel) -> 
     """
     import torch
 
-    from mercli.data.samples import tokenize
+    from mercli.model.text_backbone import tokenize
     from mercli.schema import Batch
 
     inputs: dict[str, torch.Tensor] = {}
@@ -245,7 +245,7 @@ class Analyzer:
         from mercli.features.media import FfmpegNotFoundError, MediaError
 
         try:
-            features, cached = extract(path, self.config, self.front_end, self.use_cache)
+            features, cached = load_or_extract(path, self.config, self.front_end, self.use_cache)
         except FfmpegNotFoundError:
             raise
         except MediaError as error:

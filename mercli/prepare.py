@@ -111,11 +111,11 @@ def prepare_clip(path: Path, config: PrepareConfig, front_end: FrontEnd) -> Clip
         FfmpegNotFoundError: no ffmpeg at all (no clip can be prepared).
     """
     from mercli.features.media import FfmpegNotFoundError
-    from mercli.pipeline import extract
+    from mercli.pipeline import load_or_extract
 
     started = time.perf_counter()
     try:
-        features, cached = extract(path, config.clip_extract, front_end, config.use_cache)
+        features, cached = load_or_extract(path, config.clip_extract, front_end, config.use_cache)
     except FfmpegNotFoundError:
         raise
     except MediaError as error:

@@ -68,7 +68,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def configure_optimizer(model: EmotionModel, cfg: TrainConfig) -> torch.optim.AdamW:
+def configure_optimizer(model: EmotionModel, training: TrainConfig) -> torch.optim.AdamW:
     """AdamW with the text backbone on its own learning rate; matrices decay, vectors do not."""
     backbone = (
         set() if model.text_backbone is None else {id(p) for p in model.text_backbone.parameters()}
@@ -77,8 +77,8 @@ def configure_optimizer(model: EmotionModel, cfg: TrainConfig) -> torch.optim.Ad
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        lr = cfg.text_lr if id(p) in backbone else cfg.lr
-        decay = cfg.weight_decay if p.dim() >= 2 else 0.0
+        lr = training.text_lr if id(p) in backbone else training.lr
+        decay = training.weight_decay if p.dim() >= 2 else 0.0
         groups.setdefault((lr, decay), []).append(p)
     return torch.optim.AdamW(
         [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
@@ -301,7 +301,7 @@ class FitState:
 def fit(
     config: ModelConfig,
     data: Any,
-    cfg: TrainConfig,
+    training: TrainConfig,
     out_dir: str | Path,
     *,
     seed: int,
@@ -316,6 +316,7 @@ def fit(
     Args:
         config: the model to build (widths already read from the data).
         data: a :class:`~mercli.data.SplitDatasets`.
+        training: the optimisation settings (epochs, batch size, learning rates, loss weights).
         out_dir: gets ``best/`` (the selected checkpoint) and ``last/`` + ``trainer_state.pt``
             (for ``resume``), written after every epoch.
         resume: continue from ``out_dir/last`` when it exists; at most one epoch is lost.
@@ -325,33 +326,33 @@ def fit(
     rank, _ = world()
     seed_everything(seed)
     model = EmotionModel(config).to(device)
-    optimizer = configure_optimizer(model, cfg)
+    optimizer = configure_optimizer(model, training)
     state = FitState()
     if resume:
         recover_folder(out_dir / "last")  # a kill during the last save: the whole earlier set
     if resume and (out_dir / "last" / RESUME_FILE).is_file():
         state = _restore(model, optimizer, out_dir / "last", device)
         log(f"resuming seed {seed} after epoch {state.epoch}")
-    step = _distributed(TrainingStep(model, cfg.loss_weights), device)
+    step = _distributed(TrainingStep(model, training.loss_weights), device)
     valid_loader = make_loader(
-        data.valid, data.collate, cfg.batch_size * 2, shuffle=False, seed=seed
+        data.valid, data.collate, training.batch_size * 2, shuffle=False, seed=seed
     )
-    for epoch in range(state.epoch + 1, cfg.max_epochs + 1):
-        if state.bad_epochs >= cfg.patience:
+    for epoch in range(state.epoch + 1, training.max_epochs + 1):
+        if state.bad_epochs >= training.patience:
             break
         start = time.perf_counter()
         train_loader = make_loader(
             data.train,
             data.collate,
-            cfg.batch_size,
+            training.batch_size,
             shuffle=shuffle,
             seed=seed + epoch,
-            drop_last=len(data.train) > cfg.batch_size,
-            group_by_length=cfg.group_by_length,
+            drop_last=len(data.train) > training.batch_size,
+            group_by_length=training.group_by_length,
         )
         progress = _progress_every(60.0, len(train_loader), f"seed {seed} epoch {epoch:3d}", log)
         train_loss, terms = train_epoch(
-            step, train_loader, optimizer, device, cfg.grad_clip, progress
+            step, train_loader, optimizer, device, training.grad_clip, progress
         )
         valid_loss, valid_metrics = evaluate(model, valid_loader, device)
         state.history.append(
@@ -370,16 +371,18 @@ def fit(
                 save_checkpoint(
                     model,
                     out_dir / "best",
-                    _with_metrics(meta, config, cfg, valid_metrics, "valid"),
+                    _with_metrics(meta, config, training, valid_metrics, "valid"),
                 )
-            _save_state(model, optimizer, state, out_dir / "last", meta, config, cfg)
+            _save_state(model, optimizer, state, out_dir / "last", meta, config, training)
         log(_epoch_line(seed, state.history[-1], improved))
         _barrier()
     best, _ = load_checkpoint(out_dir / "best", device)
-    test_loader = make_loader(data.test, data.collate, cfg.batch_size * 2, shuffle=False, seed=seed)
+    test_loader = make_loader(
+        data.test, data.collate, training.batch_size * 2, shuffle=False, seed=seed
+    )
     _, test_metrics = evaluate(best, test_loader, device)
     if rank == 0:
-        final = _with_metrics(meta, config, cfg, test_metrics, "test")
+        final = _with_metrics(meta, config, training, test_metrics, "test")
         final.metrics["valid"] = state.history[state.best_epoch - 1].valid_metrics
         final.extra["best_epoch"] = state.best_epoch
         save_checkpoint(best, out_dir / "best", final)
@@ -432,12 +435,16 @@ def _epoch_line(seed: int, e: EpochLog, improved: bool) -> str:
 
 
 def _with_metrics(
-    meta: CheckpointMeta | None, config: ModelConfig, cfg: TrainConfig, metrics: dict, split: str
+    meta: CheckpointMeta | None,
+    config: ModelConfig,
+    training: TrainConfig,
+    metrics: dict,
+    split: str,
 ) -> CheckpointMeta:
     base = meta or CheckpointMeta(model_config={})
     return CheckpointMeta(
         model_config=config.to_dict(),
-        train_config=cfg.to_dict(),
+        train_config=training.to_dict(),
         feature_profile=dict(base.feature_profile),
         metrics={split: metrics},
         extra=dict(base.extra),
@@ -451,7 +458,7 @@ def _save_state(
     directory: Path,
     meta: CheckpointMeta | None,
     config: ModelConfig,
-    cfg: TrainConfig,
+    training: TrainConfig,
 ) -> None:
     payload = {
         "optimizer": optimizer.state_dict(),
@@ -462,7 +469,7 @@ def _save_state(
     save_checkpoint(
         model,
         directory,
-        _with_metrics(meta, config, cfg, {}, "valid"),
+        _with_metrics(meta, config, training, {}, "valid"),
         extra_files={RESUME_FILE: lambda f: torch.save(payload, f)},
     )
 

@@ -26,7 +26,7 @@ def test_default_checkpoint_is_shipped_small_and_text_only() -> None:
 
 
 def _scores(texts: list[str]) -> torch.Tensor:
-    from mercli.data.samples import tokenize
+    from mercli.model.text_backbone import tokenize
     from mercli.schema import Batch
 
     loaded = load_model("default", "cpu")

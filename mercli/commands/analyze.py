@@ -399,7 +399,7 @@ def extract(
     from mercli.features.cache import write_features
     from mercli.features.media import MediaError
     from mercli.jsontext import dumps
-    from mercli.pipeline import extract as run_extract
+    from mercli.pipeline import load_or_extract
 
     _check_outputs({out: "feature file"})  # before any work
     config = _extract_config(fps, whisper, no_faces, resolve_device(device), language=language)
@@ -407,7 +407,7 @@ def extract(
         config = _with_speakers(config, speakers)
     try:
         with render.stderr.status(f"extracting {video}"):
-            features, cached = run_extract(video, config, use_cache=not no_cache)
+            features, cached = load_or_extract(video, config, use_cache=not no_cache)
     except MediaError as error:
         raise click.ClickException(str(error)) from error
     except OSError as error:

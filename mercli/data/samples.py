@@ -88,6 +88,8 @@ class Collator:
         masks: dict[str, torch.Tensor] = {}
         for m in MODALITIES:
             if m == "text" and self.tokenizer is not None:
+                from mercli.model.text_backbone import tokenize
+
                 inputs[m], masks[m] = tokenize(
                     [s.text or "" for s in samples], self.tokenizer, self.max_text_tokens
                 )
@@ -113,13 +115,3 @@ def _step_masks(samples: Sequence[Sample], m: str, n_steps: int) -> torch.Tensor
             mask = s.masks[m][:n_steps]
             out[row, : len(mask)] = mask
     return out
-
-
-def tokenize(
-    texts: list[str], tokenizer: Any, max_length: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids ``(B, T)`` long and attention mask ``(B, T)`` bool, padded to the longest text."""
-    encoded = tokenizer(
-        texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
-    )
-    return encoded["input_ids"].long(), encoded["attention_mask"].bool()

