@@ -486,9 +486,11 @@ def load_whisper(
     """
     import whisper
 
+    from mercli.features.log_mel import use_chunked_log_mel
     from mercli.features.word_timing import use_numpy_dtw
 
     use_numpy_dtw()  # word timings without numba's compile in every process
+    use_chunked_log_mel()  # the spectrogram's transient memory bounded, whatever the length
     if os.path.isfile(name_or_path):
         model = load_checkpoint(name_or_path, device)
     elif not _whisper_cache_has(name_or_path) and (source := offline_source(name_or_path)):
