@@ -58,7 +58,10 @@ class SpeakerConfig:
     # split a variable voice (JFK's 1961 recording) in two.
     same_voice_similarity: float = 0.70
     refine_window_s: float = 0.8  # short windows that place each change (0: no refinement)
-    refine_step_s: float = 0.1  # their step (> 0): the resolution of change points
+    # Their step (> 0): the resolution of change points. 0.2 s against 0.1 s on the composites of
+    # benchmarks/diarization.py: changes within 0.35 s (0.30), DER 0.9 / 1.7 / 5.7% (0.6 / 1.7 /
+    # 5.7%), at 76% of the CPU time.
+    refine_step_s: float = 0.2
     min_cluster_frac: float = 0.05  # auto: smaller clusters (share of windows) are not voices
     min_turn_s: float = 0.4  # a speaker's piece of an utterance shorter than this is not split off
 
