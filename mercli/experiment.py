@@ -27,22 +27,34 @@ class DataSpec:
 
     dataset: str  # mosi | mosei | urfunny
     path: Path
-    extra_train: tuple[Path, ...] = ()  # more label CSVs whose train splits are added
+    # more label CSVs (transcripts) or `mer prepare` datasets (clips with media) whose train
+    # splits are added to a label CSV's; see mercli.data.mixing
+    extra_train: tuple[Path, ...] = ()
     # None: the pickle's frozen BERT states, or the backbone a `mer prepare` pickle records
     text_backbone: str | None = None
     # None: the data's default: frozen for `mer prepare` pickles (a few labelled videos are too
     # few to fine-tune BERT on), fine-tuned otherwise
     finetune_text: bool | None = True
+    extra_repeat: int = 1  # times the clips of each `mer prepare` extra are seen per epoch
 
     @property
     def is_text_csv(self) -> bool:
-        return self.path.suffix.lower() == ".csv"
+        return _is_csv(self.path)
+
+    @property
+    def media_extras(self) -> tuple[Path, ...]:
+        """The extra training sets that are `mer prepare` datasets (not label CSVs)."""
+        return tuple(p for p in self.extra_train if not _is_csv(p))
 
     def finetunes_text(self, profile: dict[str, Any] | None) -> bool:
         """Whether the text backbone is fine-tuned, for data with this feature profile."""
         if self.finetune_text is not None:
             return self.finetune_text
         return profile is None
+
+
+def _is_csv(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
 
 
 def prepared_backbone(spec: DataSpec, profile: dict[str, Any]) -> str:
@@ -98,13 +110,25 @@ def load_data(spec: DataSpec, log: Callable[[str], None]) -> Any:
         tokenizer = load_tokenizer(backbone)
         data = load_dataset(f"{spec.dataset}-text", spec.path, tokenizer=tokenizer)  # type: ignore[arg-type]
         for extra in spec.extra_train:
-            more = load_dataset(f"{spec.dataset}-text", extra, tokenizer=tokenizer)  # type: ignore[arg-type]
-            data = _with_more_training(data, more)
+            if _is_csv(extra):
+                more = load_dataset(f"{spec.dataset}-text", extra, tokenizer=tokenizer)  # type: ignore[arg-type]
+                data = _with_more_training(data, more)
+        if spec.media_extras:
+            from mercli.data.mixing import load_media_training, with_media_training
+
+            extras = [load_media_training(p) for p in spec.media_extras]
+            data = with_media_training(data, extras, backbone, spec.extra_repeat)
         if not spec.finetunes_text(None):
             from mercli.data.text_states import with_text_states
 
             data = with_text_states(data, backbone, log=log)
         return data
+    if spec.extra_train:
+        from mercli.data import DatasetError
+
+        raise DatasetError(
+            spec.path, "--extra-train adds to a label CSV's train split; --data is not a CSV"
+        )
     source = "tokens" if spec.text_backbone else "states"
     data = load_dataset(spec.dataset, spec.path, text_source=source)  # type: ignore[arg-type]
     profile = data.feature_profile
@@ -131,15 +155,20 @@ def model_config_for(
     """The preset's model with the data's widths and the chosen text path.
 
     Args:
-        profile: the data's feature profile (``mer prepare`` pickles): the model reads the
-            preset's modalities that the profile has, text through the profile's backbone.
+        profile: the data's feature profile (``mer prepare`` pickles, or transcripts mixed with
+            their clips): the model reads the preset's modalities that the profile has, text
+            through the profile's backbone (a label CSV's: ``spec``'s).
     """
     config = preset.model
     if spec.is_text_csv:
+        from mercli.features.profile import profile_modalities
         from mercli.model.text_backbone import DEFAULT_BACKBONE
 
+        # transcripts alone are text only; clips mixed in add the media they hold
+        media = profile_modalities(profile) if profile is not None else ()
+        modalities = ("text", *(m for m in config.modalities if m != "text" and m in media))
         config = replace(
-            config, modalities=("text",), text_backbone=spec.text_backbone or DEFAULT_BACKBONE
+            config, modalities=modalities, text_backbone=spec.text_backbone or DEFAULT_BACKBONE
         )
     elif profile is not None:
         config = replace(

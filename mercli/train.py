@@ -333,7 +333,7 @@ def fit(
     if resume and (out_dir / "last" / RESUME_FILE).is_file():
         state = _restore(model, optimizer, out_dir / "last", device)
         log(f"resuming seed {seed} after epoch {state.epoch}")
-    step = _distributed(TrainingStep(model, training.loss_weights), device)
+    step = _distributed(TrainingStep(model, training.loss_weights), device, data.train)
     valid_loader = make_loader(
         data.valid, data.collate, training.batch_size * 2, shuffle=False, seed=seed
     )
@@ -406,18 +406,43 @@ def _progress_every(
     return report
 
 
-def _distributed(model: nn.Module, device: str) -> nn.Module:
+def _distributed(model: nn.Module, device: str, train: Any = None) -> nn.Module:
     _, size = world()
     if size == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [torch.device(device).index] if device.startswith("cuda") else None
-    # A loss weight of 0 (an ablation) leaves some parameters without gradient; looking for
-    # them costs a walk over the autograd graph per step, so only then.
+    # A loss weight of 0 (an ablation) leaves some parameters without gradient, and so does a
+    # batch in which no sample has some modality (transcripts mixed with clips: the audio
+    # encoder and its loss terms do not run). Looking for them costs a walk over the autograd
+    # graph per step, so only then.
     weights = getattr(model, "weights", None)
     unused = weights is None or 0.0 in weights.to_dict().values()
+    inner = getattr(model, "model", model)
+    modalities = tuple(getattr(getattr(inner, "config", None), "modalities", ()))
+    if not unused and train is not None and len(modalities) > 1:
+        unused = lacks_modality(train, modalities)
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
+
+
+def lacks_modality(dataset: Any, modalities: tuple[str, ...]) -> bool:
+    """Whether some sample of ``dataset`` lacks one of ``modalities`` (no valid step of it).
+
+    Text given as raw text (tokenised when batches are made) counts as present.
+    """
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        for m in modalities:
+            x = sample.features.get(m)
+            if x is None:
+                if m == "text" and sample.text is not None:
+                    continue
+                return True
+            mask = sample.masks.get(m)
+            if len(x) == 0 or (mask is not None and not bool(mask.any())):
+                return True
+    return False
 
 
 def _barrier() -> None:

@@ -51,7 +51,16 @@ def data_options(func: Any) -> Any:
     "--extra-train",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Another label.csv whose train split is added (text only; repeatable).",
+    help="Another label.csv (transcripts) or `mer prepare` dataset (clips: text + audio) whose "
+    "train split is added to --data's, a label.csv (repeatable). Clips add their modalities to "
+    "the model; transcripts lack them.",
+)
+@click.option(
+    "--extra-repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Times per epoch the clips of each `mer prepare` --extra-train are seen.",
 )
 @click.option(
     "--seed",
@@ -113,6 +122,7 @@ def train(
     dataset: str,
     data_path: Path,
     extra_train: tuple[Path, ...],
+    extra_repeat: int,
     seeds: tuple[int, ...],
     preset: str | None,
     modalities: str,
@@ -153,7 +163,14 @@ def train(
     chosen = replace(chosen, train=replace(chosen.train, **overrides))
     seeds = seeds or chosen.train.seeds
     finetune_text = None if freeze_text is None else not freeze_text
-    spec = DataSpec(dataset, data_path, extra_train, text_backbone, finetune_text=finetune_text)
+    spec = DataSpec(
+        dataset,
+        data_path,
+        extra_train,
+        text_backbone,
+        finetune_text=finetune_text,
+        extra_repeat=extra_repeat,
+    )
     out_dir = out_dir or Path("runs") / dataset
     try:
         check_writable(out_dir / "results.json", "results")

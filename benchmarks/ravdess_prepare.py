@@ -1,0 +1,83 @@
+"""RAVDESS speech -> a ``mer prepare`` dataset (text + mer's own acoustic features, no faces).
+
+RAVDESS is CC BY-NC-SA 4.0 and is never stored in this repository. To get it (566 MB), clone
+``github.com/Rahul5430/Speech-Emotion-Recognition-System`` (or use any extracted copy of the
+corpus' ``Audio_Speech_Actors_01-24.zip``) and take the speech folder out of commit b6a1dd81::
+
+    git --git-dir=REPO/.git archive b6a1dd81cfb09db95d71b9ff3a5692bb68110fae \\
+        speech-emotion-recognition-ravdess-data/audio_speech_actors_01-24 | tar -x -C DEST
+
+(git prints "invalid object" for a few unrelated large files; the wav files come through. Do
+not use that repository's other copy, ``speech-emotion-recognition-ravdess-data/Actor_*``: some
+of its files were resampled and one is mislabelled.) Then::
+
+    python benchmarks/ravdess_prepare.py \\
+        DEST/speech-emotion-recognition-ravdess-data/audio_speech_actors_01-24 \\
+        --out /data/ravdess_prepared
+
+writes ``OUT/raw/label.csv`` + ``OUT/raw/Raw/Actor_XX/*.wav`` (symbolic links) and runs
+``mer prepare OUT/raw --no-faces -o OUT/ravdess.pkl``: 1,439 clips (one of Actor_07's files is a
+byte copy of another and is left out), split by actor (:mod:`mercli.data.ravdess`: train 1-16,
+valid 17-20, test 21-24), labels from the declared valence mapping. ``mer train --extra-train
+OUT/ravdess.pkl`` adds its train split. Prints the extraction time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="the extracted audio_speech_actors_01-24")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (outside the repo)")
+    parser.add_argument(
+        "--text-backbone", default="all-MiniLM-L6-v2", help="tokenizer of the recorded token ids"
+    )
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=None, help="first N clips only (a dry run)")
+    args = parser.parse_args(argv)
+
+    from mercli.data.ravdess import find_clips, write_layout
+    from mercli.features.extract import ExtractConfig
+    from mercli.prepare import PrepareConfig, prepare
+
+    found = find_clips(args.source)
+    for left, same in found.duplicates:
+        print(f"left out {left}: same bytes as {same}", file=sys.stderr)
+    clips = found.clips[: args.limit] if args.limit else found.clips
+    raw = args.out / "raw"
+    labels = write_layout(clips, raw)
+    print(f"{len(clips)} clips; layout and labels in {raw}", file=sys.stderr)
+    config = PrepareConfig(
+        extract=ExtractConfig(use_faces=False),
+        text_backbone=args.text_backbone,
+        workers=args.workers,
+    )
+    started = time.perf_counter()
+    cpu_started = os.times()
+    report = prepare(
+        raw,
+        labels,
+        args.out / "ravdess.pkl",
+        config,
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    wall = time.perf_counter() - started
+    cpu = sum(os.times()[:4]) - sum(cpu_started[:4])
+    load = os.getloadavg()
+    print(
+        f"prepared {report.n_prepared}/{len(clips)} clips ({report.prepared}), "
+        f"{len(report.failed)} failed, {report.from_cache} from cache; "
+        f"wall {wall:.1f} s ({wall / max(1, len(clips)):.3f} s/clip), CPU {cpu:.1f} s, "
+        f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; dataset {args.out / 'ravdess.pkl'}"
+    )
+    return 0 if report.n_prepared else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
