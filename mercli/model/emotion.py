@@ -151,10 +151,22 @@ class EmotionModel(nn.Module):
                 )
                 continue
             x, mask = self._modality_input(batch, m)  # (B, T_m, d_m), (B, T_m)
-            h = self.encoders[m](x, mask)  # (B, T_m, d_model)
-            h = self.shared_encoder(h, src_key_padding_mask=attention_padding_mask(mask))
-            pooled[m] = masked_mean(h, mask)  # (B, d_model)
+            rows = mask.any(dim=1)  # (B,) samples that have m
+            if bool(rows.all()) or not bool(rows.any()):
+                pooled[m] = self._pool(m, x, mask)
+                continue
+            # Samples without m (transcripts mixed with speech clips) skip its encoders: their
+            # pooled vector is zero either way, and each sample is encoded on its own.
+            index = rows.nonzero()[:, 0]
+            present = self._pool(m, x[index], mask[index])  # (B_m, d_model)
+            pooled[m] = present.new_zeros(len(rows), present.shape[1]).index_copy(0, index, present)
         return pooled
+
+    def _pool(self, m: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, d_m), mask (B, T) -> (B, d_model): modality and shared encoders, pooled."""
+        h = self.encoders[m](x, mask)  # (B, T_m, d_model)
+        h = self.shared_encoder(h, src_key_padding_mask=attention_padding_mask(mask))
+        return masked_mean(h, mask)  # (B, d_model)
 
     def _modality_input(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, mask = batch.inputs[m], batch.masks[m].bool()

@@ -1,0 +1,207 @@
+"""Does the model hear the voice? RAVDESS held-out actors, CMU-MOSI without audio, CREMA-D.
+
+For each checkpoint given (a run folder's ``seed_N/best`` or a packaged name such as
+``default``), prints:
+
+1. **RAVDESS** (a dataset from ``benchmarks/ravdess_prepare.py``; the test actors 21-24 by
+   default): valence sign accuracy on the non-neutral clips, Pearson r of the score with the
+   mapped valence (:mod:`mercli.data.ravdess`) over all clips, the mean score per emotion and the
+   mean absolute audio contribution. The clips go through the same inference path as ``mer
+   analyze`` (:func:`mercli.pipeline.predict`) with their known sentence as the transcript. A
+   text-only model reads only the (neutral) sentence.
+2. **CMU-MOSI test** from its ``label.csv`` (transcripts, no audio): MAE, Corr, Acc-2, Acc-7.
+3. **CREMA-D** (``--crema DIR``, e.g. the shared six video clips and six mp3): ``mer analyze`` on
+   each file (Whisper tiny.en transcripts), the score per clip beside its acted emotion (mapped
+   with the RAVDESS valence mapping at normal intensity).
+
+Usage::
+
+    python benchmarks/voice_eval.py runs/voice/seed_42/best runs/text/seed_42/best \\
+        --ravdess /data/ravdess_prepared/ravdess.pkl --mosi cmu-mosi/label.csv \\
+        --crema ../shared/data/crema-d/clips [--split valid] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CREMA_EMOTIONS = {
+    "ANG": "angry",
+    "DIS": "disgust",
+    "FEA": "fearful",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
+
+
+def ravdess_utterances(path: Path, split: str) -> tuple[list[Any], list[Any]]:
+    """(UtteranceFeatures, RavdessClip) per clip of ``split`` of a prepared RAVDESS dataset."""
+    from mercli.data.mmsa import load_mmsa
+    from mercli.data.ravdess import parse_id
+    from mercli.features.extract import UtteranceFeatures
+
+    data = load_mmsa(path).split(split)
+    utterances, clips = [], []
+    for i in range(len(data)):
+        s = data[i]
+        audio = s.features["audio"].numpy()
+        utterances.append(
+            UtteranceFeatures(
+                0.0,
+                len(audio) * 0.02,
+                s.text or "",
+                audio,
+                np.zeros((0, 154), np.float32),
+                np.zeros(0, bool),
+            )
+        )
+        clips.append(parse_id(s.id))
+    return utterances, clips
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")  # a constant score (the same sentence read by a text-only model)
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def ravdess_figures(loaded: Any, utterances: list[Any], clips: list[Any]) -> dict[str, Any]:
+    from mercli.data.ravdess import EMOTIONS
+    from mercli.pipeline import predict
+
+    predictions = predict(utterances, loaded)
+    scores = np.array([p.score for p in predictions])
+    valence = np.array([c.valence for c in clips])
+    emotional = valence != 0
+    audio = [p.contributions.get("audio") for p in predictions]
+    audio_effect = [abs(a) for a in audio if a is not None]
+    per_emotion = {
+        e: float(np.mean([s for s, c in zip(scores, clips, strict=True) if c.emotion == e]))
+        for e in EMOTIONS.values()
+    }
+    clear = np.array([c.emotion not in ("neutral", "calm", "surprised") for c in clips])
+    return {
+        "n_clips": len(clips),
+        "sign_accuracy_non_neutral": float(np.mean((scores[emotional] > 0) == (valence[emotional] > 0))),
+        "sign_accuracy_clear": float(np.mean((scores[clear] > 0) == (valence[clear] > 0))),
+        "pearson_r": _pearson(scores, valence),
+        "mean_score_per_emotion": per_emotion,
+        "mean_abs_audio_contribution": float(np.mean(audio_effect)) if audio_effect else None,
+    }
+
+
+def mosi_figures(checkpoint: str, loaded: Any, label_csv: Path) -> dict[str, float]:
+    from mercli.experiment import DataSpec, load_data
+    from mercli.metrics import regression_metrics
+    from mercli.train import make_loader, predict
+
+    spec = DataSpec("mosi", label_csv, (), loaded.model.config.text_backbone, finetune_text=True)
+    data = load_data(spec, log=lambda message: None)
+    loader = make_loader(data.test, data.collate, 64, shuffle=False, seed=0)
+    p = predict(loaded.model, loader, loaded.device)
+    return regression_metrics(p.predicted, p.labels)
+
+
+def crema_figures(checkpoint: str, folder: Path) -> list[dict[str, Any]]:
+    from mercli.data.ravdess import valence
+    from mercli.pipeline import analyze
+
+    paths = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".flv", ".mp3", ".mp4", ".wav")
+    )
+    rows = []
+    for result in analyze(paths, checkpoint, device="cpu"):
+        name = Path(result.path).name
+        emotion = CREMA_EMOTIONS.get(name.split("_")[2], "?")
+        scores = [p.score for p in result.predictions]
+        audio = [p.contributions.get("audio") for p in result.predictions]
+        rows.append(
+            {
+                "file": name,
+                "emotion": emotion,
+                "valence": valence(emotion) if emotion != "?" else None,
+                "text": " / ".join(p.text for p in result.predictions),
+                "score": float(np.mean(scores)) if scores else None,
+                "audio_contribution": float(np.mean([a for a in audio if a is not None]))
+                if any(a is not None for a in audio)
+                else None,
+                "status": result.status,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", nargs="+", help="run folders (seed_N/best) or names")
+    parser.add_argument("--ravdess", type=Path, help="prepared RAVDESS dataset (ravdess.pkl)")
+    parser.add_argument("--split", default="test", choices=["valid", "test"])
+    parser.add_argument("--mosi", type=Path, help="CMU-MOSI label.csv")
+    parser.add_argument("--crema", type=Path, help="folder of CREMA-D clips")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    args = parser.parse_args(argv)
+
+    from mercli.checkpoint import load_model
+
+    load = os.getloadavg()
+    print(f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", file=sys.stderr)
+    figures: dict[str, Any] = {}
+    utterances, clips = ravdess_utterances(args.ravdess, args.split) if args.ravdess else ([], [])
+    for checkpoint in args.checkpoints:
+        loaded = load_model(checkpoint)
+        entry: dict[str, Any] = {"modalities": list(loaded.modalities)}
+        print(f"\n== {checkpoint}  (reads {', '.join(loaded.modalities)})")
+        if args.ravdess:
+            r = ravdess_figures(loaded, utterances, clips)
+            entry["ravdess"] = r
+            print(
+                f"RAVDESS {args.split} actors, {r['n_clips']} clips: sign accuracy non-neutral "
+                f"{r['sign_accuracy_non_neutral']:.3f} (happy/sad/angry/fearful/disgust "
+                f"{r['sign_accuracy_clear']:.3f}), Pearson r {r['pearson_r']:.3f}, "
+                f"mean |audio contribution| {r['mean_abs_audio_contribution']}"
+            )
+            print(
+                "  mean score per emotion: "
+                + ", ".join(f"{e} {s:+.2f}" for e, s in r["mean_score_per_emotion"].items())
+            )
+        if args.mosi:
+            m = mosi_figures(checkpoint, loaded, args.mosi)
+            entry["mosi_test"] = m
+            print(
+                f"CMU-MOSI test (no audio): MAE {m['mae']:.3f}  Corr {m['corr']:.3f}  "
+                f"Acc-2 {100 * m['acc2_has0']:.1f}/{100 * m['acc2_non0']:.1f}  "
+                f"Acc-7 {100 * m['acc7']:.1f}"
+            )
+        if args.crema:
+            rows = crema_figures(checkpoint, args.crema)
+            entry["crema_d"] = rows
+            for row in rows:
+                score = "-" if row["score"] is None else f"{row['score']:+.2f}"
+                print(f"  CREMA-D {row['file']:22s} {row['emotion']:8s} score {score}  {row['text']!r}")
+            scored = [r for r in rows if r["score"] is not None and r["valence"] is not None]
+            emotional = [r for r in scored if r["valence"] != 0]
+            if emotional:
+                correct = sum((r["score"] > 0) == (r["valence"] > 0) for r in emotional)
+                r_value = _pearson(
+                    np.array([r["score"] for r in scored]), np.array([r["valence"] for r in scored])
+                )
+                print(
+                    f"  CREMA-D: sign right on {correct}/{len(emotional)} non-neutral clips, "
+                    f"Pearson r {r_value:.3f} over {len(scored)}"
+                )
+        figures[checkpoint] = entry
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
