@@ -73,6 +73,10 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def _sign_accuracy(scores: np.ndarray, valence: np.ndarray) -> float:
+    return float(np.mean((scores > 0) == (valence > 0)))
+
+
 def ravdess_figures(loaded: Any, utterances: list[Any], clips: list[Any]) -> dict[str, Any]:
     from mercli.data.ravdess import EMOTIONS
     from mercli.pipeline import predict
@@ -90,8 +94,8 @@ def ravdess_figures(loaded: Any, utterances: list[Any], clips: list[Any]) -> dic
     clear = np.array([c.emotion not in ("neutral", "calm", "surprised") for c in clips])
     return {
         "n_clips": len(clips),
-        "sign_accuracy_non_neutral": float(np.mean((scores[emotional] > 0) == (valence[emotional] > 0))),
-        "sign_accuracy_clear": float(np.mean((scores[clear] > 0) == (valence[clear] > 0))),
+        "sign_accuracy_non_neutral": _sign_accuracy(scores[emotional], valence[emotional]),
+        "sign_accuracy_clear": _sign_accuracy(scores[clear], valence[clear]),
         "pearson_r": _pearson(scores, valence),
         "mean_score_per_emotion": per_emotion,
         "mean_abs_audio_contribution": float(np.mean(audio_effect)) if audio_effect else None,
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["crema_d"] = rows
             for row in rows:
                 score = "-" if row["score"] is None else f"{row['score']:+.2f}"
-                print(f"  CREMA-D {row['file']:22s} {row['emotion']:8s} score {score}  {row['text']!r}")
+                print(f"  CREMA-D {row['file']:22s} {row['emotion']:8s} {score}  {row['text']!r}")
             scored = [r for r in rows if r["score"] is not None and r["valence"] is not None]
             emotional = [r for r in scored if r["valence"] != 0]
             if emotional:
