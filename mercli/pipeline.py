@@ -145,6 +145,7 @@ def predict(
     """
     import torch
 
+    from mercli.features.vocal_emotion import vocal_emotion
     from mercli.metrics import seven_class_label
 
     predictions: list[Prediction] = []
@@ -163,6 +164,7 @@ def predict(
         for i, u in enumerate(chunk):
             score = float(scores[i])
             read = tuple(m for m in loaded.modalities if present[m][i])
+            voice = vocal_emotion(u.audio)
             predictions.append(
                 Prediction(
                     index=first + i,
@@ -183,6 +185,8 @@ def predict(
                         for m in loaded.modalities
                     },
                     speaker=u.speaker,
+                    voice_emotion=None if voice is None else voice[0],
+                    voice_emotion_prob=None if voice is None else voice[1],
                 )
             )
     return predictions

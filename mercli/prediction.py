@@ -45,6 +45,8 @@ class Prediction:
         face_coverage: share of the window's sampled frames with a face (None: no video / off).
         expression, expression_prob: dominant facial expression and its mean probability.
         pitch_hz: mean pitch of voiced frames (None if unvoiced); energy_db: RMS level, dBFS.
+        voice_emotion, voice_emotion_prob: the vocal emotion of the utterance's audio and its
+            probability (:mod:`mercli.features.vocal_emotion`; None for windows under 0.2 s).
         modalities_read: the model's modalities this utterance had (a video without a face in
             the window is read without vision).
         contributions: per modality of the model, the score minus the score with that modality
@@ -67,6 +69,8 @@ class Prediction:
     modalities_read: tuple[str, ...] = ()
     contributions: dict[str, float | None] = field(default_factory=dict)
     speaker: str | None = None
+    voice_emotion: str | None = None
+    voice_emotion_prob: float | None = None
 
     @property
     def label_name(self) -> str:
@@ -106,6 +110,8 @@ class Prediction:
                 "expression_prob": _round(self.expression_prob),
                 "pitch_hz": _round(self.pitch_hz, 1),
                 "energy_db": _round(self.energy_db, 1),
+                "voice_emotion": self.voice_emotion,
+                "voice_emotion_prob": _round(self.voice_emotion_prob),
             },
         }
 

@@ -150,8 +150,8 @@ def analysis(result: Any, model: Any) -> None:
     """One file's per-utterance table and a summary line.
 
     Model outputs (score, polarity, 7-class label, branch weights) come first; presence (face
-    coverage) next; descriptors (dominant expression, pitch, energy), which are measurements and
-    not the model's reading, last and dimmed.
+    coverage) next; descriptors (dominant expression, vocal emotion, pitch, energy), which are
+    measurements and not the model's reading, last and dimmed.
     """
     from rich.markup import escape
 
@@ -183,6 +183,7 @@ def analysis(result: Any, model: Any) -> None:
     table.add_column("contrib.", justify="right", no_wrap=True)
     table.add_column("face", justify="right", no_wrap=True)
     table.add_column("expr.", style="dim", header_style="dim", no_wrap=True)
+    table.add_column("voice", style="dim", header_style="dim", no_wrap=True)
     table.add_column(
         "pitch\nenergy", style="dim", header_style="dim", justify="right", no_wrap=True
     )
@@ -201,6 +202,7 @@ def analysis(result: Any, model: Any) -> None:
             contributions_cell(p.contributions),
             _opt(None if p.face_coverage is None else 100 * p.face_coverage, ".0f", "%"),
             expression,
+            "-" if p.voice_emotion is None else f"{p.voice_emotion}\n{p.voice_emotion_prob:.2f}",
             f"{_opt(p.pitch_hz, '.0f', ' Hz')}\n{_opt(p.energy_db, '.0f', ' dB')}",
         )
     stdout.print(table)

@@ -103,7 +103,10 @@ def test_json_is_one_document_with_the_exact_keys(extractor, models, videos) -> 
     assert u["branch_weights"]["shared"] + u["branch_weights"]["specific"] == pytest.approx(
         1, abs=1e-3
     )
-    assert set(u["descriptors"]) == {"expression", "expression_prob", "pitch_hz", "energy_db"}
+    assert set(u["descriptors"]) == {
+        *("expression", "expression_prob", "pitch_hz", "energy_db"),
+        *("voice_emotion", "voice_emotion_prob"),
+    }
     assert u["presence"] == {"speech": True, "face_coverage": 0.8}
     assert "[1/2]" in result.stderr and "[2/2]" in result.stderr  # progress on stderr
 
