@@ -113,15 +113,22 @@ def load_data(spec: DataSpec, log: Callable[[str], None]) -> Any:
             if _is_csv(extra):
                 more = load_dataset(f"{spec.dataset}-text", extra, tokenizer=tokenizer)  # type: ignore[arg-type]
                 data = _with_more_training(data, more)
-        if spec.media_extras:
-            from mercli.data.mixing import load_media_training, with_media_training
-
-            extras = [load_media_training(p) for p in spec.media_extras]
-            data = with_media_training(data, extras, backbone, spec.extra_repeat)
-        if not spec.finetunes_text(None):
+        frozen = not spec.finetunes_text(None)
+        if frozen:
             from mercli.data.text_states import with_text_states
 
             data = with_text_states(data, backbone, log=log)
+        if spec.media_extras:
+            from mercli.data.mixing import (
+                load_media_training,
+                with_media_training,
+                with_states_of,
+            )
+
+            extras = [load_media_training(p) for p in spec.media_extras]
+            if frozen:  # the clips' states apart: the transcripts' stay cached as they were
+                extras = [with_states_of(e, backbone, log=log) for e in extras]
+            data = with_media_training(data, extras, backbone, spec.extra_repeat)
         return data
     if spec.extra_train:
         from mercli.data import DatasetError

@@ -81,6 +81,28 @@ def load_media_training(path: str | Path) -> MediaTraining:
     return MediaTraining(path, samples, profile, {m: int(data.info.d_in[m]) for m in media})
 
 
+def with_states_of(
+    extra: MediaTraining,
+    text_backbone: str,
+    max_text_tokens: int = MAX_TEXT_TOKENS,
+    log: Any = None,
+) -> MediaTraining:
+    """``extra`` whose samples carry the frozen backbone's states of their text under
+    ``features["text"]`` (computed once, cached: :mod:`mercli.data.text_states`)."""
+    import numpy as np
+    import torch
+
+    from mercli.data.text_states import cached_states
+
+    texts = [s.text or "" for s in extra.samples]
+    states = cached_states(texts, text_backbone, max_text_tokens, log=log)
+    samples = [
+        replace(s, features={**s.features, "text": torch.from_numpy(np.ascontiguousarray(x))})
+        for s, x in zip(extra.samples, states, strict=True)
+    ]
+    return replace(extra, samples=samples)
+
+
 def media_profile(
     extras: list[MediaTraining], text_backbone: str, max_text_tokens: int = MAX_TEXT_TOKENS
 ) -> dict[str, Any]:
