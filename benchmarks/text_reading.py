@@ -1,0 +1,165 @@
+"""How well does the model read transcripts? Text backbones compared on CMU-MOSI test.
+
+Each variant is one ``mer train`` run over several seeds (run as a subprocess, so the figures are
+those of the command a user types), with a frozen backbone whose token states are computed once
+and cached:
+
+- ``default``: train on the CMU-MOSI + CMU-MOSEI transcript train splits, select on MOSI valid,
+  6 epochs, patience 2, batch 64, lr 1e-4 (the default model's recipe);
+- ``paper``: the paper's protocol: MOSI train only, select on MOSI valid; batch 32, lr 1e-4, up
+  to 12 epochs, patience 3.
+
+The table gives mean ± std over seeds of the MOSI test metrics, and each backbone's encoding
+speed measured in the same process (texts per second, one thread, MOSI test texts).
+
+    python benchmarks/text_reading.py --data-dir ../shared/data --out runs/text_reading \\
+        [--backbones all-MiniLM-L6-v2 all-mpnet-base-v2] [--protocols default paper] \\
+        [--seeds 42 1 11] [--report-only]
+
+Seeds already finished in ``--out`` are reused (``mer train --resume``); ``--report-only`` trains
+nothing and reports the seeds finished so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# protocol -> (extra train CSVs under --data-dir, `mer train` options)
+PROTOCOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "default": (
+        ("cmu-mosei/label.csv",),
+        ("--epochs", "6", "--patience", "2", "--batch-size", "64", "--lr", "1e-4"),
+    ),
+    # the MOSI preset's batch 32; a frozen backbone trains at lr 1e-4, and 12 epochs with
+    # patience 3 fit this CPU budget (paper Table 2: lr 6e-5 with BERT fine-tuned, 40 epochs)
+    "paper": ((), ("--epochs", "12", "--patience", "3", "--batch-size", "32", "--lr", "1e-4")),
+}
+COLUMNS = [
+    ("mae", "MAE", 1, "{:.3f}"),
+    ("corr", "Corr", 1, "{:.3f}"),
+    ("acc2_has0", "Acc-2 has0", 100, "{:.1f}"),
+    ("acc2_non0", "Acc-2 non0", 100, "{:.1f}"),
+    ("f1_has0", "F1 has0", 100, "{:.1f}"),
+    ("f1_non0", "F1 non0", 100, "{:.1f}"),
+    ("acc7", "Acc-7", 100, "{:.1f}"),
+]
+
+
+def train_command(
+    data_dir: Path, protocol: str, backbone: str, seeds: list[int], out: Path
+) -> list[str]:
+    extra, options = PROTOCOLS[protocol]
+    command = ["mer", "train", "--dataset", "mosi", "--data", str(data_dir / "cmu-mosi/label.csv")]
+    for csv in extra:
+        command += ["--extra-train", str(data_dir / csv)]
+    command += ["--text-backbone", backbone, "--freeze-text", *options]
+    for seed in seeds:
+        command += ["--seed", str(seed)]
+    return [*command, "--out", str(out), "--resume"]
+
+
+def encoding_speed(backbone: str, texts: list[str]) -> float:
+    """Texts per second through ``backbone`` (one thread, batches of 64)."""
+    import torch
+
+    from mercli.data.text_states import encode_texts
+    from mercli.model.text_backbone import load_backbone, load_tokenizer
+
+    torch.set_num_threads(1)
+    model, tokenizer = load_backbone(backbone), load_tokenizer(backbone)
+    encode_texts(texts[:64], model, tokenizer)  # warm-up
+    start = time.perf_counter()
+    encode_texts(texts, model, tokenizer)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def mosi_test_texts(data_dir: Path, n: int) -> list[str]:
+    import csv
+
+    with open(data_dir / "cmu-mosi/label.csv", newline="", encoding="utf-8") as f:
+        rows = [r["text"] for r in csv.DictReader(f) if r["mode"] == "test"]
+    return rows[:n]
+
+
+def summary_row(results: dict, seeds: list[int]) -> tuple[list[str], int]:
+    done = [results["seeds"][str(s)]["test"] for s in seeds if str(s) in results.get("seeds", {})]
+    cells = []
+    for key, _, scale, fmt in COLUMNS:
+        values = np.array([m[key] for m in done], dtype=float) * scale
+        std = values.std(ddof=1) if len(values) > 1 else float("nan")
+        cells.append(f"{fmt.format(values.mean())} ± {fmt.format(std)}" if done else "-")
+    return cells, len(done)
+
+
+def print_paired_tests(by_protocol: dict[str, dict[str, dict]]) -> None:
+    """A paired t-test per metric between the first two backbones of each protocol."""
+    from mercli.experiment import compare
+
+    for protocol, results in by_protocol.items():
+        if len(results) < 2:
+            continue
+        (name_a, a), (name_b, b) = list(results.items())[:2]
+        if len(set(a["seeds"]) & set(b["seeds"])) < 2:
+            continue
+        rows = compare(a, b)
+        print(f"{protocol}: paired t-test over common seeds, A = {name_a}, B = {name_b}")
+        for row in rows:
+            print(
+                f"  {row.metric:10s} A {row.mean_a:.4f}  B {row.mean_b:.4f}  "
+                f"p {row.p_value:.3g}  ({row.n_seeds} seeds)"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True, help="holds cmu-mosi/, cmu-mosei/")
+    parser.add_argument("--out", type=Path, default=Path("runs/text_reading"))
+    parser.add_argument("--backbones", nargs="+", default=["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 11])
+    parser.add_argument("--n-speed-texts", type=int, default=256)
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing: report the finished seeds"
+    )
+    args = parser.parse_args()
+
+    rows = []
+    by_protocol: dict[str, dict[str, dict]] = {}
+    for protocol in args.protocols:
+        for backbone in args.backbones:
+            out = args.out / f"{protocol}-{backbone}"
+            command = train_command(args.data_dir, protocol, backbone, args.seeds, out)
+            if not args.report_only:
+                print(" ".join(command), file=sys.stderr, flush=True)
+                cli = [sys.executable, "-m", "mercli", *command[1:]]
+                subprocess.run(cli, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            path = out / "results.json"
+            results = json.loads(path.read_text()) if path.is_file() else {"seeds": {}}
+            cells, n_done = summary_row(results, args.seeds)
+            rows.append((protocol, backbone, n_done, cells))
+            by_protocol.setdefault(protocol, {})[backbone] = results
+
+    texts = mosi_test_texts(args.data_dir, args.n_speed_texts)
+    speeds = {b: encoding_speed(b, texts) for b in args.backbones}
+    print(f"CMU-MOSI test (685 segments), mean ± std over seeds {args.seeds}; frozen backbones")
+    header = ["protocol", "backbone", "seeds"] + [label for _, label, _, _ in COLUMNS]
+    print(" | ".join(header))
+    for protocol, backbone, n_done, cells in rows:
+        print(" | ".join([protocol, backbone, str(n_done), *cells]))
+    print_paired_tests(by_protocol)
+    print(f"encoding speed, {len(texts)} MOSI test texts, 1 thread:")
+    for backbone, speed in speeds.items():
+        print(f"  {backbone}: {speed:.1f} texts/s")
+    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
