@@ -137,6 +137,7 @@ def crema_figures(checkpoint: str, folder: Path) -> list[dict[str, Any]]:
                 "audio_contribution": float(np.mean([a for a in audio if a is not None]))
                 if any(a is not None for a in audio)
                 else None,
+                "voice_emotion": [p.voice_emotion for p in result.predictions],
                 "status": result.status,
             }
         )
@@ -189,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             entry["crema_d"] = rows
             for row in rows:
                 score = "-" if row["score"] is None else f"{row['score']:+.2f}"
-                print(f"  CREMA-D {row['file']:22s} {row['emotion']:8s} {score}  {row['text']!r}")
+                voice = ",".join(str(v) for v in row["voice_emotion"])
+                print(
+                    f"  CREMA-D {row['file']:22s} {row['emotion']:8s} {score}  "
+                    f"voice {voice:10s} {row['text']!r}"
+                )
             scored = [r for r in rows if r["score"] is not None and r["valence"] is not None]
             emotional = [r for r in scored if r["valence"] != 0]
             if emotional:
