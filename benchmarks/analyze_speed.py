@@ -1,4 +1,4 @@
-"""Speed and peak memory of ``mer analyze`` (DESIGN.md section 8), on 1 and 2 threads.
+"""Speed and peak memory of ``mer analyze`` against the project's targets, on 1 and 2 threads.
 
     python benchmarks/analyze_speed.py [--media DIR] [--threads 1 2] [--skip-cold] [--skip-faces]
         [--skip-speed] [--skip-memory] [--checkpoint PATH] [--device cpu|cuda]

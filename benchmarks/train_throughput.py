@@ -1,4 +1,4 @@
-"""Training throughput and peak memory of one epoch: mer vs MMSA 2.2.1's MISA (DESIGN.md section 8).
+"""Training throughput and peak memory of one epoch: mer vs MMSA 2.2.1's MISA.
 
 Target: mer trains a MOSI-shaped epoch at least as fast as MMSA's MISA on the same data, the same
 machine, in the same run. Every system is measured in a fresh subprocess (so peak memory is its

@@ -1,4 +1,4 @@
-"""Evaluation metrics, equal to MMSA's ``metricsTop.py`` (DESIGN.md §5).
+"""Evaluation metrics, equal to MMSA's ``metricsTop.py`` so that results compare with its papers.
 
 Regression (MOSI, MOSEI): MAE, Pearson correlation, Acc-7 / Acc-5 / Acc-3 on rounded clipped
 scores (numpy's round-half-to-even), and binary accuracy / weighted F1 two ways: "has0"

@@ -1,8 +1,9 @@
 """Speech recognition with Whisper, and the cut of its segments into utterances.
 
-Whisper's segments are the utterances (DESIGN.md 2.2), after three pure steps that are testable
-with fake segments: drop hallucinations of silence, split segments longer than ``max_s`` at the
-best word boundary, merge fragments that are too short to carry sentiment into a neighbour.
+Whisper's segments are the utterances (the unit the model scores), after three pure steps that
+are testable with fake segments: drop hallucinations of silence, split segments longer than
+``max_s`` at the best word boundary, merge fragments that are too short to carry sentiment into a
+neighbour.
 """
 
 from __future__ import annotations
