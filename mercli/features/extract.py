@@ -348,6 +348,7 @@ def utterance_vision(
     Returns:
         one :class:`VisualFeatures` per window, in the order of ``windows``.
     """
+    from mercli.features.heap import release_free_memory
     from mercli.features.media import iter_frames
 
     config = front_end.config
@@ -356,6 +357,8 @@ def utterance_vision(
     stream = iter_frames(path, fps=config.fps, max_side=config.max_side)
     for k, frames in assign_frames(stream, windows):
         results[k] = window_features(frames, front_end)
+        del frames
+        release_free_memory()  # else the heap grows with the number of frames (see heap.py)
     return [r for r in results if r is not None]
 
 
