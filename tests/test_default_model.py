@@ -1,4 +1,4 @@
-"""The packaged default checkpoint: what it is, that it loads offline, and that it reads text."""
+"""The packaged checkpoints: what they are, that they load offline, what they read."""
 
 from __future__ import annotations
 
@@ -10,32 +10,61 @@ import torch
 from mercli.checkpoint import WEIGHTS_DIR, available_models, load_model
 
 DEFAULT = WEIGHTS_DIR / "default"
+TEXT_MINILM = WEIGHTS_DIR / "text-minilm"
+VOICE = WEIGHTS_DIR / "voice-preview"
 
 
-def test_default_checkpoint_is_shipped_small_and_text_only() -> None:
-    assert "default" in available_models()
-    size = sum(p.stat().st_size for p in DEFAULT.iterdir())
+def _meta(folder) -> dict:
+    size = sum(p.stat().st_size for p in folder.iterdir())
     assert size < 100 * 2**20
-    meta = json.loads((DEFAULT / "checkpoint.json").read_text())
+    assert (folder / "MODEL_CARD.md").is_file()
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    assert set(meta["metrics"]) == {"test", "valid"}
+    assert not meta["model_config"]["finetune_text_backbone"]
+    return meta
+
+
+def test_packaged_checkpoints_are_listed() -> None:
+    assert {"default", "text-minilm", "voice-preview"} <= set(available_models())
+
+
+def test_default_checkpoint_reads_the_transcript_through_mpnet() -> None:
+    meta = _meta(DEFAULT)
+    assert meta["feature_profile"]["name"] == "text-only"
+    assert meta["model_config"]["modalities"] == ["text"]
+    assert meta["model_config"]["text_backbone"] == "all-mpnet-base-v2"
+
+
+def test_text_minilm_checkpoint_is_the_earlier_default() -> None:
+    meta = _meta(TEXT_MINILM)
     assert meta["feature_profile"]["name"] == "text-only"
     assert meta["model_config"]["modalities"] == ["text"]
     assert meta["model_config"]["text_backbone"] == "all-MiniLM-L6-v2"
-    assert not meta["model_config"]["finetune_text_backbone"]
-    assert set(meta["metrics"]) == {"test", "valid"}
-    assert (DEFAULT / "MODEL_CARD.md").is_file()
 
 
-def _scores(texts: list[str]) -> torch.Tensor:
+def test_voice_preview_checkpoint_reads_the_transcript_and_the_voice() -> None:
+    meta = _meta(VOICE)
+    assert meta["model_config"]["modalities"] == ["text", "audio"]
+    assert meta["model_config"]["text_backbone"] == "all-mpnet-base-v2"
+    assert meta["feature_profile"]["name"] == "mer-raw-v1"  # audio analyze can reproduce
+
+
+def _scores(name: str, texts: list[str], audio: torch.Tensor | None = None) -> torch.Tensor:
     from mercli.model.text_backbone import tokenize
     from mercli.schema import Batch
 
-    loaded = load_model("default", "cpu")
+    loaded = load_model(name, "cpu")
     ids, mask = tokenize(texts, loaded.tokenizer, loaded.max_text_tokens)
+    inputs, masks = {"text": ids}, {"text": mask}
+    if audio is not None:
+        inputs["audio"] = audio.to(torch.float64)
+        masks["audio"] = torch.ones(audio.shape[:2], dtype=torch.bool)
     with torch.no_grad():
-        return loaded.model(Batch({"text": ids}, {"text": mask})).prediction
+        return loaded.model(Batch(inputs, masks)).prediction
 
 
-def test_default_model_reads_sentiment_from_text() -> None:
+@pytest.mark.parametrize("name", ["default", "text-minilm", "voice-preview"])
+def test_packaged_models_read_sentiment_from_text(name: str) -> None:
     positive = [
         "I absolutely loved this movie, it was wonderful.",
         "The acting was great and the story made me so happy.",
@@ -44,9 +73,22 @@ def test_default_model_reads_sentiment_from_text() -> None:
         "This was terrible, I hated every minute of it.",
         "What a boring, awful waste of time.",
     ]
-    scores = _scores(positive + negative)
+    scores = _scores(name, positive + negative)
     assert torch.all(scores[:2] > 0.5), scores
     assert torch.all(scores[2:] < -0.5), scores
+
+
+def test_the_voice_preview_model_hears_the_audio() -> None:
+    text = ["Kids are talking by the door."] * 2
+    calm, loud = (
+        torch.zeros(2, 100, 35),
+        torch.randn(2, 100, 35, generator=torch.Generator().manual_seed(0)),
+    )
+    without = _scores("default", text)
+    assert not torch.allclose(_scores("default", text, loud), without, atol=1e-3)
+    assert not torch.allclose(
+        _scores("default", text, loud), _scores("default", text, calm), atol=1e-3
+    )
 
 
 @pytest.mark.slow
