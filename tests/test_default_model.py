@@ -84,11 +84,10 @@ def test_the_voice_preview_model_hears_the_audio() -> None:
         torch.zeros(2, 100, 35),
         torch.randn(2, 100, 35, generator=torch.Generator().manual_seed(0)),
     )
-    without = _scores("default", text)
-    assert not torch.allclose(_scores("default", text, loud), without, atol=1e-3)
-    assert not torch.allclose(
-        _scores("default", text, loud), _scores("default", text, calm), atol=1e-3
-    )
+    without = _scores("voice-preview", text)
+    with_loud = _scores("voice-preview", text, loud)
+    assert not torch.allclose(with_loud, without, atol=1e-3)
+    assert not torch.allclose(with_loud, _scores("voice-preview", text, calm), atol=1e-3)
 
 
 @pytest.mark.slow
