@@ -260,11 +260,6 @@ class LiveSession:
         self._pending.extend(self.endpointer.flush())
         return self._score_pending(wait_for_video=False)
 
-    def trim(self) -> None:
-        """Drop audio and frames that no pending or open segment can need (``process_iter``
-        does it too; a reader that skips ``process_iter`` to catch up calls this)."""
-        self._trim()
-
     # -- internals ------------------------------------------------------------------------------
 
     def _score_pending(self, wait_for_video: bool) -> list[LiveUtterance]:
@@ -277,7 +272,7 @@ class LiveSession:
             out.extend(self._score(_joined([self._pending[i] for i in range(n)])))
             for _ in range(n):  # only now: a Ctrl-C while scoring leaves them to finish()
                 self._pending.popleft()
-        self._trim()
+        self.trim()
         return out
 
     def _video_ready(self, segment: Segment) -> bool:
@@ -360,8 +355,9 @@ class LiveSession:
             [visual.expression_probs[visual.mask]]
         )
 
-    def _trim(self) -> None:
-        """Drop audio and frames that no pending or open segment can need."""
+    def trim(self) -> None:
+        """Drop audio and frames that no pending or open segment can need (``process_iter``
+        does it too; a reader that skips ``process_iter`` to catch up calls this)."""
         keep = self.n_samples - self.vad.samples(self.vad.pad_s)
         # an onset not yet confirmed (min_voiced_s) starts up to that much before the last frame
         margin_s = self.vad.pad_s + self.vad.min_voiced_s + 2 * self.vad.frame_s

@@ -70,6 +70,17 @@ def fed(session: LiveSession, audio: np.ndarray, chunk: int) -> list:
     return out + session.finish()
 
 
+def assert_same_utterances(live_run: list, file_run: list, atol: float) -> None:
+    """Same texts, scores within ``atol``, spans within 0.5 s."""
+    assert [u.prediction.text for u in live_run] == [u.prediction.text for u in file_run]
+    np.testing.assert_allclose(
+        [u.prediction.score for u in live_run], [u.prediction.score for u in file_run], atol=atol
+    )
+    for a, b in zip(live_run, file_run, strict=True):
+        assert abs(a.prediction.start_s - b.prediction.start_s) <= 0.5
+        assert abs(a.prediction.end_s - b.prediction.end_s) <= 0.5
+
+
 def rows(utterances) -> list[tuple]:
     return [(u.prediction.index, u.prediction.text, u.prediction.score) for u in utterances]
 
@@ -221,13 +232,7 @@ def test_a_clip_streamed_in_real_time_gives_the_files_utterances(loaded, clip: P
         live_run.append(u)
         assert 0 <= u.latency_s < 2.0  # scored while the stream still plays
     sender.wait()
-    assert [u.prediction.text for u in live_run] == [u.prediction.text for u in file_run]
-    np.testing.assert_allclose(
-        [u.prediction.score for u in live_run], [u.prediction.score for u in file_run], atol=1e-5
-    )
-    for a, b in zip(live_run, file_run, strict=True):
-        assert abs(a.prediction.start_s - b.prediction.start_s) <= 0.5
-        assert abs(a.prediction.end_s - b.prediction.end_s) <= 0.5
+    assert_same_utterances(live_run, file_run, atol=1e-5)
     assert summary.status == "ended"
     # real-time: the stream took about as long as the clip, and outputs followed its pace
     span = live_run[-1].wall_end_s - live_run[0].wall_end_s
@@ -434,13 +439,7 @@ def test_real_speech_streamed_in_real_time_matches_the_file(shared_dir: Path) ->
     live_run = list(run_live(stream, real_session(loaded, False), LiveSummary("-")))
     sender.wait()
     assert len(file_run) >= 2
-    assert [u.prediction.text for u in live_run] == [u.prediction.text for u in file_run]
-    np.testing.assert_allclose(
-        [u.prediction.score for u in live_run], [u.prediction.score for u in file_run], atol=1e-4
-    )
-    for a, b in zip(live_run, file_run, strict=True):
-        assert abs(a.prediction.start_s - b.prediction.start_s) <= 0.5
-        assert abs(a.prediction.end_s - b.prediction.end_s) <= 0.5
+    assert_same_utterances(live_run, file_run, atol=1e-4)
     # `mer analyze FILE` (Whisper over the whole file) hears the same words over the same span
     analysed = Analyzer(loaded, ExtractConfig(use_faces=False), use_cache=False).analyze_file(clip)
     words = normalize_text(" ".join(p.text for p in analysed.predictions))

@@ -195,7 +195,7 @@ def test_the_voice_encoder_version_is_in_the_speaker_cache_key(monkeypatch) -> N
     from mercli.features.extract import ExtractConfig
 
     before = ExtractConfig(use_speakers=True).cache_fields()
-    monkeypatch.setattr(extract, "_package_version", lambda name: f"{name}-99")
+    monkeypatch.setattr(extract, "package_version", lambda name: f"{name}-99")
     after = ExtractConfig(use_speakers=True).cache_fields()
     assert after != before and after["voice_encoder"] == "resemblyzer-99"
     assert "voice_encoder" not in ExtractConfig().cache_fields()
@@ -209,22 +209,32 @@ def test_cli_rejects_a_bad_speaker_count(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--speakers" in result.output
 
 
-def test_cli_table_and_json_carry_speakers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mercli.cli import cli
-    from tests.fakes import FakeExtractor, tiny_models
+@pytest.fixture
+def labelled_front_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
+    """A fake front end whose utterances alternate S1, S2 when speakers are on; returns the
+    list of the configs it was called with."""
+    from tests.fakes import FakeExtractor
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     fake = FakeExtractor()
-    configs = []
+    configs: list = []
 
     def labelled(path, config, front_end=None, sha256=""):
         configs.append(config)
         features = fake(path, config, front_end, sha256)
         for i, u in enumerate(features.utterances):
-            u.speaker = f"S{i % 2 + 1}"
+            u.speaker = f"S{i % 2 + 1}" if config.use_speakers else None
         return features
 
     monkeypatch.setattr("mercli.features.extract.extract", labelled)
+    return configs
+
+
+def test_cli_table_and_json_carry_speakers(tmp_path: Path, labelled_front_end: list) -> None:
+    from mercli.cli import cli
+    from tests.fakes import tiny_models
+
+    configs = labelled_front_end
     video = tmp_path / "a.mp4"
     video.write_bytes(b"fake video")
     model = str(tiny_models()["text"])
@@ -347,23 +357,11 @@ def test_timeline_colours_speakers(tmp_path: Path) -> None:
     assert count("tab:purple") < 10  # the colour of speech without speakers
 
 
-def test_cli_extract_carries_speakers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_extract_carries_speakers(tmp_path: Path, labelled_front_end: list) -> None:
     from mercli.cli import cli
     from mercli.features.cache import read_features
-    from tests.fakes import FakeExtractor
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    fake = FakeExtractor()
-    configs = []
-
-    def labelled(path, config, front_end=None, sha256=""):
-        configs.append(config)
-        features = fake(path, config, front_end, sha256)
-        for i, u in enumerate(features.utterances):
-            u.speaker = f"S{i % 2 + 1}" if config.use_speakers else None
-        return features
-
-    monkeypatch.setattr("mercli.features.extract.extract", labelled)
+    configs = labelled_front_end
     video, out = tmp_path / "a.mp4", tmp_path / "a.npz"
     video.write_bytes(b"fake video")
     result = CliRunner().invoke(cli, ["extract", str(video), "-o", str(out), "--speakers", "2"])

@@ -33,6 +33,7 @@ from mercli.features.extract import (
     ExtractConfig,
     MediaFeatures,
     UtteranceFeatures,
+    package_version,
 )
 
 log = logging.getLogger(__name__)
@@ -63,16 +64,11 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def extractor_versions() -> dict[str, str]:
     """Versions that change extracted features: mer's feature code and the libraries it uses."""
-    from importlib.metadata import PackageNotFoundError, version
-
     from mercli import __version__
 
     versions = {"mercli": __version__, "features": str(FEATURES_VERSION)}
     for package in ("openai-whisper", "librosa", "facenet-pytorch", "fer"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "absent"
+        versions[package] = package_version(package)
     return versions
 
 

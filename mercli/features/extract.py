@@ -103,7 +103,7 @@ class ExtractConfig:
             fields.pop("use_speakers")
             fields.pop("n_speakers")
         else:  # the voice encoder's weights come with its package
-            fields["voice_encoder"] = _package_version("resemblyzer")
+            fields["voice_encoder"] = package_version("resemblyzer")
         fields.pop("clip_s")  # in cache_scope
         if self.whisper.endswith(".en"):  # English-only models ignore the language
             fields.pop("language")
@@ -113,7 +113,8 @@ class ExtractConfig:
         return fields
 
 
-def _package_version(name: str) -> str:
+def package_version(name: str) -> str:
+    """The installed version of a distribution, or ``absent``."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
