@@ -1,7 +1,11 @@
 """Speed and peak memory of ``mer analyze`` against the project's targets, on 1 and 2 threads.
 
-    python benchmarks/analyze_speed.py [--media DIR] [--threads 1 2] [--skip-cold] [--skip-faces]
-        [--skip-speed] [--skip-memory] [--checkpoint PATH] [--device cpu|cuda]
+    python benchmarks/analyze_speed.py [--media DIR] [--threads 1 2] [--asr ct2 torch]
+        [--skip-cold] [--skip-faces] [--skip-speed] [--skip-memory] [--checkpoint PATH]
+        [--device cpu|cuda]
+
+Cold/warm and speed run once per ASR backend of ``--asr`` (``mer analyze --asr``: ct2 and
+ct2-int8 = faster-whisper in float32 / int8, torch = openai-whisper; same tiny.en weights).
 
 Cold / warm: ``mer analyze samples/demo.mp4`` end to end in a fresh process (imports, model
 loading, everything), with ``--no-cache`` (cold: no feature cache) and then with a feature cache
@@ -17,7 +21,8 @@ talking-head clip and on the 60 s speech file of ``../shared/media``; per file t
 factor (seconds of compute per second of media) broken down by stage (decode = probe + audio
 decode; asr = Whisper; audio = acoustic features; faces = frame decoding + MTCNN + expression
 net; model = tokenising + the emotion model), and the ratio of the whole to Whisper transcription
-alone on the same input, measured in the same run with the same thread count.
+alone on the same input, measured in the same run with the same thread count: on the same
+backend (what the rest of the pipeline adds) and on openai-whisper (the issue's yardstick).
 
 Memory: peak RSS of a fresh process analysing a 1-minute and a 10-minute input, both made by
 looping one talking-head clip with ffmpeg into /tmp (target: 10 min <= 1.2 x 1 min).
@@ -31,6 +36,7 @@ the machine may be shared. On a GPU (``--device cuda``) the same figures are tak
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -107,10 +113,12 @@ def _mer(args: list[str], threads: int) -> float:
     return time.perf_counter() - started
 
 
-def cold_and_warm(checkpoint: str, threads: int, repeats: int, device: str) -> dict:
+def cold_and_warm(
+    checkpoint: str, threads: int, repeats: int, device: str, asr: str = "auto"
+) -> dict:
     """Best-of-``repeats`` wall seconds of cold and warm ``mer analyze samples/demo.mp4``."""
     demo = ROOT / "samples" / "demo.mp4"
-    common = [str(demo), "--checkpoint", checkpoint, "--device", device, "--json"]
+    common = [str(demo), "--checkpoint", checkpoint, "--device", device, "--json", "--asr", asr]
     _mer(["analyze", *common], threads)  # fills the feature cache (and the OS file cache)
     return {
         "threads": threads,
@@ -170,20 +178,26 @@ def face_detection(media: Path, threads: int, device: str) -> list[dict]:
 
 
 def speed(
-    media: Path, checkpoint: str, fps: float, threads: int = 1, device: str = "cpu"
+    media: Path,
+    checkpoint: str,
+    fps: float,
+    threads: int = 1,
+    device: str = "cpu",
+    asr: str = "auto",
 ) -> list[dict]:
     import torch
 
     from mercli.checkpoint import load_model
-    from mercli.features.asr import transcribe
-    from mercli.features.extract import ExtractConfig
+    from mercli.features.extract import ExtractConfig, load_transcriber
     from mercli.features.media import load_audio
     from mercli.pipeline import Analyzer
 
     torch.set_num_threads(threads)
-    config = ExtractConfig(fps=fps, device=device)
+    config = ExtractConfig(fps=fps, device=device, asr=asr)
     analyzer = Analyzer(load_model(checkpoint, device), config, use_cache=False)
-    whisper = _whisper_model(device)  # a second tiny.en, for Whisper alone on the same input
+    # second tiny.en models, for Whisper alone on the same input: this backend and openai-whisper
+    whisper = load_transcriber(ExtractConfig(device=device, asr=asr))
+    openai_whisper = load_transcriber(ExtractConfig(device=device, asr="torch"))
     files = sorted((media / "talking_head").glob("*"))
     files.append(media / "audio_speech/musetalk_eng_60s.wav")
     analyzer.analyze_file(files[0])  # warm-up: model loading and first-call costs
@@ -192,19 +206,27 @@ def speed(
         started, cpu = time.perf_counter(), time.process_time()
         result = analyzer.analyze_file(path)
         total, total_cpu = time.perf_counter() - started, time.process_time() - cpu
+        audio = load_audio(path) if result.has_audio else None
         started, cpu = time.perf_counter(), time.process_time()
-        if result.has_audio:
-            transcribe(load_audio(path), whisper)
+        if audio is not None:
+            whisper(audio)
         alone, alone_cpu = time.perf_counter() - started, time.process_time() - cpu
+        started = time.perf_counter()
+        if audio is not None:
+            openai_whisper(audio)
+        openai_alone = time.perf_counter() - started
         duration = result.duration_s or 1.0
         rows.append(
             {
                 "file": path.name,
+                "asr": config.asr_backend,
                 "duration_s": duration,
                 "status": result.status,
                 "rtf": total / duration,
                 "whisper_alone_rtf": alone / duration,
                 "ratio_to_whisper_alone": total / alone,
+                "openai_whisper_alone_rtf": openai_alone / duration,
+                "ratio_to_openai_whisper_alone": total / max(openai_alone, 1e-9),
                 # CPU seconds: on a shared machine, closer to what an idle one would take
                 "cpu_rtf": total_cpu / duration,
                 "cpu_ratio_to_whisper_alone": total_cpu / max(alone_cpu, 1e-9),
@@ -213,17 +235,6 @@ def speed(
         )
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
-
-
-_WHISPER: dict[str, object] = {}
-
-
-def _whisper_model(device: str = "cpu") -> object:
-    from mercli.features.whisper_offline import load_whisper
-
-    if device not in _WHISPER:
-        _WHISPER[device] = load_whisper("tiny.en", device)
-    return _WHISPER[device]
 
 
 def looped_input(clip: Path, seconds: int, directory: Path) -> Path:
@@ -306,8 +317,15 @@ def memory(clip: Path, checkpoint: str, fps: float) -> list[dict]:
 
 
 def print_speed(rows: list[dict], threads: int, fps: float) -> None:
-    print(f"\nspeed ({threads} thread(s), fps {fps}; {load()}); RTF = compute s / media s")
-    header = ["file", "dur s", "RTF", *STAGES, "whisper alone", "x whisper", "CPU RTF", "x (CPU)"]
+    asr = rows[0]["asr"] if rows else "?"
+    print(
+        f"\nspeed, ASR {asr} ({threads} thread(s), fps {fps}; {load()}); "
+        "RTF = compute s / media s; x whisper: on the same backend; x openai: openai-whisper alone"
+    )
+    header = [
+        "file", "dur s", "RTF", *STAGES, "whisper alone", "x whisper", "x openai", "CPU RTF",
+        "x (CPU)",
+    ]  # fmt: skip
     print(" | ".join(header))
     for r in rows:
         print(
@@ -319,6 +337,7 @@ def print_speed(rows: list[dict], threads: int, fps: float) -> None:
                     *(f"{r[f'rtf_{s}']:.3f}" for s in STAGES),
                     f"{r['whisper_alone_rtf']:.3f}",
                     f"{r['ratio_to_whisper_alone']:.2f}",
+                    f"{r['ratio_to_openai_whisper_alone']:.2f}",
                     f"{r['cpu_rtf']:.3f}",
                     f"{r['cpu_ratio_to_whisper_alone']:.2f}",
                 ]
@@ -332,6 +351,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--asr", nargs="+", default=["ct2", "torch"], choices=["auto", "ct2", "ct2-int8", "torch"]
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--memory-fps", type=float, default=5.0)
@@ -346,10 +368,11 @@ def main() -> None:
         memory_child(args.memory_child, checkpoint, args.fps)
         return
     if not args.skip_cold:
-        for threads in args.threads:
-            r = cold_and_warm(checkpoint, threads, args.repeats, args.device)
+        for asr, threads in itertools.product(args.asr, args.threads):
+            r = cold_and_warm(checkpoint, threads, args.repeats, args.device, asr)
             print(
-                f"demo.mp4 (7.8 s), {threads} thread(s): cold {r['cold_s']:.1f} s (target <= 10), "
+                f"demo.mp4 (7.8 s), ASR {asr}, {threads} thread(s): cold {r['cold_s']:.1f} s "
+                "(target <= 10), "
                 f"warm cache {r['warm_s']:.1f} s (target <= 4), mer --help {r['help_s']:.2f} s, "
                 f"best of {args.repeats}; {load()}",
                 flush=True,
@@ -364,10 +387,9 @@ def main() -> None:
                     flush=True,
                 )
     if not args.skip_speed:
-        for threads in args.threads:
-            print_speed(
-                speed(args.media, checkpoint, args.fps, threads, args.device), threads, args.fps
-            )
+        for asr, threads in itertools.product(args.asr, args.threads):
+            rows = speed(args.media, checkpoint, args.fps, threads, args.device, asr)
+            print_speed(rows, threads, args.fps)
     if not args.skip_memory:
         clip = args.media / "talking_head" / "real3dportrait_May_5s.mp4"
         rows = memory(clip, checkpoint, args.memory_fps)

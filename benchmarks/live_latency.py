@@ -1,14 +1,16 @@
 """Latency and memory of ``mer analyze --live`` on a stream played at real-time speed.
 
-    python benchmarks/live_latency.py [--clip PATH] [--minutes 30] [--faces] [--out FILE]
+    python benchmarks/live_latency.py [--clip PATH] [--minutes 30] [--faces] [--asr ct2]
+        [--max-lag S] [--out FILE]
 
 A local ffmpeg process plays ``--clip`` in a loop at its own pace (``-re -stream_loop -1``) for
 ``--minutes`` and pipes it (matroska, streams copied) into the same reader and session that
 ``mer analyze --live -`` uses, in this process, with the packaged default model and Whisper
-tiny.en. Per utterance it records the latency from the arrival of the utterance's last sample
-to its result (which includes the endpointer's ``min_silence_s`` wait) and the part of it spent
-scoring (Whisper + features + model); every 10 s the process's resident memory. Prints a
-summary and writes everything as JSON to ``--out``.
+tiny.en on the backend ``--asr`` (as ``mer analyze --asr``; default auto: ct2 on the CPU). Per
+utterance it records the latency from the arrival of the utterance's last sample to its result
+(which includes the endpointer's ``min_silence_s`` wait) and the part of it spent scoring
+(Whisper + features + model); every 10 s the process's resident memory. Prints a summary and
+writes everything as JSON to ``--out``.
 
 Targets: <= 2 s from the end of an utterance to its output on a 2-core CPU with tiny.en; memory
 flat over 30 minutes.
@@ -72,6 +74,14 @@ def main() -> None:
     )
     parser.add_argument("--faces", action="store_true", help="Detect faces (video clips).")
     parser.add_argument("--checkpoint", default="default")
+    parser.add_argument("--asr", default="auto", choices=["auto", "ct2", "ct2-int8", "torch"])
+    parser.add_argument(
+        "--max-lag",
+        type=float,
+        default=None,
+        help="LiveSession.max_lag_s (seconds a closed segment may wait before the late ones are "
+        "joined into one Whisper call) [default: mercli.live.MAX_LAG_S].",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "live_latency.json")
     args = parser.parse_args()
 
@@ -84,8 +94,9 @@ def main() -> None:
     from mercli.live import LiveSession, LiveSummary, reads_ahead
 
     loaded = load_model(args.checkpoint, "cpu")
-    config = replace(ExtractConfig(), use_faces=args.faces)
-    session = LiveSession(loaded, FrontEnd(config), use_video=args.faces)
+    config = replace(ExtractConfig(asr=args.asr), use_faces=args.faces)
+    lag = {} if args.max_lag is None else {"max_lag_s": args.max_lag}
+    session = LiveSession(loaded, FrontEnd(config), use_video=args.faces, **lag)
     session.warm_up()
     seconds = args.minutes * 60
     play = sender(args.clip, seconds)
@@ -152,6 +163,8 @@ def main() -> None:
         "status": stream.status,
         "reason": stream.reason,
         "faces": args.faces,
+        "asr": config.asr_backend,
+        "max_lag_s": session.max_lag_s,
         "n_utterances": len(rows),
         "latency_s": {
             "p50": percentile(latencies, 50),
@@ -180,7 +193,8 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1))
     print(
         f"{result['stream_s'] / 60:.1f} min of stream ({stream.status}), "
-        f"{len(rows)} utterances; latency end of utterance -> output: "
+        f"{len(rows)} utterances, ASR {config.asr_backend}, max lag {session.max_lag_s} s; "
+        "latency end of utterance -> output: "
         f"p50 {result['latency_s']['p50']:.2f} s, p90 {result['latency_s']['p90']:.2f} s, "
         f"max {result['latency_s']['max']:.2f} s (scoring p50 {result['scoring_s']['p50']:.2f} s "
         f"wall, {result['scoring_cpu_s']['p50']:.2f} s CPU; endpoint wait "

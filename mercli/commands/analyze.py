@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from mercli.commands.options import device_option, engine_options, json_option
+from mercli.commands.options import asr_option, device_option, engine_options, json_option
 
 speakers_option = click.option(
     "--speakers",
@@ -22,44 +22,43 @@ speakers_option = click.option(
 
 def front_end_options(func: Any) -> Any:
     """Options shared by ``analyze`` and ``extract``: frame rate, Whisper model, faces, cache."""
-    for option in reversed(
-        [
-            click.option(
-                "--fps",
-                type=click.FloatRange(min=0.1),
-                default=None,
-                help="Video frames sampled per second for faces [default: the "
-                "checkpoint's, else 5].",
-            ),
-            click.option(
-                "--whisper",
-                default="tiny.en",
-                show_default=True,
-                help="Whisper model name or checkpoint path (tiny.en and base work offline; "
-                "base is slower and more accurate, see README).",
-            ),
-            click.option(
-                "--language",
-                default="en",
-                show_default=True,
-                help="Language spoken, for multilingual Whisper models such as base: a code "
-                "(en, de, fr ...) or 'auto' to detect it. English-only models (*.en) ignore it; "
-                "the sentiment model reads English.",
-            ),
-            click.option(
-                "--no-faces",
-                "no_faces",
-                is_flag=True,
-                help="Skip face detection (no vision features or face descriptors).",
-            ),
-            click.option(
-                "--no-cache",
-                "no_cache",
-                is_flag=True,
-                help="Neither read nor write the feature cache (~/.cache/mer/features).",
-            ),
-        ]
-    ):
+    options: list[Callable[[Any], Any]] = [
+        click.option(
+            "--fps",
+            type=click.FloatRange(min=0.1),
+            default=None,
+            help="Video frames sampled per second for faces [default: the checkpoint's, else 5].",
+        ),
+        click.option(
+            "--whisper",
+            default="tiny.en",
+            show_default=True,
+            help="Whisper model name or checkpoint path (tiny.en and base work offline; "
+            "base is slower and more accurate, see README).",
+        ),
+        asr_option,
+        click.option(
+            "--language",
+            default="en",
+            show_default=True,
+            help="Language spoken, for multilingual Whisper models such as base: a code "
+            "(en, de, fr ...) or 'auto' to detect it. English-only models (*.en) ignore it; "
+            "the sentiment model reads English.",
+        ),
+        click.option(
+            "--no-faces",
+            "no_faces",
+            is_flag=True,
+            help="Skip face detection (no vision features or face descriptors).",
+        ),
+        click.option(
+            "--no-cache",
+            "no_cache",
+            is_flag=True,
+            help="Neither read nor write the feature cache (~/.cache/mer/features).",
+        ),
+    ]
+    for option in reversed(options):
         func = option(func)
     return func
 
@@ -71,20 +70,29 @@ def _extract_config(
     device: str,
     profile: dict[str, Any] | None = None,
     language: str = "en",
+    asr: str = "auto",
 ) -> Any:
+    from mercli.features.asr_ct2 import AsrLoadError, check_ct2
     from mercli.features.extract import ExtractConfig
 
     try:
-        return ExtractConfig.for_profile(
+        config = ExtractConfig.for_profile(
             profile,
             fps,
             whisper=whisper,
+            asr=asr,
             language=None if language.strip().lower() == "auto" else language,
             use_faces=not no_faces,
             device=device,
         )
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--language") from error
+    try:
+        if config.asr_backend.startswith("ct2"):
+            check_ct2(whisper)  # before any media work
+    except AsrLoadError as error:
+        raise click.ClickException(str(error)) from error
+    return config
 
 
 @click.command()
@@ -161,6 +169,7 @@ def analyze(
     device: str,
     fps: float | None,
     whisper: str,
+    asr: str,
     language: str,
     no_faces: bool,
     no_cache: bool,
@@ -213,7 +222,7 @@ def analyze(
         raise click.ClickException(f"no media files in {', '.join(inputs)}")
     device = resolve_device(device)
     config = _extract_config(
-        fps, whisper, no_faces, device, found.meta.feature_profile, language=language
+        fps, whisper, no_faces, device, found.meta.feature_profile, language=language, asr=asr
     )
     if speakers is not None:
         config = _with_speakers(config, speakers)
@@ -267,12 +276,14 @@ def load_in_background(load: Callable[..., Any], *args: Any) -> Future[Any]:
 
 
 def _checkpoint_errors(results: Any) -> Any:
-    """``results``, with a checkpoint that fails to load as a one-line message."""
+    """``results``, with a checkpoint or a Whisper backend that fails to load as a one-line
+    message."""
     from mercli.checkpoint import CheckpointError
+    from mercli.features.asr_ct2 import AsrLoadError
 
     try:
         yield from results
-    except CheckpointError as error:
+    except (CheckpointError, AsrLoadError) as error:
         raise click.ClickException(str(error)) from error
 
 
@@ -385,6 +396,7 @@ def extract(
     device: str,
     fps: float | None,
     whisper: str,
+    asr: str,
     language: str,
     no_faces: bool,
     no_cache: bool,
@@ -396,19 +408,22 @@ def extract(
     """
     from mercli import render
     from mercli.commands.options import resolve_device
+    from mercli.features.asr_ct2 import AsrLoadError
     from mercli.features.cache import write_features
     from mercli.features.media import MediaError
     from mercli.jsontext import dumps
     from mercli.pipeline import load_or_extract
 
     _check_outputs({out: "feature file"})  # before any work
-    config = _extract_config(fps, whisper, no_faces, resolve_device(device), language=language)
+    config = _extract_config(
+        fps, whisper, no_faces, resolve_device(device), language=language, asr=asr
+    )
     if speakers is not None:
         config = _with_speakers(config, speakers)
     try:
         with render.stderr.status(f"extracting {video}"):
             features, cached = load_or_extract(video, config, use_cache=not no_cache)
-    except MediaError as error:
+    except (MediaError, AsrLoadError) as error:
         raise click.ClickException(str(error)) from error
     except OSError as error:
         raise click.ClickException(f"{video}: unreadable ({error.strerror or error})") from error

@@ -53,8 +53,13 @@ def analyze_live(
         else:
             render.live_row(utterance)
 
+    from mercli.features.asr_ct2 import AsrLoadError
+
     with render.stderr.status("loading Whisper"):
-        session.warm_up()
+        try:
+            session.warm_up()
+        except AsrLoadError as error:
+            raise click.ClickException(str(error)) from error
     render.stderr.print(f"listening to {spec} (Ctrl-C to stop)", highlight=False)
     if not jsonl:
         render.analysis_header(info)

