@@ -162,7 +162,7 @@ def test_transcriber_uses_the_configured_language(
 
     model = FakeMultilingualWhisper([fake_segment("Ein ganz normaler Satz hier.", 0.5)])
     monkeypatch.setattr(whisper_offline, "load_whisper", lambda name, device: model)
-    run = extract.load_transcriber(ExtractConfig(whisper="base", language=language))
+    run = extract.load_transcriber(ExtractConfig(whisper="base", language=language, asr="torch"))
     run((0.1 * np.sin(np.linspace(0, 1000, 16000 * 2))).astype(np.float32))
     ((_, options),) = model.calls
     assert options["language"] == language
