@@ -7,11 +7,16 @@ to its outcome (a :class:`~mercli.prepare.ClipOutcome`, a :class:`~mercli.predic
 whole run, on either engine, with its own type.
 
 - ``local``: in this process (``workers=1``) or a ``spawn`` process pool, one worker per process.
-- ``ray``: Ray Data, one row per clip: ``ds.map_batches(RayClipWorker, compute=ActorPoolStrategy
-  (size=n), num_gpus=g)`` (the Ray Data batch-inference pattern). Actors hold a GPU share when the
-  cluster has GPUs, and several actors may share one GPU (``gpus_per_worker=0.25``), so that one
-  actor's decoding (ffmpeg, a CPU process of its own) overlaps the others' inference. Ray is an
-  optional extra: ``pip install 'mercli[ray]'``.
+- ``ray``: Ray Data, one row per clip, in two stages: a *decoder* (``path -> DecodedMedia``: the
+  clip's audio samples and sampled frames, :func:`mercli.features.extract.decode_ahead`) runs as
+  CPU tasks (``ds.map(..., num_cpus=DECODE_CPUS)``), and its rows feed the inference actors
+  (``ds.map_batches(RayClipWorker, compute=ActorPoolStrategy(size=n), num_gpus=g)``, the Ray Data
+  batch-inference pattern), which run the callable with the decoded media preloaded
+  (:func:`mercli.features.media.preloaded`): an actor holding a GPU does not wait on ffmpeg, and
+  the results are those of the same callable reading the file. Ray Data's streaming executor
+  bounds what is decoded ahead by the object store's room. Actors hold a GPU share when the
+  cluster has GPUs (several may share one: ``gpus_per_worker=0.5``). Ray is an optional extra:
+  ``pip install 'mercli[ray]'``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ ENGINES = ("local", "ray")
 # tiny.en and the emotion model add a few hundred MB); Ray places actors by it, node by node.
 ACTOR_MEMORY_BYTES = 2 * 1024**3
 RAY_INSTALL_HINT = "pip install 'mercli[ray]'"
+# CPUs one decoding task holds (ffmpeg runs in a process of its own; the task mostly waits on
+# it); the plan keeps this much of a CPU-only cluster free of inference actors.
+DECODE_CPUS = 0.5
 
 
 class EngineError(RuntimeError):
@@ -44,6 +52,9 @@ class WorkerFactory(Protocol):
     """
 
     def __call__(self, device: str | None) -> Callable[[Path], Any]: ...
+
+
+Decoder = Callable[[Path], Any]  # path -> DecodedMedia or None (picklable: runs in Ray tasks)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ def run_clips(
     factory: WorkerFactory,
     engine: EngineConfig,
     ordered: bool = False,
+    decoder: Decoder | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """(index into ``paths``, outcome) per clip, as each is done.
 
@@ -105,6 +117,9 @@ def run_clips(
         factory: builds the per-clip callable (see :class:`WorkerFactory`).
         engine: where it runs.
         ordered: yield in the order of ``paths`` (always so with one local worker).
+        decoder: on Ray, a stage of CPU tasks before the callable: ``path ->``
+            :class:`~mercli.features.media.DecodedMedia` (or None: the callable reads the file
+            itself), preloaded while the callable runs. The local engine decodes in the callable.
 
     Raises:
         EngineError: Ray missing or unreachable, or a worker process died.
@@ -113,7 +128,7 @@ def run_clips(
     if not paths:
         return
     if engine.name == "ray":
-        yield from _ray_outcomes(paths, factory, engine, ordered)
+        yield from _ray_outcomes(paths, factory, engine, ordered, decoder)
     else:
         yield from _local_outcomes(paths, factory, engine.workers or 1, ordered)
 
@@ -225,9 +240,11 @@ def _exit_with_parent() -> None:
 class RayClipWorker:
     """A Ray Data actor: builds the per-clip callable once, then maps batches of clip rows.
 
-    Rows in: ``index`` (int) and ``path`` (str). Rows out: ``index``, ``outcome`` (the callable's
-    result) and ``error`` (None, or the pickled exception that escaped the callable, raised
-    again on the driver with its own type: Ray would otherwise wrap it beyond recognition).
+    Rows in: ``index`` (int), ``path`` (str) and, after a decoding stage, ``decoded`` (a pickled
+    :class:`~mercli.features.media.DecodedMedia`, or empty), preloaded while the callable runs.
+    Rows out: ``index``, ``outcome`` (the callable's result) and ``error`` (None, or the pickled
+    exception that escaped the callable, raised again on the driver with its own type: Ray would
+    otherwise wrap it beyond recognition).
     """
 
     def __init__(self, factory: WorkerFactory, n_threads: int) -> None:
@@ -238,15 +255,29 @@ class RayClipWorker:
         self.work = factory("cuda" if ray.get_gpu_ids() else "cpu")  # the reservation decides
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from mercli.features.media import preloaded
+
         n = len(batch["index"])
         outcomes = np.empty(n, dtype=object)
         errors = np.empty(n, dtype=object)
-        for k, path in enumerate(batch["path"]):
+        blobs = batch.get("decoded", [b""] * n)
+        for k, (path, blob) in enumerate(zip(batch["path"], blobs, strict=True)):
+            decoded = pickle.loads(blob) if blob else None
             try:
-                outcomes[k] = self.work(Path(str(path)))
+                with preloaded(decoded):
+                    outcomes[k] = self.work(Path(str(path)))
             except Exception as error:  # not swallowed: the driver raises it (see run_clips)
                 errors[k] = _portable_error(error)
+            del decoded
         return {"index": batch["index"], "outcome": outcomes, "error": errors}
+
+
+def _decode_row(row: dict[str, Any], decoder: Decoder) -> dict[str, Any]:
+    """The decoding stage (a Ray task): the row with its clip decoded, pickled (empty bytes
+    when nothing was decoded: a block of None alone would reach the actor as a float NaN)."""
+    decoded = decoder(Path(row["path"]))
+    blob = b"" if decoded is None else pickle.dumps(decoded, protocol=5)
+    return {**row, "decoded": blob}
 
 
 def _portable_error(error: Exception) -> bytes:
@@ -275,42 +306,61 @@ def connect_ray(address: str | None) -> Any:
 
 
 def _ray_plan(
-    resources: dict[str, float], engine: EngineConfig, n_clips: int
+    resources: dict[str, float], engine: EngineConfig, n_clips: int, decode_cpus: float = 0.0
 ) -> tuple[int, float, float]:
     """(actors, GPUs per actor, CPUs per actor) for a cluster with ``resources``; by default as
-    many actors as the GPUs (or CPUs) hold and the memory holds :data:`ACTOR_MEMORY_BYTES` each."""
+    many actors as the GPUs (or CPUs) hold and the memory holds :data:`ACTOR_MEMORY_BYTES` each.
+
+    ``decode_cpus`` of the cluster's CPUs stay free of actors for the decoding tasks: fewer
+    actors by default, or, when ``engine.workers`` asks for more, smaller CPU reservations
+    (a Ray scheduling figure; each actor's torch threads stay ``cpus_per_worker``).
+    """
     n_gpus = float(resources.get("GPU", 0.0))
+    n_cpus = float(resources.get("CPU", 1.0))
     gpus = engine.gpus_per_worker
     if gpus is None:
         gpus = 1.0 if n_gpus >= 1 else 0.0
     cpus = engine.cpus_per_worker
+    free_cpus = max(n_cpus - decode_cpus, 0.0)
     if engine.workers is not None:
         n_workers = engine.workers
     else:
-        n_workers = int(n_gpus // gpus) if gpus > 0 else int(resources.get("CPU", 1.0) // cpus)
+        n_workers = int(n_gpus // gpus) if gpus > 0 else int(free_cpus // cpus)
         if "memory" in resources:
             n_workers = min(n_workers, int(resources["memory"] // ACTOR_MEMORY_BYTES))
-    return max(1, min(n_workers, n_clips)), gpus, cpus
+    n_workers = max(1, min(n_workers, n_clips))
+    if decode_cpus and n_workers * cpus > free_cpus:
+        cpus = max(free_cpus, decode_cpus) / n_workers
+    return n_workers, gpus, cpus
 
 
 def _ray_outcomes(
-    paths: Sequence[Path], factory: WorkerFactory, engine: EngineConfig, ordered: bool
+    paths: Sequence[Path],
+    factory: WorkerFactory,
+    engine: EngineConfig,
+    ordered: bool,
+    decoder: Decoder | None,
 ) -> Iterator[tuple[int, Any]]:
     ray = connect_ray(engine.address)
-    n_workers, gpus, cpus = _ray_plan(ray.cluster_resources(), engine, len(paths))
+    decode_cpus = DECODE_CPUS if decoder is not None else 0.0
+    n_workers, gpus, cpus = _ray_plan(ray.cluster_resources(), engine, len(paths), decode_cpus)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # progress is ours, on stderr
     context.execution_options.preserve_order = ordered
-    # absolute paths: the actors' working directory is not ours (on other nodes, the same
+    # absolute paths: the workers' working directory is not ours (on other nodes, the same
     # folder must be mounted at the same place)
     rows = [{"index": i, "path": str(Path(p).absolute())} for i, p in enumerate(paths)]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))  # one clip per task
     options: dict[str, Any] = {}
     if engine.address is None and os.environ.get("XDG_CACHE_HOME"):  # this machine: our cache
         options["runtime_env"] = {"env_vars": {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]}}
+    if decoder is not None:
+        dataset = dataset.map(
+            _decode_row, fn_kwargs={"decoder": decoder}, num_cpus=decode_cpus, **options
+        )
     dataset = dataset.map_batches(
         RayClipWorker,
-        fn_constructor_args=(factory, max(1, int(cpus))),
+        fn_constructor_args=(factory, max(1, int(engine.cpus_per_worker))),
         batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=n_workers),
@@ -326,8 +376,10 @@ def _ray_outcomes(
 
 
 __all__ = [
+    "DECODE_CPUS",
     "ENGINES",
     "RAY_INSTALL_HINT",
+    "Decoder",
     "EngineConfig",
     "EngineError",
     "RayClipWorker",

@@ -399,8 +399,11 @@ def analyze_on_engine(
     factory = partial(
         FileAnalyzer, checkpoint, analyzer.config, analyzer.batch_size, analyzer.use_cache
     )
+    from mercli.features.extract import decode_ahead
+
+    decoder = partial(decode_ahead, config=analyzer.config, use_cache=analyzer.use_cache)
     for done, (i, (result, frames)) in enumerate(
-        run_clips(paths, factory, engine, ordered=True), start=1
+        run_clips(paths, factory, engine, ordered=True, decoder=decoder), start=1
     ):
         result.path = str(paths[i])  # as given (the workers saw it absolute)
         if frames is not None:

@@ -166,9 +166,11 @@ def iter_outcomes(
     from functools import partial
 
     from mercli.engine import run_clips
+    from mercli.features.extract import decode_ahead
 
     engine = engine or EngineConfig(workers=config.workers)
-    yield from run_clips(paths, partial(ClipPreparer, config), engine)
+    decoder = partial(decode_ahead, config=config.clip_extract, use_cache=config.use_cache)
+    yield from run_clips(paths, partial(ClipPreparer, config), engine, decoder=decoder)
 
 
 # ---------------------------------------------------------------------------------------------

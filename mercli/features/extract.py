@@ -27,7 +27,7 @@ import numpy as np
 
 from mercli.features.acoustic import D_AUDIO
 from mercli.features.asr import Utterance
-from mercli.features.media import SAMPLE_RATE_HZ, Frame, MediaError, MediaInfo
+from mercli.features.media import SAMPLE_RATE_HZ, DecodedMedia, Frame, MediaError, MediaInfo
 from mercli.features.profile import D_VISION, DEFAULT_FPS, DEFAULT_HOP_S
 
 if TYPE_CHECKING:
@@ -391,6 +391,30 @@ def utterance_vision(
     return [r for r in results if r is not None]
 
 
+def decode_ahead(
+    path: str | os.PathLike[str], config: ExtractConfig, use_cache: bool = True
+) -> DecodedMedia | None:
+    """What :func:`extract` of ``path`` reads from the file (audio, and frames when faces are
+    on; in whole-clip mode the frames of the clip), decoded now: the CPU stage that runs apart
+    from the models (``--engine ray``). Computing from it is :func:`extract` (or the cache's
+    ``load_or_extract``) inside :func:`mercli.features.media.preloaded`: the same results.
+
+    Returns:
+        the decoded media, or None when there is nothing to decode ahead: the cache holds the
+        file's features, or decoding fails (the failure is met again, and reported, where the
+        features are made).
+    """
+    from mercli.features import cache
+    from mercli.features.media import decode_media
+
+    try:
+        if use_cache and cache.cache_path(cache.file_sha256(path), config).exists():
+            return None
+        return decode_media(path, config.fps, config.max_side, config.use_faces, config.clip_s)
+    except (MediaError, OSError, ValueError, RuntimeError):
+        return None
+
+
 # ---------------------------------------------------------------------------------------------
 # all stages
 
@@ -618,6 +642,7 @@ __all__ = [
     "MediaFeatures",
     "UtteranceFeatures",
     "assign_frames",
+    "decode_ahead",
     "decode_audio",
     "dominant_expression",
     "extract",

@@ -10,13 +10,15 @@ rotation of portrait phone videos itself (autorotate is on by default).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -151,6 +153,8 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     """
     path = Path(path)
     _check_exists(path)
+    if (decoded := _preloaded_for(path)) is not None:
+        return decoded.info
     result = subprocess.run(
         [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
         capture_output=True,
@@ -269,6 +273,11 @@ def load_audio(
     """
     path = Path(path)
     _check_exists(path)
+    decoded = _preloaded_for(path)
+    if decoded is not None and decoded.audio is not None and sample_rate_hz == SAMPLE_RATE_HZ:
+        if errors is not None:
+            errors.extend(decoded.audio_errors)
+        return decoded.audio.copy()
     command = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
         "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
@@ -349,6 +358,13 @@ def iter_frames(
     if not info.has_video or info.display_width is None or info.display_height is None:
         raise MediaError(path, "no video stream")
     width, height = output_size(info.display_width, info.display_height, max_side)
+    decoded = _preloaded_for(path)
+    if decoded is not None and decoded.matches(fps, max_side):
+        return _replayed_frames(decoded, lambda: _frames_from_file(path, fps, width, height))
+    return _frames_from_file(path, fps, width, height)
+
+
+def _frames_from_file(path: Path, fps: float, width: int, height: int) -> Iterator[Frame]:
     command = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
         "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
@@ -398,3 +414,147 @@ def _read_frames(
         log.warning(
             "%s: video decoding stopped after %d frames: %s", path, index, _last_error_line(stderr)
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# decoded ahead (a CPU stage apart from the models: ``--engine ray``)
+
+MAX_DECODED_BYTES = 256 * 1024**2  # audio + frames of one file decoded ahead; more: not ahead
+
+
+@dataclass
+class DecodedMedia:
+    """What :func:`probe`, :func:`load_audio` and :func:`iter_frames` give for one file, decoded
+    ahead (by :func:`decode_media`, possibly in another process) and read back through
+    :func:`preloaded`.
+
+    Attributes:
+        path: the file, absolute.
+        info: :func:`probe`'s result.
+        audio: float32 ``(n_samples,)`` at :data:`SAMPLE_RATE_HZ`, or None (not decoded ahead:
+            no audio stream, or too large).
+        audio_errors: what ffmpeg reported while decoding the audio all the same.
+        fps, max_side: the frames' sampling.
+        frames: uint8 ``(n_frames, H, W, 3)``, frame ``i`` at ``i / fps`` seconds, or None (not
+            decoded ahead: no video stream, frames not asked for, or too large).
+        frames_error: the reason :func:`iter_frames` gave up before its first frame, or None.
+        frames_complete: False when the stream goes on past ``frames`` (decoded up to a time).
+    """
+
+    path: str
+    info: MediaInfo
+    audio: np.ndarray | None = None
+    audio_errors: tuple[str, ...] = ()
+    fps: float = 5.0
+    max_side: int = 640
+    frames: np.ndarray | None = None
+    frames_error: str | None = None
+    frames_complete: bool = True
+
+    def matches(self, fps: float, max_side: int) -> bool:
+        """Frames decoded ahead at this sampling."""
+        return self.frames is not None and (self.fps, self.max_side) == (fps, max_side)
+
+    @property
+    def n_bytes(self) -> int:
+        return sum(a.nbytes for a in (self.audio, self.frames) if a is not None)
+
+
+def decode_media(
+    path: str | os.PathLike[str],
+    fps: float = 5.0,
+    max_side: int = 640,
+    use_frames: bool = True,
+    until_s: float | None = None,
+    max_bytes: int = MAX_DECODED_BYTES,
+) -> DecodedMedia:
+    """Decode a file's audio and sampled frames now, for :func:`preloaded` to give back later.
+
+    Args:
+        path: the media file.
+        fps, max_side: the frames' sampling (as :func:`iter_frames`).
+        use_frames: decode frames at all (False: audio only).
+        until_s: keep only frames before this time, and the first at or past it (which tells a
+            reader that a window ending there is closed); a reader that goes further gets the
+            rest from the file.
+        max_bytes: the most audio + frame bytes held; frames (then audio) that would exceed it
+            are left to be decoded from the file by the reader.
+
+    Raises:
+        MediaError: the file is missing or unreadable, or its audio cannot be decoded.
+    """
+    path = Path(path).absolute()
+    info = probe(path)
+    decoded = DecodedMedia(str(path), info, fps=fps, max_side=max_side)
+    if info.has_audio:
+        errors: list[str] = []
+        audio = load_audio(path, SAMPLE_RATE_HZ, errors)
+        if audio.nbytes <= max_bytes:
+            decoded.audio, decoded.audio_errors = audio, tuple(errors)
+    if use_frames and info.has_video and info.display_width and info.display_height:
+        _decode_frames(decoded, until_s, max_bytes - decoded.n_bytes)
+    return decoded
+
+
+def _decode_frames(decoded: DecodedMedia, until_s: float | None, max_bytes: int) -> None:
+    info = decoded.info
+    assert info.display_width is not None and info.display_height is not None
+    spans = [s for s in (info.duration_s, until_s) if s is not None]
+    if not spans:
+        return  # no known length: the reader streams them
+    width, height = output_size(info.display_width, info.display_height, decoded.max_side)
+    frame_bytes = width * height * 3
+    if (int(min(spans) * decoded.fps) + 3) * frame_bytes > max_bytes:
+        return
+    frames: list[np.ndarray] = []
+    complete = True
+    try:
+        for frame in iter_frames(decoded.path, decoded.fps, decoded.max_side):
+            if (len(frames) + 1) * frame_bytes > max_bytes:  # longer than its container says
+                return
+            frames.append(frame.rgb)
+            if until_s is not None and frame.time_s >= until_s:  # kept: it closes the window
+                complete = False
+                break
+    except MediaError as error:  # before the first frame: the reader meets it again
+        decoded.frames_error = error.reason
+    shape = (len(frames), height, width, 3)
+    decoded.frames = np.stack(frames) if frames else np.zeros(shape, np.uint8)
+    decoded.frames_complete = complete
+
+
+_preloaded: dict[str, DecodedMedia] = {}
+
+
+@contextmanager
+def preloaded(decoded: DecodedMedia | None) -> Iterator[None]:
+    """Within the block, :func:`probe`, :func:`load_audio` and :func:`iter_frames` of
+    ``decoded.path`` give what :func:`decode_media` decoded instead of running ffmpeg (the same
+    values: the front end's results do not change); None: nothing preloaded."""
+    if decoded is None:
+        yield
+        return
+    _preloaded[decoded.path] = decoded
+    try:
+        yield
+    finally:
+        _preloaded.pop(decoded.path, None)
+
+
+def _preloaded_for(path: Path) -> DecodedMedia | None:
+    if not _preloaded:
+        return None
+    return _preloaded.get(str(path.absolute()))
+
+
+def _replayed_frames(
+    decoded: DecodedMedia, from_file: Callable[[], Iterator[Frame]]
+) -> Iterator[Frame]:
+    assert decoded.frames is not None
+    n_frames = len(decoded.frames)
+    for index in range(n_frames):
+        yield Frame(index=index, time_s=index / decoded.fps, rgb=decoded.frames[index])
+    if decoded.frames_error is not None:
+        raise MediaError(decoded.path, decoded.frames_error)
+    if not decoded.frames_complete:  # read past what was decoded ahead: the rest from the file
+        yield from itertools.islice(from_file(), n_frames, None)
