@@ -9,7 +9,11 @@ acoustic features and, unless ``--no-faces``, MTCNN + the expression net at 5 fp
 
 - ``local x1``: one worker in this process;
 - ``local xN``: N spawn processes (models loaded once per process);
-- ``ray xN``: a Ray started here with N CPUs, N actors (models loaded once per actor).
+- ``ray xN``: a Ray started here with N CPUs, N inference actors (models loaded once per actor)
+  fed by the decoding stage (CPU tasks: ffmpeg audio + sampled frames), as ``mer prepare
+  --engine ray`` runs;
+- ``ray xN, decode in actors``: the same without the decoding stage, each actor decoding its
+  clips itself (what the engine did before the stage existed).
 
 Per engine: wall seconds from the first call to the last outcome, which includes loading the
 models in every worker (and, for Ray, starting the actors; ``ray.init`` is timed apart) and clips
@@ -38,11 +42,17 @@ def default_clips() -> list[Path]:
     return crema + heads
 
 
-def timed(name: str, paths: list[Path], config, engine) -> dict:
-    from mercli.prepare import iter_outcomes
+def timed(name: str, paths: list[Path], config, engine, decode_stage: bool = True) -> dict:
+    from functools import partial
+
+    from mercli.engine import run_clips
+    from mercli.prepare import ClipPreparer, iter_outcomes
 
     started = time.perf_counter()
-    outcomes = dict(iter_outcomes(paths, config, engine))
+    if decode_stage:
+        outcomes = dict(iter_outcomes(paths, config, engine))
+    else:
+        outcomes = dict(run_clips(paths, partial(ClipPreparer, config), engine))
     seconds = time.perf_counter() - started
     failed = [str(paths[i]) for i, o in outcomes.items() if o.reason is not None]
     return {
@@ -89,10 +99,13 @@ def main() -> None:
     ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False)
     ray_init_s = time.perf_counter() - started
     rows.append(timed(f"ray x{n}", paths, config, EngineConfig("ray", workers=n)))
+    rows.append(
+        timed(f"ray x{n}, decode in actors", paths, config, EngineConfig("ray", workers=n), False)
+    )
     ray.shutdown()
     for row in rows:
         print(
-            f"{row['engine']:>9}: {row['clips']} clips in {row['seconds']:7.1f} s = "
+            f"{row['engine']:>26}: {row['clips']} clips in {row['seconds']:7.1f} s = "
             f"{row['clips_per_s']:.3f} clips/s ({len(row['failed'])} failed)",
             file=sys.stderr,
         )
