@@ -243,9 +243,12 @@ def test_compare_p_values_match_scipy() -> None:
         compare(results(a), {"seeds": {"5": {"test": {"mae": 1.0}}}})
 
 
-def test_malformed_dataset_is_a_clear_cli_error(tmp_path: Path) -> None:
+def test_malformed_dataset_is_a_clear_cli_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(b"not a pickle")
+    monkeypatch.chdir(tmp_path)  # the default --out (runs/mosi) lands here, not in the checkout
     result = CliRunner().invoke(
         cli, ["train", "--dataset", "mosi", "--data", str(bad), "--epochs", "1"]
     )
