@@ -127,7 +127,7 @@ def test_a_damaged_text_state_entry_is_recomputed(
     monkeypatch.setattr("mercli.model.text_backbone.load_tokenizer", lambda name: None)
     texts = ["i love this", "terrible", "so happy !"]
     first = text_states.cached_states(texts, "tiny")
-    (entry,) = text_states.cache_dir().glob("*.npz")
+    (entry,) = text_states.cache_dir().rglob("*.npz")
     _damage(entry, how)
     again = text_states.cached_states(texts, "tiny")
     assert calls.n == 2
@@ -135,6 +135,49 @@ def test_a_damaged_text_state_entry_is_recomputed(
         np.testing.assert_array_equal(a, b)
     text_states.cached_states(texts, "tiny")
     assert calls.n == 2  # rewritten whole, now a hit
+
+
+def test_text_states_are_reused_per_text_when_the_list_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mercli.data import text_states
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    encoded: list[list[str]] = []
+
+    def encode(texts, backbone, tokenizer, max_tokens, device="cpu"):
+        encoded.append(list(texts))
+        return [np.full((len(t), 4), len(t), np.float32) for t in texts]
+
+    monkeypatch.setattr(text_states, "encode_texts", encode)
+    monkeypatch.setattr("mercli.model.text_backbone.load_backbone", lambda name: None)
+    monkeypatch.setattr("mercli.model.text_backbone.load_tokenizer", lambda name: None)
+    text_states.cached_states(["good", "bad", "fine"], "tiny")
+    states = text_states.cached_states(["bad", "awful", "good", "awful"], "tiny")
+    assert encoded == [["good", "bad", "fine"], ["awful"]]  # only the new text, once
+    assert [s.shape[0] for s in states] == [3, 5, 4, 5]
+    assert all(s.dtype == np.float16 and s[0, 0] == s.shape[0] for s in states)
+    text_states.cached_states(["awful", "fine"], "tiny")
+    text_states.cached_states(["fine"], "tiny", max_tokens=7)  # another truncation: not shared
+    assert encoded[2:] == [["fine"]]
+
+
+def test_a_whole_list_entry_of_an_earlier_version_is_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mercli.data import text_states
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    texts = ["so good", "bad"]
+    legacy = text_states.cache_dir() / f"{text_states._legacy_key('tiny', texts, 50)}.npz"
+    legacy.parent.mkdir(parents=True)
+    np.savez(legacy, states=np.arange(12, dtype=np.float16).reshape(3, 4), offsets=[0, 2, 3])
+    monkeypatch.setattr(text_states, "encode_texts", lambda *a, **k: pytest.fail("encoded"))
+    states = text_states.cached_states(texts, "tiny", max_tokens=50)
+    assert [s.shape for s in states] == [(2, 4), (1, 4)] and states[1][0, 0] == 8
+    assert not legacy.exists()  # moved into a per-text shard, which now serves part of a list
+    (again,) = text_states.cached_states(["bad"], "tiny", max_tokens=50)
+    np.testing.assert_array_equal(again, states[1])
 
 
 def test_an_unwritable_text_state_cache_is_a_warning(
