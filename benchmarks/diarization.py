@@ -144,7 +144,7 @@ def timed_analysis(analyzer, path: Path) -> dict:
         "file": path.name,
         "status": result.status,
         "utterances": len(result.predictions),
-        "speakers_found": len({p.speaker for p in result.predictions}),
+        "speakers_found": len({p.descriptors.speaker for p in result.predictions}),
         "stages_s": {k: round(v, 3) for k, v in result.timings_s.items()},
         "total_s": round(total, 3),
         "speakers_share_wall": round(result.timings_s.get("speakers", 0.0) / total, 4),
@@ -216,7 +216,7 @@ def face_sides(path: Path, reference: list, front_end) -> dict:
 
     features = extract(path, front_end.config, front_end)
     windows = [(u.start_s, u.end_s) for u in features.utterances]
-    speakers = [u.speaker for u in features.utterances]
+    speakers = [u.descriptors.speaker for u in features.utterances]
     visuals = speaker_vision(path, windows, speakers, front_end)
     right = 0
     rows = []
@@ -229,7 +229,7 @@ def face_sides(path: Path, reference: list, front_end) -> dict:
         seen = [o.centre[0] for o in visual.observations if o is not None]
         side = None if not seen else ("left" if np.median(seen) < 240 else "right")
         right += int(side == truth)
-        rows.append((round(u.start_s, 2), round(u.end_s, 2), u.speaker, truth, side))
+        rows.append((round(u.start_s, 2), round(u.end_s, 2), u.descriptors.speaker, truth, side))
     row = {"utterances": len(rows), "right_face": right, "detail": rows}
     print(json.dumps(row), flush=True)
     return row

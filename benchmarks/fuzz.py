@@ -443,7 +443,7 @@ def _(tmp: Path) -> tuple[bool, str]:
     except ImportError:  # mer before the feature cache moved beside the features
         from mercli.cache import read_features  # type: ignore[no-redef]
 
-    coverage = read_features(tmp / "f.npz").face_coverage
+    coverage = read_features(tmp / "f.npz").descriptors.face_coverage
     return coverage is None, f"face_coverage={coverage}"
 
 

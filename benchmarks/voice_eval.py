@@ -137,7 +137,7 @@ def crema_figures(checkpoint: str, folder: Path) -> list[dict[str, Any]]:
                 "audio_contribution": float(np.mean([a for a in audio if a is not None]))
                 if any(a is not None for a in audio)
                 else None,
-                "voice_emotion": [p.voice_emotion for p in result.predictions],
+                "voice_emotion": [p.descriptors.voice_emotion for p in result.predictions],
                 "status": result.status,
             }
         )

@@ -20,16 +20,16 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mercli.descriptors import Descriptors
 from mercli.features.extract import (
     FrontEnd,
     UtteranceFeatures,
-    dominant_expression,
     transcribe_audio,
     utterance_audio,
     window_vision,
@@ -323,8 +323,7 @@ class LiveSession:
                 acoustic,
                 np.zeros((0, _d_vision()), np.float32),
                 np.zeros(0, bool),
-                pitch_hz=pitch_hz,
-                energy_db=energy_db,
+                Descriptors(pitch_hz=pitch_hz, energy_db=energy_db),
             )
             self._add_vision(feature)
             features.append(feature)
@@ -346,14 +345,11 @@ class LiveSession:
             return
         frames = [f for f in self._frames if u.start_s <= f.time_s < u.end_s]
         if not frames:
-            u.face_coverage = 0.0
+            u.descriptors = replace(u.descriptors, face_coverage=0.0)
             return
         visual = window_vision(frames, self.front_end)
         u.vision, u.vision_mask = visual.features, visual.mask
-        u.face_coverage = visual.face_coverage
-        u.expression, u.expression_prob = dominant_expression(
-            [visual.expression_probs[visual.mask]]
-        )
+        u.descriptors = u.descriptors.with_faces(visual.mask, visual.expression_probs)
 
     def trim(self) -> None:
         """Drop audio and frames that no pending or open segment can need (``process_iter``

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +165,11 @@ def predict(
             score = float(scores[i])
             read = tuple(m for m in loaded.modalities if present[m][i])
             voice = vocal_emotion(u.audio)
+            descriptors = u.descriptors  # completed with the voice emotion of its audio
+            if voice is not None:
+                descriptors = replace(
+                    descriptors, voice_emotion=voice[0], voice_emotion_prob=voice[1]
+                )
             predictions.append(
                 Prediction(
                     index=first + i,
@@ -174,19 +179,12 @@ def predict(
                     score=score,
                     label=seven_class_label(score),
                     shared_weight=None if gates is None else float(gates[i]),
-                    face_coverage=u.face_coverage,
-                    expression=u.expression,
-                    expression_prob=u.expression_prob,
-                    pitch_hz=u.pitch_hz,
-                    energy_db=u.energy_db,
+                    descriptors=descriptors,
                     modalities_read=read,
                     contributions={
                         m: float(effects[m][i]) if present[m][i] else None
                         for m in loaded.modalities
                     },
-                    speaker=u.speaker,
-                    voice_emotion=None if voice is None else voice[0],
-                    voice_emotion_prob=None if voice is None else voice[1],
                 )
             )
     return predictions
@@ -282,9 +280,7 @@ class Analyzer:
             duration_s=features.duration_s,
             has_audio=features.has_audio,
             has_video=features.has_video,
-            face_coverage=features.face_coverage,
-            expression=features.expression,
-            expression_prob=features.expression_prob,
+            descriptors=features.descriptors,
             cached=cached,
             timings_s=timings,
         )

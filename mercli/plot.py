@@ -73,11 +73,11 @@ def plot_timeline(
     ax.set_title(f"{Path(result.path).name}: {result.status}")
     _branch_weights(weights, result)
     _contributions(effects, result)
-    speakers = sorted({p.speaker for p in result.predictions if p.speaker is not None})
+    speakers = sorted({s for p in result.predictions if (s := p.descriptors.speaker) is not None})
     for p in result.predictions:  # speech, coloured by speaker with --speakers
         colour = "tab:purple"
-        if p.speaker is not None:
-            colour = SPEAKER_COLOURS[speakers.index(p.speaker) % len(SPEAKER_COLOURS)]
+        if (speaker := p.descriptors.speaker) is not None:
+            colour = SPEAKER_COLOURS[speakers.index(speaker) % len(SPEAKER_COLOURS)]
             ax.axvspan(p.start_s, p.end_s, color=colour, alpha=0.08, linewidth=0)
         strip.axvspan(p.start_s, p.end_s, ymin=0.55, ymax=0.95, color=colour, alpha=0.6)
     if speakers:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mercli.descriptors import Descriptors
+
 SCHEMA_VERSION = 2
 FileStatus = Literal["ok", "no_speech", "no_audio", "unreadable", "error"]
 ANALYSED_STATUSES: tuple[str, ...] = ("ok", "no_speech", "no_audio")  # a result, not a failure
@@ -42,16 +44,12 @@ class Prediction:
         score: sentiment in [-3, 3] (the model's regression output, clipped).
         label: the 7-class label, round(score) in -3..3.
         shared_weight: gate gamma, the weight of the shared branch (None without SGAFF).
-        face_coverage: share of the window's sampled frames with a face (None: no video / off).
-        expression, expression_prob: dominant facial expression and its mean probability.
-        pitch_hz: mean pitch of voiced frames (None if unvoiced); energy_db: RMS level, dBFS.
-        voice_emotion, voice_emotion_prob: the vocal emotion of the utterance's audio and its
-            probability (:mod:`mercli.features.vocal_emotion`; None for windows under 0.2 s).
+        descriptors: what was observed beside the score (face coverage, facial expression,
+            pitch, energy, voice emotion, speaker: :class:`~mercli.descriptors.Descriptors`).
         modalities_read: the model's modalities this utterance had (a video without a face in
             the window is read without vision).
         contributions: per modality of the model, the score minus the score with that modality
             left out (both clipped to [-3, 3]); None for a modality the utterance lacked.
-        speaker: ``S1``, ``S2``, ... with ``--speakers``, else None.
     """
 
     index: int
@@ -61,16 +59,9 @@ class Prediction:
     score: float
     label: int
     shared_weight: float | None
-    face_coverage: float | None = None
-    expression: str | None = None
-    expression_prob: float | None = None
-    pitch_hz: float | None = None
-    energy_db: float | None = None
+    descriptors: Descriptors = field(default_factory=Descriptors)
     modalities_read: tuple[str, ...] = ()
     contributions: dict[str, float | None] = field(default_factory=dict)
-    speaker: str | None = None
-    voice_emotion: str | None = None
-    voice_emotion_prob: float | None = None
 
     @property
     def label_name(self) -> str:
@@ -91,12 +82,13 @@ class Prediction:
                 "shared": _round(self.shared_weight, 4),
                 "specific": _round(self.specific_weight, 4),
             }
+        d = self.descriptors
         return {
             "index": self.index,
             "start_s": _round(self.start_s),
             "end_s": _round(self.end_s),
             "text": self.text,
-            "speaker": self.speaker,
+            "speaker": d.speaker,
             "score": _round(self.score, 4),
             "polarity": self.polarity,
             "label": self.label,
@@ -104,14 +96,14 @@ class Prediction:
             "branch_weights": weights,
             "modalities_read": list(self.modalities_read),
             "contributions": {m: _round(v, 4) for m, v in self.contributions.items()},
-            "presence": {"speech": True, "face_coverage": _round(self.face_coverage)},
+            "presence": {"speech": True, "face_coverage": _round(d.face_coverage)},
             "descriptors": {
-                "expression": self.expression,
-                "expression_prob": _round(self.expression_prob),
-                "pitch_hz": _round(self.pitch_hz, 1),
-                "energy_db": _round(self.energy_db, 1),
-                "voice_emotion": self.voice_emotion,
-                "voice_emotion_prob": _round(self.voice_emotion_prob),
+                "expression": d.expression,
+                "expression_prob": _round(d.expression_prob),
+                "pitch_hz": _round(d.pitch_hz, 1),
+                "energy_db": _round(d.energy_db, 1),
+                "voice_emotion": d.voice_emotion,
+                "voice_emotion_prob": _round(d.voice_emotion_prob),
             },
         }
 
@@ -126,7 +118,8 @@ class FileResult:
         reason: why, for anything but ``ok`` (None for ok).
         predictions: per utterance, time order.
         duration_s: container duration (None when unknown or unreadable).
-        face_coverage, expression, expression_prob: over the frames faces were looked for in.
+        descriptors: face coverage and dominant expression over the frames faces were looked
+            for in (the front end's file descriptors).
         cached: the features came from the cache.
         timings_s: seconds per stage (decode, asr, audio, faces, model).
     """
@@ -139,9 +132,7 @@ class FileResult:
     duration_s: float | None = None
     has_audio: bool | None = None
     has_video: bool | None = None
-    face_coverage: float | None = None
-    expression: str | None = None
-    expression_prob: float | None = None
+    descriptors: Descriptors = field(default_factory=Descriptors)
     cached: bool = False
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -167,9 +158,9 @@ class FileResult:
             "speech_s": _round(sum(p.end_s - p.start_s for p in self.predictions)),
             "mean_score": _round(mean, 4),
             "mean_label_name": None if mean is None else LABEL_NAMES[seven_class_label(mean)],
-            "face_coverage": _round(self.face_coverage),
-            "expression": self.expression,
-            "expression_prob": _round(self.expression_prob),
+            "face_coverage": _round(self.descriptors.face_coverage),
+            "expression": self.descriptors.expression,
+            "expression_prob": _round(self.descriptors.expression_prob),
         }
 
     def speaker_summaries(self) -> list[dict[str, Any]] | None:

@@ -173,7 +173,7 @@ def analysis(result: Any, model: Any) -> None:
         caption_justify="left",
     )
     table.add_column("start\nend", justify="right", no_wrap=True)
-    with_speakers = any(p.speaker is not None for p in result.predictions)
+    with_speakers = any(p.descriptors.speaker is not None for p in result.predictions)
     if with_speakers:
         table.add_column("speaker", no_wrap=True)
     table.add_column("transcript", ratio=1, min_width=12, overflow="fold")
@@ -191,19 +191,20 @@ def analysis(result: Any, model: Any) -> None:
         weights = (
             "-" if p.shared_weight is None else f"{p.shared_weight:.2f}\n{p.specific_weight:.2f}"
         )
-        expression = "-" if p.expression is None else f"{p.expression}\n{p.expression_prob:.2f}"
+        d = p.descriptors
+        expression = "-" if d.expression is None else f"{d.expression}\n{d.expression_prob:.2f}"
         table.add_row(
             f"{p.start_s:.1f}\n{p.end_s:.1f}",
-            *([_speaker_cell(p.speaker)] if with_speakers else []),
+            *([_speaker_cell(d.speaker)] if with_speakers else []),
             escape(p.text),
             f"{p.score:+.2f}\n{score_bar(p.score)}",
             f"{p.polarity}\n{p.label_name}",
             weights,
             contributions_cell(p.contributions),
-            _opt(None if p.face_coverage is None else 100 * p.face_coverage, ".0f", "%"),
+            _opt(None if d.face_coverage is None else 100 * d.face_coverage, ".0f", "%"),
             expression,
-            "-" if p.voice_emotion is None else f"{p.voice_emotion}\n{p.voice_emotion_prob:.2f}",
-            f"{_opt(p.pitch_hz, '.0f', ' Hz')}\n{_opt(p.energy_db, '.0f', ' dB')}",
+            "-" if d.voice_emotion is None else f"{d.voice_emotion}\n{d.voice_emotion_prob:.2f}",
+            f"{_opt(d.pitch_hz, '.0f', ' Hz')}\n{_opt(d.energy_db, '.0f', ' dB')}",
         )
     stdout.print(table)
     _summary_line(result)
@@ -289,8 +290,9 @@ def live_row(utterance: Any) -> None:
     from rich.markup import escape
 
     p = utterance.prediction
-    face = "" if p.face_coverage is None else f"  face {100 * p.face_coverage:.0f}%"
-    expression = "" if p.expression is None else f" {p.expression}"
+    d = p.descriptors
+    face = "" if d.face_coverage is None else f"  face {100 * d.face_coverage:.0f}%"
+    expression = "" if d.expression is None else f" {d.expression}"
     stdout.print(
         f"[dim]{p.start_s:7.1f}-{p.end_s:<7.1f}[/dim] {p.score:+.2f} {score_bar(p.score)} "
         f"{p.polarity:<8} {p.label_name:<17}{face}{expression}  "

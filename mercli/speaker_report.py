@@ -55,8 +55,8 @@ def summarise_speakers(predictions: Sequence[Prediction]) -> list[SpeakerSummary
     """One summary per speaker, ``S1`` first; None when the utterances carry no speakers."""
     by_speaker: dict[str, list[Prediction]] = {}
     for p in predictions:
-        if p.speaker is not None:
-            by_speaker.setdefault(p.speaker, []).append(p)
+        if p.descriptors.speaker is not None:
+            by_speaker.setdefault(p.descriptors.speaker, []).append(p)
     if not by_speaker:
         return None
     out = []
@@ -66,9 +66,10 @@ def summarise_speakers(predictions: Sequence[Prediction]) -> list[SpeakerSummary
         total = sum(weights)
         votes: dict[str, float] = {}
         for p, w in zip(ps, weights, strict=True):
-            if p.expression is not None:
-                votes[p.expression] = votes.get(p.expression, 0.0) + w * (p.face_coverage or 0.0)
-        coverage = [(p.face_coverage, w) for p, w in zip(ps, weights, strict=True)]
+            d = p.descriptors
+            if d.expression is not None:
+                votes[d.expression] = votes.get(d.expression, 0.0) + w * (d.face_coverage or 0.0)
+        coverage = [(p.descriptors.face_coverage, w) for p, w in zip(ps, weights, strict=True)]
         known = [(c, w) for c, w in coverage if c is not None]
         out.append(
             SpeakerSummary(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mercli.descriptors import Descriptors
 from mercli.features.asr import Utterance, Word
 from mercli.features.extract import ExtractConfig, MediaFeatures, UtteranceFeatures
 
@@ -133,11 +134,13 @@ def fake_features(path: str, sha256: str = "0" * 64, n_frames: int = 5) -> Media
                 rng.standard_normal((40, 35)).astype(np.float32),
                 vision,
                 mask,
-                face_coverage=float(mask.mean()),
-                expression="happy",
-                expression_prob=0.7,
-                pitch_hz=180.0,
-                energy_db=-22.0,
+                Descriptors(
+                    face_coverage=float(mask.mean()),
+                    expression="happy",
+                    expression_prob=0.7,
+                    pitch_hz=180.0,
+                    energy_db=-22.0,
+                ),
             )
         )
     return MediaFeatures(
@@ -150,9 +153,7 @@ def fake_features(path: str, sha256: str = "0" * 64, n_frames: int = 5) -> Media
         utterances=utterances,
         frame_times_s=np.arange(10) / 5,
         frame_mask=np.arange(10) != 0,
-        face_coverage=0.9,
-        expression="happy",
-        expression_prob=0.7,
+        descriptors=Descriptors(face_coverage=0.9, expression="happy", expression_prob=0.7),
         timings_s={"decode": 0.01, "asr": 0.01, "audio": 0.01, "faces": 0.01},
     )
 

@@ -33,9 +33,9 @@ def summarise(features: Any) -> dict[str, Any]:
 
     return {
         "status": features.status,
-        "face_coverage": rounded(features.face_coverage),
-        "expression": features.expression,
-        "expression_prob": rounded(features.expression_prob),
+        "face_coverage": rounded(features.descriptors.face_coverage),
+        "expression": features.descriptors.expression,
+        "expression_prob": rounded(features.descriptors.expression_prob),
         "n_frames": len(features.frame_mask),
         "frame_mask": "".join("1" if m else "0" for m in features.frame_mask),
         "utterances": [
@@ -43,11 +43,11 @@ def summarise(features: Any) -> dict[str, Any]:
                 "start_s": rounded(u.start_s),
                 "end_s": rounded(u.end_s),
                 "text": u.text,
-                "face_coverage": rounded(u.face_coverage),
-                "expression": u.expression,
-                "expression_prob": rounded(u.expression_prob),
-                "pitch_hz": rounded(u.pitch_hz),
-                "energy_db": rounded(u.energy_db),
+                "face_coverage": rounded(u.descriptors.face_coverage),
+                "expression": u.descriptors.expression,
+                "expression_prob": rounded(u.descriptors.expression_prob),
+                "pitch_hz": rounded(u.descriptors.pitch_hz),
+                "energy_db": rounded(u.descriptors.energy_db),
             }
             for u in features.utterances
         ],

@@ -30,7 +30,7 @@ def _without_faces(path: str, video: bool) -> object:
             u,
             vision=np.zeros((n, 154), np.float32),
             vision_mask=np.zeros(n, bool),
-            face_coverage=None if not video else 0.0,
+            descriptors=replace(u.descriptors, face_coverage=None if not video else 0.0),
         )
         for u in features.utterances
     ]

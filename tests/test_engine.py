@@ -120,13 +120,13 @@ def refuse_ffmpeg(patched: pytest.MonkeyPatch) -> None:
 def assert_same_features(one: front.MediaFeatures, two: front.MediaFeatures) -> None:
     assert one.status == two.status and one.warning == two.warning
     assert one.duration_s == two.duration_s
-    assert (one.face_coverage, one.expression) == (two.face_coverage, two.expression)
+    assert one.descriptors == two.descriptors
     np.testing.assert_array_equal(one.frame_times_s, two.frame_times_s)
     np.testing.assert_array_equal(one.frame_mask, two.frame_mask)
     assert len(one.utterances) == len(two.utterances) >= 1
     for u, v in zip(one.utterances, two.utterances, strict=True):
-        assert (u.start_s, u.end_s, u.text, u.pitch_hz, u.energy_db) == (
-            v.start_s, v.end_s, v.text, v.pitch_hz, v.energy_db
+        assert (u.start_s, u.end_s, u.text, u.descriptors) == (
+            v.start_s, v.end_s, v.text, v.descriptors
         )  # fmt: skip
         for name in ("audio", "vision", "vision_mask"):
             np.testing.assert_array_equal(getattr(u, name), getattr(v, name), err_msg=name)

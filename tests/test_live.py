@@ -461,7 +461,9 @@ def test_a_video_stream_through_a_pipe_gets_faces(shared_dir: Path) -> None:
     stream = LiveStream(parse_source("-"), stdin=sender.stdout)
     got = list(run_live(stream, real_session(load_model("default"), True), LiveSummary("-")))
     sender.wait()
-    assert got and all(u.prediction.face_coverage and u.prediction.face_coverage > 0.8 for u in got)
+    assert got and all(
+        (c := u.prediction.descriptors.face_coverage) is not None and c > 0.8 for u in got
+    )
 
 
 @pytest.mark.slow

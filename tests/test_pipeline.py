@@ -118,9 +118,9 @@ def test_second_run_hits_the_cache(tmp_path: Path, transcriber: CountingTranscri
     first, cached = load_or_extract(clip, config)
     assert not cached and transcriber.calls == 1
     assert first.status == "ok" and len(first.utterances) == 2
-    assert first.utterances[0].audio.shape[1] == 35 and first.utterances[
-        0
-    ].pitch_hz == pytest.approx(220, rel=0.05)
+    first_utterance = first.utterances[0]
+    assert first_utterance.audio.shape[1] == 35
+    assert first_utterance.descriptors.pitch_hz == pytest.approx(220, rel=0.05)
     assert cache_dir().is_relative_to(tmp_path) and len(list(cache_dir().glob("*.npz"))) == 1
     renamed = clip.rename(tmp_path / "renamed.mp4")  # content, not name, is the key
     second, cached = load_or_extract(renamed, config)
@@ -140,7 +140,7 @@ def test_feature_file_round_trip_without_pickle(tmp_path: Path) -> None:
         meta = json.loads(str(data["meta"][()]))
     assert meta["format"] == "mer-features" and meta["utterances"][0]["text"]
     back = read_features(path)
-    assert back.status == "ok" and back.expression == "happy"
+    assert back.status == "ok" and back.descriptors.expression == "happy"
     np.testing.assert_array_equal(
         back.utterances[0].vision_mask, features.utterances[0].vision_mask
     )
@@ -164,7 +164,7 @@ def test_no_audio_stream_and_silence_get_statuses(
         w.writeframes(b"\0\0" * 16000)
     result = extract(zeros, ExtractConfig())
     assert result.status == "no_speech" and transcriber.calls == 0  # silence never reaches ASR
-    assert result.face_coverage is None  # audio only: no face descriptors
+    assert result.descriptors.face_coverage is None  # audio only: no face descriptors
 
 
 def test_faces_are_streamed_per_utterance_window(
@@ -188,9 +188,9 @@ def test_faces_are_streamed_per_utterance_window(
     result = front.extract(clip, ExtractConfig(fps=5))
     assert calls == [[0.2, 0.4, 0.6, 0.8], [1.2, 1.4, 1.6, 1.8]]  # 0.1-1.0 s, 1.1-1.9 s at 5 fps
     u = result.utterances[0]
-    assert u.vision.shape == (4, 154) and u.face_coverage == pytest.approx(0.5)
+    assert u.vision.shape == (4, 154) and u.descriptors.face_coverage == pytest.approx(0.5)
     np.testing.assert_array_equal(result.frame_times_s, [0.2, 0.4, 0.6, 0.8, 1.2, 1.4, 1.6, 1.8])
-    assert u.expression == "happy" and result.expression == "happy"
+    assert u.descriptors.expression == "happy" and result.descriptors.expression == "happy"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,24 +301,30 @@ def test_real_media(name: str, shared_dir: Path, real_analyzer) -> None:
         name,
         result.status,
         result.reason,
-        result.face_coverage,
+        result.descriptors.face_coverage,
         [(p.start_s, p.end_s, p.text) for p in result.predictions],
     )
     assert result.is_analysed, result.reason
     for p in result.predictions:
         assert p.text and p.end_s > p.start_s and -3 <= p.score <= 3
-        assert p.energy_db is not None and p.shared_weight is not None
+        assert p.descriptors.energy_db is not None and p.shared_weight is not None
     if name.startswith("audio_speech/"):
-        assert result.status == "ok" and result.predictions and result.face_coverage is None
+        assert (
+            result.status == "ok"
+            and result.predictions
+            and result.descriptors.face_coverage is None
+        )
     elif name.startswith("talking_head/"):
         assert result.status == "ok" and result.predictions
-        assert result.face_coverage is not None and result.face_coverage > 0.8
-        assert all(p.face_coverage is not None for p in result.predictions)
+        coverage = result.descriptors.face_coverage
+        assert coverage is not None and coverage > 0.8
+        assert all(p.descriptors.face_coverage is not None for p in result.predictions)
     else:
         status, low, high = EXPECTED[name]
         if status is not None:
             assert result.status == status
-        assert result.face_coverage is not None and low <= result.face_coverage <= high
+        coverage = result.descriptors.face_coverage
+        assert coverage is not None and low <= coverage <= high
     if name.endswith("whisper_jfk.flac"):
         assert "country" in " ".join(p.text for p in result.predictions).lower()
 
@@ -366,7 +372,7 @@ def test_no_frame_sampled_gives_null_face_coverage(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(front, "utterance_vision", no_frames)
     result = MediaFeatures("photo.png", "", "no_audio", 0.04, False, True)
     front._add_vision(result, "photo.png", front.FrontEnd(ExtractConfig()), {})
-    assert result.face_coverage is None and result.expression is None
+    assert result.descriptors.face_coverage is None and result.descriptors.expression is None
     assert len(result.frame_mask) == 0
 
 

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mercli.descriptors import Descriptors
 from mercli.features.asr import Utterance, Word
 from mercli.features.speakers import (
     SpeakerConfig,
@@ -129,9 +131,9 @@ def test_parse_speakers() -> None:
 
 def test_speaker_summaries_in_the_json() -> None:
     p = [
-        Prediction(0, 0.0, 2.0, "a", 1.0, 1, None, 1.0, "happy", 0.9, speaker="S1"),
-        Prediction(1, 2.0, 3.0, "b", -2.0, -2, None, 0.5, "sad", 0.8, speaker="S2"),
-        Prediction(2, 3.0, 5.0, "c", 2.0, 2, None, 0.0, None, None, speaker="S1"),
+        Prediction(0, 0.0, 2.0, "a", 1.0, 1, None, Descriptors(1.0, "happy", 0.9, speaker="S1")),
+        Prediction(1, 2.0, 3.0, "b", -2.0, -2, None, Descriptors(0.5, "sad", 0.8, speaker="S2")),
+        Prediction(2, 3.0, 5.0, "c", 2.0, 2, None, Descriptors(0.0, speaker="S1")),
     ]
     doc = FileResult("x.mp4", "ok", predictions=p).to_dict()
     assert [u["speaker"] for u in doc["utterances"]] == ["S1", "S2", "S1"]
@@ -171,14 +173,14 @@ def test_extract_cuts_and_labels_utterances_with_speakers_on(
     monkeypatch.setattr("mercli.features.speakers.load_voice_encoder", lambda device: None)
     config = ExtractConfig(use_faces=False, use_speakers=True, n_speakers=2)
     result = extract(media, config, FrontEnd(config, transcriber=lambda audio: [said]))
-    assert [(u.text, u.speaker) for u in result.utterances] == [
+    assert [(u.text, u.descriptors.speaker) for u in result.utterances] == [
         ("one two", "S1"),
         ("three four", "S2"),
     ]
     assert seen == {"regions": [(0.2, 3.8)], "n": 2}
     assert "speakers" in result.timings_s
     off = extract(media, ExtractConfig(use_faces=False), FrontEnd(config, lambda audio: [said]))
-    assert [u.speaker for u in off.utterances] == [None]
+    assert [u.descriptors.speaker for u in off.utterances] == [None]
 
 
 def test_cache_keys_without_speakers_do_not_change() -> None:
@@ -223,7 +225,8 @@ def labelled_front_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
         configs.append(config)
         features = fake(path, config, front_end, sha256)
         for i, u in enumerate(features.utterances):
-            u.speaker = f"S{i % 2 + 1}" if config.use_speakers else None
+            speaker = f"S{i % 2 + 1}" if config.use_speakers else None
+            u.descriptors = replace(u.descriptors, speaker=speaker)
         return features
 
     monkeypatch.setattr("mercli.features.extract.extract", labelled)
@@ -316,7 +319,7 @@ def test_analyze_with_speakers_on_two_faces_taking_turns(side_by_side) -> None:
     path, reference = side_by_side
     config = ExtractConfig(use_speakers=True)
     result = extract(path, config, FrontEnd(config))
-    speakers = [u.speaker for u in result.utterances]
+    speakers = [u.descriptors.speaker for u in result.utterances]
     assert set(speakers) == {"S1", "S2"}
     for u in result.utterances:  # one speaker per utterance, the one of the reference
         overlap: dict[str, float] = {}
@@ -326,12 +329,14 @@ def test_analyze_with_speakers_on_two_faces_taking_turns(side_by_side) -> None:
         inside = max(overlap.values())
         assert inside >= u.end_s - u.start_s - 0.5, (u.start_s, u.end_s, u.text)
     pairs = zip(result.utterances, result.utterances[1:], strict=False)
-    changes = [a.end_s for a, b in pairs if a.speaker != b.speaker]
+    changes = [a.end_s for a, b in pairs if a.descriptors.speaker != b.descriptors.speaker]
     truth = [r.end_s for r in reference[:-1]]
     assert len(changes) == len(truth)
     for found, true in zip(changes, truth, strict=True):  # a pause may hold the change
         assert found <= true + 0.5
-    assert all(u.face_coverage and u.face_coverage > 0.8 for u in result.utterances)
+    assert all(
+        (c := u.descriptors.face_coverage) is not None and c > 0.8 for u in result.utterances
+    )
 
 
 def test_timeline_colours_speakers(tmp_path: Path) -> None:
@@ -340,8 +345,8 @@ def test_timeline_colours_speakers(tmp_path: Path) -> None:
     from mercli.plot import SPEAKER_COLOURS, plot_timeline
 
     p = [
-        Prediction(0, 0.0, 2.0, "a", 1.0, 1, None, speaker="S1"),
-        Prediction(1, 2.0, 4.0, "b", -1.0, -1, None, speaker="S2"),
+        Prediction(0, 0.0, 2.0, "a", 1.0, 1, None, Descriptors(speaker="S1")),
+        Prediction(1, 2.0, 4.0, "b", -1.0, -1, None, Descriptors(speaker="S2")),
     ]
     path = plot_timeline(FileResult("x.mp4", "ok", predictions=p, duration_s=4.0),
                          tmp_path / "t.png")  # fmt: skip
@@ -368,6 +373,6 @@ def test_cli_extract_carries_speakers(tmp_path: Path, labelled_front_end: list) 
     assert result.exit_code == 0, result.output
     assert configs[-1].use_speakers and configs[-1].n_speakers == 2
     assert [u["speaker"] for u in json.loads(result.stdout)["utterances"]] == ["S1", "S2"]
-    assert [u.speaker for u in read_features(out).utterances] == ["S1", "S2"]
+    assert [u.descriptors.speaker for u in read_features(out).utterances] == ["S1", "S2"]
     plain = CliRunner().invoke(cli, ["extract", str(video), "-o", str(out), "--no-cache"])
     assert "speaker" not in json.loads(plain.stdout)["utterances"][0]

@@ -408,6 +408,7 @@ def extract(
     """
     from mercli import render
     from mercli.commands.options import resolve_device
+    from mercli.descriptors import FRONT_END_FIELDS
     from mercli.features.asr_ct2 import AsrLoadError
     from mercli.features.cache import write_features
     from mercli.features.media import MediaError
@@ -440,7 +441,7 @@ def extract(
                 "path": features.path,
                 "status": features.status,
                 "warning": features.warning,
-                "face_coverage": features.face_coverage,
+                "face_coverage": features.descriptors.face_coverage,
                 "out": out,
                 "utterances": [
                     {
@@ -449,8 +450,8 @@ def extract(
                         "text": u.text,
                         "audio_shape": list(u.audio.shape),
                         "vision_shape": list(u.vision.shape),
-                        **({"speaker": u.speaker} if config.use_speakers else {}),
-                        **u.descriptors(),
+                        **({"speaker": u.descriptors.speaker} if config.use_speakers else {}),
+                        **u.descriptors.to_dict(FRONT_END_FIELDS),
                     }
                     for u in features.utterances
                 ],

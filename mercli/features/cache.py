@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mercli.atomic import write_atomically
+from mercli.descriptors import FILE_FIELDS, FRONT_END_FIELDS, Descriptors
 from mercli.features.extract import (
     FEATURES_VERSION,
     ExtractConfig,
@@ -168,11 +169,11 @@ def store_entry(features: MediaFeatures, entry: Path) -> bool:
 # ---------------------------------------------------------------------------------------------
 # the .npz format
 
-_UTTERANCE_FIELDS = ("start_s", "end_s", "text", "face_coverage", "expression",
-                     "expression_prob", "pitch_hz", "energy_db", "speaker")  # fmt: skip
+# The meta entry holds these keys (the descriptors' flat, beside the other fields).
+_UTTERANCE_FIELDS = ("start_s", "end_s", "text")
+_UTTERANCE_DESCRIPTORS = (*FRONT_END_FIELDS, "speaker")
 _MEDIA_FIELDS = ("path", "sha256", "status", "duration_s", "has_audio", "has_video",
-                 "face_coverage", "expression", "expression_prob", "timings_s",
-                 "warning")  # fmt: skip
+                 "timings_s", "warning")  # fmt: skip
 
 
 def _arrays(features: MediaFeatures) -> dict[str, np.ndarray]:
@@ -180,7 +181,14 @@ def _arrays(features: MediaFeatures) -> dict[str, np.ndarray]:
         "format": FILE_FORMAT,
         "format_version": FILE_FORMAT_VERSION,
         **{k: getattr(features, k) for k in _MEDIA_FIELDS},
-        "utterances": [{k: getattr(u, k) for k in _UTTERANCE_FIELDS} for u in features.utterances],
+        **features.descriptors.to_dict(FILE_FIELDS),
+        "utterances": [
+            {
+                **{k: getattr(u, k) for k in _UTTERANCE_FIELDS},
+                **u.descriptors.to_dict(_UTTERANCE_DESCRIPTORS),
+            }
+            for u in features.utterances
+        ],
     }
     arrays = {
         "meta": np.array(json.dumps(meta)),
@@ -236,7 +244,8 @@ def _read_features(path: Path) -> MediaFeatures:
                 audio=data[f"u{i}_audio"],
                 vision=data[f"u{i}_vision"],
                 vision_mask=data[f"u{i}_vision_mask"],
-                **u,
+                descriptors=Descriptors.from_dict(u),
+                **{k: u[k] for k in _UTTERANCE_FIELDS},
             )
             for i, u in enumerate(meta.pop("utterances"))
         ]
@@ -244,5 +253,9 @@ def _read_features(path: Path) -> MediaFeatures:
     meta.setdefault("warning", None)  # entries written before it was recorded
     kwargs: dict[str, Any] = {k: meta[k] for k in _MEDIA_FIELDS}
     return MediaFeatures(
-        **kwargs, utterances=utterances, frame_times_s=frame_times_s, frame_mask=frame_mask
+        **kwargs,
+        utterances=utterances,
+        frame_times_s=frame_times_s,
+        frame_mask=frame_mask,
+        descriptors=Descriptors.from_dict({k: meta[k] for k in FILE_FIELDS}),
     )

@@ -20,11 +20,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from mercli.descriptors import Descriptors
 from mercli.features.acoustic import D_AUDIO
 from mercli.features.asr import Utterance
 from mercli.features.media import SAMPLE_RATE_HZ, DecodedMedia, Frame, MediaError, MediaInfo
@@ -145,13 +146,8 @@ class UtteranceFeatures:
         vision: float32 ``(n_video_frames, 154)`` face features; rows where ``vision_mask`` is
             False are zeros. ``(0, 154)`` without video or with faces off.
         vision_mask: bool ``(n_video_frames,)``, True where the speaker's face was found.
-        face_coverage: share of the window's frames with a face, [0, 1]; None without video,
-            with faces off, or when no frame was sampled in the window.
-        expression: the dominant facial expression (mean probability over face frames), or None.
-        expression_prob: its mean probability, [0, 1], or None.
-        pitch_hz: mean pitch over voiced frames, or None when nothing is voiced.
-        energy_db: RMS level of the window, dBFS.
-        speaker: ``S1``, ``S2``, ... with speakers on (``ExtractConfig.use_speakers``), else None.
+        descriptors: face coverage and expression of the window's frames, pitch and energy of
+            its audio, the speaker with speakers on (``ExtractConfig.use_speakers``).
     """
 
     start_s: float
@@ -160,21 +156,7 @@ class UtteranceFeatures:
     audio: np.ndarray
     vision: np.ndarray
     vision_mask: np.ndarray
-    face_coverage: float | None = None
-    expression: str | None = None
-    expression_prob: float | None = None
-    pitch_hz: float | None = None
-    energy_db: float | None = None
-    speaker: str | None = None
-
-    def descriptors(self) -> dict[str, Any]:
-        return {
-            "face_coverage": self.face_coverage,
-            "expression": self.expression,
-            "expression_prob": self.expression_prob,
-            "pitch_hz": self.pitch_hz,
-            "energy_db": self.energy_db,
-        }
+    descriptors: Descriptors = field(default_factory=Descriptors)
 
 
 @dataclass
@@ -190,9 +172,8 @@ class MediaFeatures:
         utterances: per utterance features, time order.
         frame_times_s: float64 ``(n_frames,)`` times of the frames faces were looked for in.
         frame_mask: bool ``(n_frames,)``: a face was found there.
-        face_coverage: share of those frames with a face (None without video, with faces off,
-            or when no frame was sampled).
-        expression, expression_prob: the dominant expression over them (None without faces).
+        descriptors: face coverage and dominant expression over those frames (None without
+            video, with faces off, or when no frame was sampled; the rest is per utterance).
         timings_s: seconds per stage (decode, asr, audio, faces) when extracted, {} when cached.
         warning: what makes the result partial (decoding stopped early), else None.
     """
@@ -206,9 +187,7 @@ class MediaFeatures:
     utterances: list[UtteranceFeatures] = field(default_factory=list)
     frame_times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     frame_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    face_coverage: float | None = None
-    expression: str | None = None
-    expression_prob: float | None = None
+    descriptors: Descriptors = field(default_factory=Descriptors)
     timings_s: dict[str, float] = field(default_factory=dict)
     warning: str | None = None
 
@@ -490,7 +469,7 @@ def extract(
         result.warning = early_end(len(audio) / SAMPLE_RATE_HZ, info.duration_s, decode_errors)
     result.utterances = _with_audio(utterances, audio, config, timings)
     for u, speaker in zip(result.utterances, speakers, strict=True):
-        u.speaker = speaker
+        u.descriptors = replace(u.descriptors, speaker=speaker)
     if clip_s is not None and duration_s is not None:  # the clip's span (audio may end early)
         result.utterances[0].end_s = min(duration_s, clip_s)
     if info.has_video and config.use_faces:
@@ -541,8 +520,7 @@ def _with_audio(
                 features,
                 vision,
                 mask,
-                pitch_hz=pitch_hz,
-                energy_db=energy_db,
+                Descriptors(pitch_hz=pitch_hz, energy_db=energy_db),
             )
         )
     timings["audio"] = time.perf_counter() - started
@@ -567,7 +545,7 @@ def _add_vision(
         windows = [
             (k * DESCRIPTOR_WINDOW_S, (k + 1) * DESCRIPTOR_WINDOW_S) for k in range(n_windows)
         ]
-    speakers = [u.speaker for u in result.utterances]
+    speakers = [u.descriptors.speaker for u in result.utterances]
     if whole_clip:
         (start_s, end_s), *_ = windows
         windows = _chunks(start_s, end_s)
@@ -575,10 +553,8 @@ def _add_vision(
         u = result.utterances[0]
         u.vision = np.concatenate([v.features for v in visuals]).astype(np.float32)
         u.vision_mask = np.concatenate([v.mask for v in visuals]).astype(bool)
-        u.face_coverage = _coverage(u.vision_mask)
-        u.expression, u.expression_prob = dominant_expression(
-            [v.expression_probs[v.mask] for v in visuals]
-        )
+        probs = np.concatenate([v.expression_probs for v in visuals])
+        u.descriptors = u.descriptors.with_faces(u.vision_mask, probs)
     else:
         if len({s for s in speakers if s is not None}) > 1:  # each speaker's own face
             from mercli.features.speaker_faces import speaker_vision
@@ -588,23 +564,12 @@ def _add_vision(
             visuals = utterance_vision(path, windows, front_end)
         for u, visual in zip(result.utterances, visuals, strict=False):
             u.vision, u.vision_mask = visual.features, visual.mask
-            u.face_coverage = _coverage(visual.mask)
-            u.expression, u.expression_prob = dominant_expression(
-                [visual.expression_probs[visual.mask]]
-            )
+            u.descriptors = u.descriptors.with_faces(visual.mask, visual.expression_probs)
     result.frame_times_s = np.concatenate([v.times_s for v in visuals])
     result.frame_mask = np.concatenate([v.mask for v in visuals]).astype(bool)
-    result.face_coverage = _coverage(result.frame_mask)
-    result.expression, result.expression_prob = dominant_expression(
-        [v.expression_probs[v.mask] for v in visuals]
-    )
+    probs = np.concatenate([v.expression_probs for v in visuals])
+    result.descriptors = result.descriptors.with_faces(result.frame_mask, probs)
     timings["faces"] = time.perf_counter() - started
-
-
-def _coverage(mask: np.ndarray) -> float | None:
-    """Share of frames with a face; None when no frame was sampled (an image, a video shorter
-    than one frame step): nothing was looked at, which is not "no face"."""
-    return float(mask.mean()) if len(mask) else None
 
 
 def _chunks(start_s: float, end_s: float) -> list[tuple[float, float]]:
