@@ -45,12 +45,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 STAGES = ("decode", "asr", "audio", "faces", "model")
+
+if TYPE_CHECKING:
+    from mercli.features.profile import FeatureProfile
 
 
 def checkpoint_path(given: str | None) -> str:
@@ -73,7 +77,7 @@ def checkpoint_path(given: str | None) -> str:
     return str(target)
 
 
-def build_full_checkpoint(target: Path, profile: dict) -> None:
+def build_full_checkpoint(target: Path, profile: FeatureProfile) -> None:
     """The paper-sized model (default widths, 3/2/2 layers) reading mer's raw features."""
     from dataclasses import replace
 

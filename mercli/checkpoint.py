@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mercli.atomic import commit_folder, staging_folder
+from mercli.features.profile import FeatureProfile, ProfileError, read_profile
 from mercli.jsontext import dumps
 from mercli.schema import MAX_TEXT_TOKENS
 
@@ -45,7 +46,7 @@ class CheckpointMeta:
 
     model_config: dict[str, Any]
     train_config: dict[str, Any] | None = None
-    feature_profile: dict[str, Any] = field(default_factory=dict)
+    feature_profile: FeatureProfile | None = None  # None: nothing recorded
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
@@ -90,7 +91,13 @@ def save_checkpoint(
     meta.model_config = model.config.to_dict()
     meta.versions = _versions()
     weights = save(_stored_state(model))
-    text = dumps(meta.__dict__, indent=2, sort_keys=True, default=_json_default)
+    profile = {} if meta.feature_profile is None else meta.feature_profile.to_dict()
+    text = dumps(
+        {**meta.__dict__, "feature_profile": profile},
+        indent=2,
+        sort_keys=True,
+        default=_json_default,
+    )
     staged = staging_folder(directory)
     try:
         (staged / WEIGHTS_FILE).write_bytes(weights)
@@ -137,6 +144,10 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
             raise CheckpointError(
                 f"{path}: '{key}' must be a JSON object, found {type(value).__name__}"
             )
+    try:
+        fields["feature_profile"] = read_profile(fields.get("feature_profile"))
+    except ProfileError as err:
+        raise CheckpointError(f"{path}: {err}") from err
     return CheckpointMeta(**fields)
 
 

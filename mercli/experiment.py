@@ -17,6 +17,7 @@ import numpy as np
 
 from mercli.checkpoint import CheckpointMeta
 from mercli.config import ModelConfig, Preset
+from mercli.features.profile import FeatureProfile
 
 RESULTS_FILE = "results.json"
 
@@ -46,7 +47,7 @@ class DataSpec:
         """The extra training sets that are `mer prepare` datasets (not label CSVs)."""
         return tuple(p for p in self.extra_train if not _is_csv(p))
 
-    def finetunes_text(self, profile: dict[str, Any] | None) -> bool:
+    def finetunes_text(self, profile: FeatureProfile | None) -> bool:
         """Whether the text backbone is fine-tuned, for data with this feature profile."""
         if self.finetune_text is not None:
             return self.finetune_text
@@ -57,7 +58,7 @@ def _is_csv(path: Path) -> bool:
     return path.suffix.lower() == ".csv"
 
 
-def prepared_backbone(spec: DataSpec, profile: dict[str, Any]) -> str:
+def prepared_backbone(spec: DataSpec, profile: FeatureProfile) -> str:
     """The text backbone whose tokenizer made a prepared pickle's token ids.
 
     Raises:
@@ -65,7 +66,7 @@ def prepared_backbone(spec: DataSpec, profile: dict[str, Any]) -> str:
     """
     from mercli.data import DatasetError
 
-    recorded = str((profile.get("text") or {}).get("extractor") or "")
+    recorded = (profile.text and profile.text.extractor) or ""
     if not recorded:
         raise DatasetError(spec.path, "names no text backbone", key="feature_profile")
     if spec.text_backbone and spec.text_backbone != recorded:
@@ -80,23 +81,31 @@ def prepared_backbone(spec: DataSpec, profile: dict[str, Any]) -> str:
 
 
 def feature_profile(
-    spec: DataSpec, model: ModelConfig, data_profile: dict[str, Any] | None = None
-) -> dict[str, Any]:
+    spec: DataSpec, model: ModelConfig, data_profile: FeatureProfile | None = None
+) -> FeatureProfile:
     """What the checkpoint's inputs were made with, so ``analyze`` can tell whether it can
     reproduce them. CMU's benchmark features (COVAREP, FACET, OpenFace) cannot be made from raw
     video by mer; a pickle from ``mer prepare`` records its own (``data_profile``), which is kept
     with the modalities the model reads."""
+    from mercli.features.profile import (
+        TEXT_ONLY_PROFILE_NAME,
+        AudioProfile,
+        TextProfile,
+        VisionProfile,
+    )
+
     if data_profile is not None:
-        return {**data_profile, "modalities": list(model.modalities)}
-    text = {"extractor": model.text_backbone or "bert-base-uncased states (MMSA pickle)"}
-    profile: dict[str, Any] = {"modalities": list(model.modalities), "text": text}
+        return data_profile.with_modalities(model.modalities)
+    text = TextProfile(model.text_backbone or "bert-base-uncased states (MMSA pickle)")
     if spec.is_text_csv:
-        profile["name"] = "text-only"
-    else:
-        profile["name"] = f"cmu-benchmark-{spec.dataset}"
-        profile["audio"] = {"extractor": "covarep" if spec.dataset != "urfunny" else "covarep-81"}
-        profile["vision"] = {"extractor": "facet" if spec.dataset == "mosi" else "openface/facet"}
-    return profile
+        return FeatureProfile(TEXT_ONLY_PROFILE_NAME, model.modalities, text=text)
+    return FeatureProfile(
+        f"cmu-benchmark-{spec.dataset}",
+        model.modalities,
+        text=text,
+        audio=AudioProfile("covarep" if spec.dataset != "urfunny" else "covarep-81"),
+        vision=VisionProfile("facet" if spec.dataset == "mosi" else "openface/facet"),
+    )
 
 
 def load_data(spec: DataSpec, log: Callable[[str], None]) -> Any:
@@ -157,7 +166,7 @@ def _with_more_training(data: Any, more: Any) -> Any:
 
 
 def model_config_for(
-    preset: Preset, spec: DataSpec, info: Any, profile: dict[str, Any] | None = None
+    preset: Preset, spec: DataSpec, info: Any, profile: FeatureProfile | None = None
 ) -> ModelConfig:
     """The preset's model with the data's widths and the chosen text path.
 
@@ -168,11 +177,10 @@ def model_config_for(
     """
     config = preset.model
     if spec.is_text_csv:
-        from mercli.features.profile import profile_modalities
         from mercli.model.text_backbone import DEFAULT_BACKBONE
 
         # transcripts alone are text only; clips mixed in add the media they hold
-        media = profile_modalities(profile) if profile is not None else ()
+        media = profile.modalities if profile is not None else ()
         modalities = ("text", *(m for m in config.modalities if m != "text" and m in media))
         config = replace(
             config, modalities=modalities, text_backbone=spec.text_backbone or DEFAULT_BACKBONE
@@ -191,12 +199,11 @@ def model_config_for(
 
 
 def _prepared_modalities(
-    spec: DataSpec, wanted: tuple[str, ...], profile: dict[str, Any]
+    spec: DataSpec, wanted: tuple[str, ...], profile: FeatureProfile
 ) -> tuple[str, ...]:
     from mercli.data import DatasetError
-    from mercli.features.profile import profile_modalities
 
-    present = profile_modalities(profile)
+    present = profile.modalities
     modalities = tuple(m for m in wanted if m in present)
     if not modalities:
         raise DatasetError(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mercli.descriptors import Descriptors
+from mercli.features.profile import FeatureProfile
 
 SCHEMA_VERSION = 2
 FileStatus = Literal["ok", "no_speech", "no_audio", "unreadable", "error"]
@@ -203,7 +204,7 @@ class ModelInfo:
     """Which model produced the predictions, and from which inputs."""
 
     checkpoint: str
-    feature_profile: dict[str, Any]
+    feature_profile: FeatureProfile | None
     modalities: tuple[str, ...]
     text_backbone: str | None
 
@@ -214,7 +215,9 @@ class ModelInfo:
     def to_dict(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint,
-            "feature_profile": self.feature_profile,
+            "feature_profile": {}
+            if self.feature_profile is None
+            else self.feature_profile.to_dict(),
             "modalities": list(self.modalities),
             "text_only": self.text_only,
             "text_backbone": self.text_backbone,

@@ -42,7 +42,7 @@ from mercli.data.clips import Clip, ClipFinder, read_clips
 from mercli.engine import EngineConfig
 from mercli.features.extract import ExtractConfig, FrontEnd, MediaFeatures, UtteranceFeatures
 from mercli.features.media import MediaError
-from mercli.features.profile import raw_profile
+from mercli.features.profile import FeatureProfile, TextProfile, raw_profile
 from mercli.jsontext import dumps
 from mercli.schema import MAX_TEXT_TOKENS
 
@@ -75,13 +75,16 @@ class PrepareConfig:
         """The front end's settings in whole-clip mode (one utterance, no ASR)."""
         return replace(self.extract, clip_s=self.max_clip_s)
 
-    def feature_profile(self) -> dict[str, Any]:
+    def feature_profile(self) -> FeatureProfile:
         """The features the dataset holds (recorded in the pickle and then in checkpoints)."""
         profile = raw_profile(self.text_backbone, fps=self.extract.fps, hop_s=self.extract.hop_s)
-        profile["text"]["max_tokens"] = self.max_text_tokens
-        profile["max_clip_s"] = self.max_clip_s
+        profile = replace(
+            profile,
+            text=TextProfile(self.text_backbone, self.max_text_tokens),
+            max_clip_s=self.max_clip_s,
+        )
         if not self.extract.use_faces:  # no vision features were extracted
-            profile["modalities"] = ["text", "audio"]
+            profile = profile.with_modalities(("text", "audio"))
         return profile
 
 
@@ -199,7 +202,7 @@ class PrepareReport:
     """
 
     out: Path
-    feature_profile: dict[str, Any]
+    feature_profile: FeatureProfile
     n_clips: int = 0
     prepared: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     failed: list[dict[str, Any]] = field(default_factory=list)
@@ -226,7 +229,7 @@ class PrepareReport:
             "truncated": self.truncated,
             "no_video": self.no_video,
             "no_face": self.no_face,
-            "feature_profile": self.feature_profile,
+            "feature_profile": self.feature_profile.to_dict(),
             "seconds": round(self.seconds, 2),
         }
 

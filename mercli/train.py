@@ -470,7 +470,7 @@ def _with_metrics(
     return CheckpointMeta(
         model_config=config.to_dict(),
         train_config=training.to_dict(),
-        feature_profile=dict(base.feature_profile),
+        feature_profile=base.feature_profile,
         metrics={split: metrics},
         extra=dict(base.extra),
     )

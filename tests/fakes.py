@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ def tiny_checkpoint(
     directory: Path,
     backbone: Path,
     modalities: tuple[str, ...] = ("text",),
-    profile: dict | None = None,
+    profile: Any = None,  # a FeatureProfile, its dict, or None (text-only or raw)
     seed: int = 0,
 ) -> Path:
     """A random EmotionModel checkpoint reading ``modalities``, with a feature profile."""
@@ -66,7 +67,7 @@ def tiny_checkpoint(
 
     from mercli.checkpoint import CheckpointMeta, save_checkpoint
     from mercli.config import EncoderConfig
-    from mercli.features.profile import raw_profile
+    from mercli.features.profile import FeatureProfile, raw_profile, text_only_profile
     from mercli.model import EmotionModel
     from tests.conftest import tiny_model_config
 
@@ -80,14 +81,18 @@ def tiny_checkpoint(
         finetune_text_backbone=False,
     )
     if profile is None:
-        profile = (
-            {"name": "text-only", "modalities": ["text"], "text": {"extractor": str(backbone)}}
+        stored = (
+            text_only_profile(str(backbone))
             if modalities == ("text",)
             else raw_profile(str(backbone))
         )
+    elif isinstance(profile, FeatureProfile):
+        stored = profile
+    else:
+        stored = FeatureProfile.from_dict(profile)
     model = EmotionModel(config)
     return save_checkpoint(
-        model, directory, CheckpointMeta(model_config={}, feature_profile=profile)
+        model, directory, CheckpointMeta(model_config={}, feature_profile=stored)
     )
 
 

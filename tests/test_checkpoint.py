@@ -14,10 +14,11 @@ from mercli.checkpoint import CheckpointError, load_checkpoint, open_checkpoint,
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
     from mercli.checkpoint import CheckpointMeta
+    from mercli.features.profile import text_only_profile
     from mercli.model import EmotionModel
     from tests.conftest import tiny_model_config
 
-    meta = CheckpointMeta(model_config={}, feature_profile={"name": "text-only"})
+    meta = CheckpointMeta(model_config={}, feature_profile=text_only_profile("x"))
     return save_checkpoint(EmotionModel(tiny_model_config()), tmp_path / "ckpt", meta)
 
 
@@ -42,6 +43,10 @@ def _edit(directory: Path, change) -> None:
         (lambda d: d["model_config"].update(modalities="text"), "list of names"),
         (lambda d: d.update(model_config=[1, 2]), "'model_config' must be a JSON object"),
         (lambda d: d.update(feature_profile=[1]), "'feature_profile' must be a JSON object"),
+        (
+            lambda d: d.update(feature_profile={"name": "mer-raw-v1", "vision": {"d": "wide"}}),
+            "feature_profile.vision.d must be of type int",
+        ),
     ],
 )
 def test_bad_model_configs_are_one_line_errors(checkpoint: Path, change, message: str) -> None:
@@ -53,7 +58,9 @@ def test_bad_model_configs_are_one_line_errors(checkpoint: Path, change, message
 
 def test_a_null_feature_profile_reads_as_none_recorded(checkpoint: Path) -> None:
     _edit(checkpoint, lambda d: d.update(feature_profile=None))
-    assert open_checkpoint(checkpoint).meta.feature_profile == {}
+    assert open_checkpoint(checkpoint).meta.feature_profile is None
+    _edit(checkpoint, lambda d: d.update(feature_profile={}))
+    assert open_checkpoint(checkpoint).meta.feature_profile is None
 
 
 def test_open_checkpoint_reads_the_metadata_once(

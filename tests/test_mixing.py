@@ -104,8 +104,8 @@ def test_clips_join_the_train_split_with_their_audio(mixed: dict[str, Path]) -> 
     assert config.modalities == ("text", "audio") and config.audio.d_in == 35
     assert config.text_backbone == str(mixed["backbone"]) and not config.finetune_text_backbone
     profile = feature_profile(spec, config, data.feature_profile)
-    assert profile["name"] == "mer-raw-v1" and profile["modalities"] == ["text", "audio"]
-    assert profile["text"]["extractor"] == str(mixed["backbone"])
+    assert profile.name == "mer-raw-v1" and profile.modalities == ("text", "audio")
+    assert profile.text is not None and profile.text.extractor == str(mixed["backbone"])
     check_profile(profile)  # analyze can compute these inputs
 
     text_only = DataSpec("mosi", mixed["csv"], text_backbone=str(mixed["backbone"]))

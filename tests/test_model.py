@@ -10,6 +10,7 @@ import torch
 
 from mercli.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
 from mercli.config import ABLATIONS, LossWeights, ModelConfig, apply_ablation, from_name
+from mercli.features.profile import FeatureProfile, TextProfile
 from mercli.losses import total_loss
 from mercli.model import EmotionModel
 from mercli.schema import Batch
@@ -155,13 +156,14 @@ def test_eval_mode_is_deterministic(tiny_config: ModelConfig) -> None:
 
 def test_save_then_load_gives_identical_outputs(tiny_config: ModelConfig, tmp_path) -> None:
     model = EmotionModel(tiny_config).eval()
-    meta = CheckpointMeta(model_config={}, feature_profile={"name": "test"}, metrics={"mae": 1.0})
+    profile = FeatureProfile("test", ("text",), text=TextProfile("x", 7))
+    meta = CheckpointMeta(model_config={}, feature_profile=profile, metrics={"mae": 1.0})
     save_checkpoint(model, tmp_path / "ckpt", meta)
     loaded, loaded_meta = load_checkpoint(tmp_path / "ckpt")
     batch = make_batch(tiny_config)
     torch.testing.assert_close(loaded(batch).prediction, model(batch).prediction, rtol=0, atol=0)
     assert loaded.config == tiny_config
-    assert loaded_meta.feature_profile == {"name": "test"}
+    assert loaded_meta.feature_profile == profile
     assert loaded_meta.versions["mercli"]
 
 

@@ -11,7 +11,14 @@ import pytest
 
 from mercli.features.extract import ExtractConfig, MediaFeatures, assign_frames
 from mercli.features.media import Frame
-from mercli.features.profile import ProfileError, check_profile, raw_profile
+from mercli.features.profile import (
+    FeatureProfile,
+    ProfileError,
+    VisionProfile,
+    check_profile,
+    raw_profile,
+    read_profile,
+)
 from tests.fakes import CountingTranscriber, fake_features, make_media, tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +34,11 @@ def _cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_text_only_and_raw_profiles_are_accepted() -> None:
-    check_profile({"name": "text-only", "modalities": ["text"], "text": {"extractor": "x"}})
+    check_profile(
+        FeatureProfile.from_dict(
+            {"name": "text-only", "modalities": ["text"], "text": {"extractor": "x"}}
+        )
+    )
     check_profile(raw_profile("all-MiniLM-L6-v2"))
 
 
@@ -39,7 +50,7 @@ def test_cmu_benchmark_profile_is_refused_with_advice() -> None:
         "vision": {"extractor": "facet"},
     }
     with pytest.raises(ProfileError) as error:
-        check_profile(profile)
+        check_profile(FeatureProfile.from_dict(profile))
     message = str(error.value)
     assert "CMU-MOSI benchmark features" in message
     assert "covarep" in message and "facet" in message
@@ -51,13 +62,47 @@ def test_cmu_benchmark_profile_is_refused_with_advice() -> None:
     [
         ({}, "no feature profile"),
         ({"name": "openface-v2", "vision": {"extractor": "openface"}}, "unknown feature profile"),
-        ({**raw_profile("x"), "vision": {"extractor": "facet", "d": 35}}, "vision extractor"),
+        (
+            {**raw_profile("x").to_dict(), "vision": {"extractor": "facet", "d": 35}},
+            "vision extractor",
+        ),
         ({"name": "text-only", "modalities": ["text", "audio"]}, "text modality alone"),
     ],
 )
 def test_other_profiles_are_refused(profile: dict, words: str) -> None:
     with pytest.raises(ProfileError, match=words):
-        check_profile(profile)
+        check_profile(read_profile(profile))
+
+
+def test_shipped_profiles_round_trip_unchanged() -> None:
+    import json
+
+    from mercli.checkpoint import WEIGHTS_DIR, available_models, open_checkpoint
+
+    assert available_models()
+    for name in available_models():
+        stored = json.loads((WEIGHTS_DIR / name / "checkpoint.json").read_text())
+        profile = open_checkpoint(name).meta.feature_profile
+        assert profile is not None and profile.to_dict() == stored["feature_profile"]
+        check_profile(profile)  # analyze accepts every shipped checkpoint
+    voice = open_checkpoint("voice-preview").meta.feature_profile
+    assert voice is not None and voice.modalities == ("text", "audio")
+    assert voice.vision == VisionProfile("mtcnn+fer-mini-xception+landmarks", 154, 5.0)
+
+
+@pytest.mark.parametrize(
+    "stored, words",
+    [
+        ({"name": "mer-raw-v1", "audio": {"d": "abc"}}, "audio.d must be of type int"),
+        ({"name": 5}, "name must be of type str"),
+        ({"name": "x", "vision": {"fps": -1}}, "vision.fps must be positive"),
+        ({"name": "x", "text": "foo"}, "text must be an object"),
+        ({"name": "x", "modalities": "text"}, "list of names"),
+    ],
+)
+def test_malformed_profiles_name_the_bad_value(stored: dict, words: str) -> None:
+    with pytest.raises(ProfileError, match=words):
+        FeatureProfile.from_dict(stored)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def test_dataset_has_the_mmsa_layout(prepared) -> None:
         assert train["vision_mask"][i, :n].tolist() == [k % 2 == 0 for k in range(n)]
 
     data = load_dataset("mosi", prepared["out"])
-    assert data.feature_profile == profile
+    assert data.feature_profile is not None and data.feature_profile.to_dict() == profile
     assert len(data.train) == 4 and len(data.valid) == 1 and len(data.test) == 1
     assert data.info.d_in == {"text": 768, "audio": 35, "vision": 154}  # text: token ids
     sample = data.train[0]
@@ -270,7 +270,7 @@ def test_ids_that_leave_raw_dir_are_refused(tmp_path: Path, id_: str) -> None:
 def test_train_on_prepared_data_and_analyze_with_it(
     prepared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mercli.features.profile import ProfileError, check_profile
+    from mercli.features.profile import FeatureProfile, ProfileError, check_profile
     from tests.fakes import CountingTranscriber
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -289,7 +289,7 @@ def test_train_on_prepared_data_and_analyze_with_it(
     profile = meta["feature_profile"]
     assert profile["name"] == "mer-raw-v1" and profile["vision"]["fps"] == 5.0
     assert profile["modalities"] == ["text", "audio", "vision"]
-    check_profile(profile)  # analyze accepts it
+    check_profile(FeatureProfile.from_dict(profile))  # analyze accepts it
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     config = results["model_config"]
     assert config["text_backbone"] == str(prepared["backbone"])
@@ -298,7 +298,7 @@ def test_train_on_prepared_data_and_analyze_with_it(
 
     cmu = json.loads((tiny_models()["cmu"] / "checkpoint.json").read_text())["feature_profile"]
     with pytest.raises(ProfileError, match="CMU-MOSI"):
-        check_profile(cmu)
+        check_profile(FeatureProfile.from_dict(cmu))
 
     transcriber = CountingTranscriber()
     monkeypatch.setattr("mercli.features.extract.load_transcriber", lambda config: transcriber)
@@ -380,7 +380,9 @@ def test_prepare_crema_d_clips(shared_dir: Path, tmp_path: Path, monkeypatch) ->
 
     data = load_dataset("mosi", out)
     assert data.feature_profile is not None
-    assert data.feature_profile["text"]["extractor"] == "all-MiniLM-L6-v2"
+    from mercli.features.profile import TextProfile
+
+    assert data.feature_profile.text == TextProfile("all-MiniLM-L6-v2", 50)
     assert (len(data.train), len(data.valid), len(data.test)) == (4, 1, 1)
     batch = data.collate([data.train[i] for i in range(4)])
     assert batch.inputs["vision"].shape[-1] == 154 and batch.inputs["audio"].shape[-1] == 35

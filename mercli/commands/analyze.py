@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mercli.commands.options import asr_option, device_option, engine_options, json_option
+
+if TYPE_CHECKING:
+    from mercli.features.profile import FeatureProfile
 
 speakers_option = click.option(
     "--speakers",
@@ -68,7 +71,7 @@ def _extract_config(
     whisper: str,
     no_faces: bool,
     device: str,
-    profile: dict[str, Any] | None = None,
+    profile: FeatureProfile | None = None,
     language: str = "en",
     asr: str = "auto",
 ) -> Any:

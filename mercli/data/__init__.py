@@ -19,6 +19,7 @@ from mercli.schema import MAX_TEXT_TOKENS
 if TYPE_CHECKING:
     from mercli.config import DatasetInfo
     from mercli.data.samples import Sample
+    from mercli.features.profile import FeatureProfile
     from mercli.schema import Batch
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -83,7 +84,7 @@ class SplitDatasets:
     test: Any
     info: DatasetInfo
     collate: Callable[[list[Sample]], Batch]
-    feature_profile: dict[str, Any] | None = None
+    feature_profile: FeatureProfile | None = None
 
     def split(self, name: str) -> Any:
         """The dataset of split ``name`` (one of :data:`SPLITS`)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from mercli.data import DatasetError, SplitDatasets
 from mercli.data.samples import ListDataset, Sample
+from mercli.features.profile import FeatureProfile, TextProfile
 from mercli.schema import MAX_TEXT_TOKENS
 
 
@@ -32,7 +33,7 @@ class MediaTraining:
 
     path: Path
     samples: list[Sample]
-    profile: dict[str, Any]
+    profile: FeatureProfile
     d_in: dict[str, int]
 
     @property
@@ -48,7 +49,6 @@ def load_media_training(path: str | Path) -> MediaTraining:
             media features or no raw text, or its train split is empty.
     """
     from mercli.data.mmsa import load_mmsa
-    from mercli.features.profile import profile_modalities
 
     path = Path(path)
     data = load_mmsa(path)
@@ -59,7 +59,7 @@ def load_media_training(path: str | Path) -> MediaTraining:
             "not a `mer prepare` dataset (it records no feature_profile); --extra-train takes "
             "label CSVs and datasets from `mer prepare`",
         )
-    media = tuple(m for m in profile_modalities(profile) if m != "text")
+    media = tuple(m for m in profile.modalities if m != "text")
     if not media:
         raise DatasetError(path, "holds no audio or vision features", key="feature_profile")
     samples = []
@@ -105,7 +105,7 @@ def with_states_of(
 
 def media_profile(
     extras: list[MediaTraining], text_backbone: str, max_text_tokens: int = MAX_TEXT_TOKENS
-) -> dict[str, Any]:
+) -> FeatureProfile:
     """The feature profile of transcripts mixed with ``extras``: their media extractors (which
     must agree) and the run's text backbone.
 
@@ -116,20 +116,28 @@ def media_profile(
     media = sorted({m for e in extras for m in e.modalities})
     for extra in extras[1:]:
         for m in media:
-            theirs, ours = extra.profile.get(m), first.profile.get(m)
+            theirs, ours = getattr(extra.profile, m), getattr(first.profile, m)
             if m in extra.modalities and m in first.modalities and theirs != ours:
                 raise DatasetError(
                     extra.path,
-                    f"its {m} features ({theirs}) differ from those of {first.path} ({ours})",
+                    f"its {m} features ({_shown(theirs)}) differ from those of {first.path} "
+                    f"({_shown(ours)})",
                     key="feature_profile",
                 )
-    profile: dict[str, Any] = {**first.profile}
-    for extra in extras[1:]:
-        profile.update({m: extra.profile[m] for m in extra.modalities if m not in profile})
-    order = ("text", "audio", "vision")
-    profile["text"] = {"extractor": text_backbone, "max_tokens": max_text_tokens}
-    profile["modalities"] = [m for m in order if m == "text" or m in media]
-    return profile
+    profile = first.profile
+    for extra in extras[1:]:  # media the first lacks, from the first extra that has them
+        for m in extra.modalities:
+            if getattr(profile, m) is None:
+                profile = replace(profile, **{m: getattr(extra.profile, m)})
+    return replace(
+        profile,
+        text=TextProfile(text_backbone, max_text_tokens),
+        modalities=("text", *media),
+    )
+
+
+def _shown(entry: Any) -> Any:
+    return None if entry is None else entry.to_dict()
 
 
 def with_media_training(

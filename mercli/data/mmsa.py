@@ -38,7 +38,7 @@ from mercli.data import (
 from mercli.data.safe_pickle import load_pickle
 from mercli.data.samples import Collator, Sample
 from mercli.features.acoustic import D_AUDIO
-from mercli.features.profile import D_VISION
+from mercli.features.profile import D_VISION, FeatureProfile, ProfileError
 
 if TYPE_CHECKING:
     from mercli.data.clips import Clip
@@ -115,14 +115,19 @@ def load_mmsa(
     data = load_pickle(path)
     if not isinstance(data, dict):
         raise DatasetError(path, f"expected a dict of splits, found {type(data).__name__}")
-    profile = data.get("feature_profile")
-    if profile is not None:
-        if not isinstance(profile, dict) or not profile.get("name"):
+    profile = None
+    if data.get("feature_profile") is not None:
+        stored = data["feature_profile"]
+        if not isinstance(stored, dict) or not stored.get("name"):
             raise DatasetError(
                 path,
                 "expected a dict with a 'name' (written by mer prepare)",
                 key="feature_profile",
             )
+        try:
+            profile = FeatureProfile.from_dict(stored)
+        except ProfileError as err:
+            raise DatasetError(path, str(err), key="feature_profile") from err
         text_source = "tokens"
     splits = {split: read_split(path, split, data, text_source) for split in SPLITS}
     _check_widths(path, splits)
@@ -396,7 +401,7 @@ def split_arrays(
 
 def build_dataset(
     rows: Sequence[tuple[Clip, UtteranceFeatures]],
-    feature_profile: dict[str, Any],
+    feature_profile: FeatureProfile,
     tokenizer: Any,
     max_tokens: int,
 ) -> dict[str, Any]:
@@ -414,7 +419,7 @@ def build_dataset(
         )
         for split in SPLITS
     }
-    data["feature_profile"] = feature_profile
+    data["feature_profile"] = feature_profile.to_dict()  # plain containers: a safe pickle
     return data
 
 

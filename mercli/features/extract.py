@@ -29,7 +29,7 @@ from mercli.descriptors import Descriptors
 from mercli.features.acoustic import D_AUDIO
 from mercli.features.asr import Utterance
 from mercli.features.media import SAMPLE_RATE_HZ, DecodedMedia, Frame, MediaError, MediaInfo
-from mercli.features.profile import D_VISION, DEFAULT_FPS, DEFAULT_HOP_S
+from mercli.features.profile import D_VISION, DEFAULT_FPS, DEFAULT_HOP_S, FeatureProfile
 
 if TYPE_CHECKING:
     from mercli.features.faces import VisualFeatures
@@ -93,17 +93,15 @@ class ExtractConfig:
 
     @classmethod
     def for_profile(
-        cls, profile: dict[str, Any] | None, fps: float | None = None, **fields: Any
+        cls, profile: FeatureProfile | None, fps: float | None = None, **fields: Any
     ) -> ExtractConfig:
         """The settings that make a checkpoint's features: the profile's frame rate and hop
         (``fps`` overrides the frame rate when given), the rest from ``fields`` or defaults."""
-        profile = profile or {}
-        vision, audio = profile.get("vision"), profile.get("audio")
-        vision = vision if isinstance(vision, dict) else {}
-        audio = audio if isinstance(audio, dict) else {}
+        vision = None if profile is None else profile.vision
+        audio = None if profile is None else profile.audio
         return cls(
-            fps=fps or vision.get("fps") or DEFAULT_FPS,
-            hop_s=audio.get("hop_s") or DEFAULT_HOP_S,
+            fps=fps or (vision and vision.fps) or DEFAULT_FPS,
+            hop_s=(audio and audio.hop_s) or DEFAULT_HOP_S,
             **fields,
         )
 

@@ -9,6 +9,8 @@ model trained on anything else would see inputs unlike its training data, so
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from mercli.features.acoustic import D_AUDIO
@@ -24,12 +26,164 @@ DEFAULT_HOP_S = 0.02
 
 
 class ProfileError(ValueError):
-    """A checkpoint's feature profile that ``analyze`` cannot reproduce from raw media."""
+    """A checkpoint's feature profile that ``analyze`` cannot reproduce from raw media, or a
+    profile that is not well formed."""
+
+
+# The type of each stored scalar (widths, counts and durations must also be positive).
+_KINDS: dict[str, type] = {
+    "name": str,
+    "extractor": str,
+    "max_tokens": int,
+    "d": int,
+    "hop_s": float,
+    "fps": float,
+    "max_clip_s": float,
+}
+
+
+def _checked(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """The scalar fields of ``cls`` found in ``data`` (other keys are ignored), type-checked."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where} must be an object, found {type(data).__name__}")
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        value: Any = data.get(f.name)
+        kind = _KINDS.get(f.name)
+        if value is None or kind is None:
+            continue
+        accepted = (int, float) if kind is float else (kind,)
+        if isinstance(value, bool) or type(value) not in accepted:
+            raise ProfileError(
+                f"{where}.{f.name} must be of type {kind.__name__}, found {value!r:.40}"
+            )
+        if kind is not str and not value > 0:  # also NaN
+            raise ProfileError(f"{where}.{f.name} must be positive, found {value!r:.40}")
+        out[f.name] = float(value) if kind is float else value
+    return out
+
+
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted(values.items()) if v is not None}
+
+
+@dataclass(frozen=True)
+class TextProfile:
+    """How the text reached the model."""
+
+    extractor: str | None = None  # the backbone (tokenizer + encoder) name or path, or what
+    max_tokens: int | None = None  # tokenizer truncation, when recorded
+
+    def to_dict(self) -> dict[str, Any]:
+        return _without_none({"extractor": self.extractor, "max_tokens": self.max_tokens})
+
+
+@dataclass(frozen=True)
+class AudioProfile:
+    """The acoustic features' extractor."""
+
+    extractor: str | None = None  # ``librosa`` for mer's own; ``covarep`` ... for CMU's
+    d: int | None = None  # feature width
+    hop_s: float | None = None  # frame step, seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return _without_none({"extractor": self.extractor, "d": self.d, "hop_s": self.hop_s})
+
+
+@dataclass(frozen=True)
+class VisionProfile:
+    """The visual features' extractor."""
+
+    extractor: str | None = None  # mer's MTCNN + expression net + landmarks; ``facet`` ...
+    d: int | None = None  # feature width
+    fps: float | None = None  # frames sampled per second
+
+    def to_dict(self) -> dict[str, Any]:
+        return _without_none({"extractor": self.extractor, "d": self.d, "fps": self.fps})
+
+
+@dataclass(frozen=True)
+class FeatureProfile:
+    """Which extractors made a model's (or a dataset's) inputs.
+
+    Stored as a JSON object in ``checkpoint.json`` (``feature_profile``) and in ``mer prepare``
+    pickles: :meth:`to_dict` writes that object (keys sorted, absent values left out) and
+    :meth:`from_dict` reads it, checking the types.
+
+    Attributes:
+        name: ``mer-raw-v1`` (mer's extractors), ``text-only``, ``cmu-benchmark-<dataset>``.
+        modalities: what goes to the model, canonical order.
+        text, audio, vision: each modality's extractor, None where not recorded.
+        max_clip_s: ``mer prepare``'s clip truncation, seconds.
+    """
+
+    name: str
+    modalities: tuple[str, ...]
+    text: TextProfile | None = None
+    audio: AudioProfile | None = None
+    vision: VisionProfile | None = None
+    max_clip_s: float | None = None
+
+    def __post_init__(self) -> None:
+        ordered = tuple(m for m in MODALITIES if m in self.modalities)
+        object.__setattr__(self, "modalities", ordered)
+
+    @property
+    def uses_only_text(self) -> bool:
+        """Whether the model sees the transcript alone (audio and vision are descriptors)."""
+        return self.modalities == ("text",)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``checkpoint.json`` and ``mer prepare`` pickles."""
+        return _without_none(
+            {
+                "name": self.name,
+                "modalities": list(self.modalities),
+                "text": None if self.text is None else self.text.to_dict(),
+                "audio": None if self.audio is None else self.audio.to_dict(),
+                "vision": None if self.vision is None else self.vision.to_dict(),
+                "max_clip_s": self.max_clip_s,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "feature_profile") -> FeatureProfile:
+        """Read a stored profile; keys mer does not know are ignored.
+
+        A profile that lists no ``modalities`` feeds the model those it has an entry for.
+
+        Raises:
+            ProfileError: not an object, or a value of the wrong type (naming it).
+        """
+        top = _checked(cls, data, where)
+        parts: dict[str, Any] = {}
+        for name, part in (
+            ("text", TextProfile),
+            ("audio", AudioProfile),
+            ("vision", VisionProfile),
+        ):
+            if data.get(name) is not None:
+                parts[name] = part(**_checked(part, data[name], f"{where}.{name}"))
+        listed = data.get("modalities") or list(parts)
+        if not isinstance(listed, list | tuple) or not all(isinstance(m, str) for m in listed):
+            raise ProfileError(f"{where}.modalities must be a list of names, found {listed!r:.40}")
+        return cls(name=top.pop("name", ""), modalities=tuple(listed), **parts, **top)
+
+    def with_modalities(self, modalities: Sequence[str]) -> FeatureProfile:
+        """The same extractors, feeding ``modalities`` to the model."""
+        return replace(self, modalities=tuple(modalities))
+
+
+def read_profile(data: Any, where: str = "feature_profile") -> FeatureProfile | None:
+    """:meth:`FeatureProfile.from_dict`, with null or ``{}`` (nothing recorded) read as None."""
+    if data is None or (isinstance(data, Mapping) and not data):
+        return None
+    return FeatureProfile.from_dict(data, where)
 
 
 def raw_profile(
     text_extractor: str, fps: float = DEFAULT_FPS, hop_s: float = DEFAULT_HOP_S
-) -> dict[str, Any]:
+) -> FeatureProfile:
     """The canonical profile of features mer computes from raw video.
 
     Args:
@@ -37,26 +191,29 @@ def raw_profile(
         fps: frames per second sampled for the vision features.
         hop_s: acoustic frame step, seconds.
     """
-    return {
-        "name": RAW_PROFILE_NAME,
-        "modalities": list(MODALITIES),
-        "text": {"extractor": text_extractor},
-        "audio": {"extractor": AUDIO_EXTRACTOR, "d": D_AUDIO, "hop_s": hop_s},
-        "vision": {"extractor": VISION_EXTRACTOR, "d": D_VISION, "fps": fps},
-    }
+    return FeatureProfile(
+        name=RAW_PROFILE_NAME,
+        modalities=MODALITIES,
+        text=TextProfile(text_extractor),
+        audio=AudioProfile(AUDIO_EXTRACTOR, D_AUDIO, hop_s),
+        vision=VisionProfile(VISION_EXTRACTOR, D_VISION, fps),
+    )
 
 
-def profile_modalities(profile: dict[str, Any]) -> tuple[str, ...]:
-    """The modalities a profile feeds to the model, in canonical order."""
-    listed = profile.get("modalities") or [m for m in MODALITIES if m in profile]
-    return tuple(m for m in MODALITIES if m in listed)
+def text_only_profile(text_extractor: str) -> FeatureProfile:
+    """The profile of a model that reads transcripts through ``text_extractor`` alone."""
+    return FeatureProfile(TEXT_ONLY_PROFILE_NAME, ("text",), text=TextProfile(text_extractor))
 
 
-def _describe(profile: dict[str, Any]) -> str:
+def _describe(profile: FeatureProfile) -> str:
     parts = [
-        f"{m}: {profile[m].get('extractor', '?')}"
-        for m in MODALITIES
-        if isinstance(profile.get(m), dict)
+        f"{m}: {entry.extractor or '?'}"
+        for m, entry in (
+            ("text", profile.text),
+            ("audio", profile.audio),
+            ("vision", profile.vision),
+        )
+        if entry is not None
     ]
     return ", ".join(parts) or "no extractors recorded"
 
@@ -67,7 +224,7 @@ _ADVICE = (
 )
 
 
-def check_profile(profile: dict[str, Any]) -> None:
+def check_profile(profile: FeatureProfile | None) -> None:
     """Raise :class:`ProfileError` unless ``analyze`` can compute this profile's features.
 
     Accepted: ``text-only`` profiles (only text goes to the model) and ``mer-raw-v1`` profiles
@@ -76,24 +233,23 @@ def check_profile(profile: dict[str, Any]) -> None:
     Raises:
         ProfileError: with what differs and what to do instead.
     """
-    name = str(profile.get("name") or "")
-    if not profile or not name:
+    if profile is None or not profile.name:
         raise ProfileError(
             "this checkpoint records no feature profile, so mer cannot tell which features it "
             f"was trained on; {_ADVICE}"
         )
+    name = profile.name
     if name.startswith("cmu-benchmark"):
         dataset = name.removeprefix("cmu-benchmark").strip("-").upper() or "CMU"
         raise ProfileError(
             f"this checkpoint was trained on CMU-{dataset} benchmark features "
             f"({_describe(profile)}), which mer cannot compute from raw video; {_ADVICE}"
         )
-    modalities = profile_modalities(profile)
     if name == TEXT_ONLY_PROFILE_NAME:
-        if modalities != ("text",):
+        if not profile.uses_only_text:
             raise ProfileError(
                 f"a text-only profile must use the text modality alone, this one lists "
-                f"{list(modalities)}; the checkpoint is inconsistent"
+                f"{list(profile.modalities)}; the checkpoint is inconsistent"
             )
         return
     if name != RAW_PROFILE_NAME:
@@ -101,19 +257,20 @@ def check_profile(profile: dict[str, Any]) -> None:
             f"unknown feature profile {name!r} ({_describe(profile)}); mer analyze computes "
             f"{RAW_PROFILE_NAME!r} or text-only features; {_ADVICE}"
         )
-    _check_raw(profile, modalities)
+    _check_raw(profile)
 
 
-def _check_raw(profile: dict[str, Any], modalities: tuple[str, ...]) -> None:
+def _check_raw(profile: FeatureProfile) -> None:
     expected = raw_profile(text_extractor="")
     differences = []
     for m in ("audio", "vision"):
-        if m not in modalities:
+        if m not in profile.modalities:
             continue
-        got, want = profile.get(m) or {}, expected[m]
+        got, want = getattr(profile, m), getattr(expected, m)
         for key in ("extractor", "d"):
-            if got.get(key) != want[key]:
-                differences.append(f"{m} {key} {got.get(key)!r} (mer computes {want[key]!r})")
+            have = None if got is None else getattr(got, key)
+            if have != getattr(want, key):
+                differences.append(f"{m} {key} {have!r} (mer computes {getattr(want, key)!r})")
     if differences:
         raise ProfileError(
             f"this checkpoint's features differ from what this version of mer computes: "
@@ -121,12 +278,8 @@ def _check_raw(profile: dict[str, Any], modalities: tuple[str, ...]) -> None:
         )
 
 
-def max_text_tokens(profile: dict[str, Any] | None) -> int:
+def max_text_tokens(profile: FeatureProfile | None) -> int:
     """The tokenizer truncation a profile records (``text.max_tokens``), else the default."""
-    text = (profile or {}).get("text")
-    return int((text if isinstance(text, dict) else {}).get("max_tokens") or MAX_TEXT_TOKENS)
-
-
-def uses_only_text(profile: dict[str, Any]) -> bool:
-    """Whether the model sees the transcript alone (audio and vision are only descriptors)."""
-    return profile_modalities(profile) == ("text",)
+    if profile is None or profile.text is None or profile.text.max_tokens is None:
+        return MAX_TEXT_TOKENS
+    return profile.text.max_tokens
