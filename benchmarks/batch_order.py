@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mercli.config import from_name
-    from mercli.experiment import DataSpec, compare, run
+    from mercli.experiment import DataSpec, RunResults, compare, run
 
     spec = DataSpec("mosi", args.data, finetune_text=False)
     base = from_name("mosi")
@@ -52,9 +52,10 @@ def main() -> None:
         )
         out = args.out / way
         if args.report_only:
-            report[way] = json.loads((out / "results.json").read_text())
+            done = RunResults.from_dict(json.loads((out / "results.json").read_text()))
         else:
-            report[way] = run(replace(base, train=train), spec, tuple(args.seeds), out, resume=True)
+            done = run(replace(base, train=train), spec, tuple(args.seeds), out, resume=True)
+        report[way] = done.to_dict()
     for way, results in report.items():
         seeds = results["seeds"].values()
         print(f"{way} ({len(seeds)} seeds)")
@@ -68,7 +69,10 @@ def main() -> None:
         print(f"  seconds per epoch {secs.mean():.1f} (load-dependent)")
     if len(report) == 2:
         try:
-            rows = compare(report["grouped"], report["random"])
+            rows = compare(
+                {s: r["test"] for s, r in report["grouped"]["seeds"].items()},
+                {s: r["test"] for s, r in report["random"]["seeds"].items()},
+            )
         except ValueError as err:
             print(f"no t-test: {err}")
             return

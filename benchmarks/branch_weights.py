@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mercli.config import apply_ablation, from_name
-    from mercli.experiment import DataSpec, compare, load_data, run
+    from mercli.experiment import DataSpec, RunResults, compare, load_data, run
 
     spec = DataSpec("mosi", args.data, finetune_text=False)
     base = from_name("mosi")
@@ -102,19 +102,20 @@ def main() -> None:
         weights = replace(preset.train.loss_weights, **loss_changes)
         preset = replace(preset, train=replace(preset.train, loss_weights=weights))
         if args.report_only:
-            results = json.loads((args.out / name / "results.json").read_text())
+            document = json.loads((args.out / name / "results.json").read_text())
+            results = RunResults.from_dict(document)
         else:
             results = run(
                 preset, spec, tuple(args.seeds), args.out / name, device=args.device, resume=True
             )
         per_seed = {}
-        for seed, r in results["seeds"].items():
-            p = test_outputs(Path(r["checkpoint"]), data, args.device)
+        for seed, r in results.seeds.items():
+            p = test_outputs(r.checkpoint, data, args.device)
             assert p.gates is not None and p.shared_branch is not None
             assert p.specific_branch is not None
             per_seed[seed] = {
                 **gate_statistics(p.predicted, p.gates, p.shared_branch, p.specific_branch),
-                **{k: r["test"][k] for k in ("mae", "corr", "acc2_non0", "f1_non0", "acc7")},
+                **{k: r.test_metrics[k] for k in ("mae", "corr", "acc2_non0", "f1_non0", "acc7")},
             }
             outputs.setdefault(name, {})[seed] = p
         report[name] = {"results": results, "per_seed": per_seed}
@@ -122,7 +123,9 @@ def main() -> None:
     common = set.intersection(*(set(r["per_seed"]) for r in report.values()))
     if "paper-gate" in report and len(report) >= 2 and len(common) >= 2:
         a = next(name for name in report if name != "paper-gate")
-        rows = compare(report[a]["results"], report["paper-gate"]["results"])
+        rows = compare(
+            report[a]["results"].test_by_seed, report["paper-gate"]["results"].test_by_seed
+        )
         print(f"\npaired t-test over seeds, test split (A = {a}, B = paper-gate)")
         for row in rows:
             print(f"  {row.metric:10s} A {row.mean_a:.4f}  B {row.mean_b:.4f}  p {row.p_value:.3g}")

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mercli.checkpoint import CheckpointMeta
 from mercli.config import ModelConfig, Preset
 from mercli.features.profile import FeatureProfile
+
+if TYPE_CHECKING:
+    from mercli.train import FitResult
 
 RESULTS_FILE = "results.json"
 
@@ -224,8 +227,14 @@ def run(
     device: str = "cpu",
     resume: bool = False,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Train and test once per seed; write ``out_dir/results.json``; return its content."""
+) -> RunResults:
+    """Train and test once per seed; write ``out_dir/results.json``; return its content.
+
+    With ``resume``, the seeds ``results.json`` already holds are kept, not run again.
+
+    Raises:
+        ValueError: with ``resume``, a ``results.json`` that is not one (naming it).
+    """
     from mercli.data import require_splits
     from mercli.train import fit, world
 
@@ -234,8 +243,9 @@ def run(
     config = model_config_for(preset, spec, data.info, data.feature_profile)
     profile = feature_profile(spec, config, data.feature_profile)
     meta = CheckpointMeta(model_config={}, feature_profile=profile)
-    results = _read_results(out_dir) if resume else {}
-    per_seed = results.get("seeds", {})
+    done = _read_results(out_dir) if resume else None
+    per_seed: dict[str, FitResult] = {} if done is None else dict(done.seeds)
+    results = RunResults.of(spec, preset, config, per_seed)
     for seed in seeds:
         if str(seed) in per_seed:
             log(f"seed {seed} already done; skipping")
@@ -251,52 +261,144 @@ def run(
             meta=meta,
             log=log,
         )
-        per_seed[str(seed)] = {
-            "test": result.test_metrics,
-            "valid": result.history[result.best_epoch - 1].valid_metrics,
-            "best_epoch": result.best_epoch,
-            "epochs": len(result.history),
-            "checkpoint": str(result.checkpoint),
-            "history": [h.__dict__ for h in result.history],
-        }
-        results = _summarise(spec, preset, config, per_seed)
+        per_seed[str(seed)] = result
+        results = RunResults.of(spec, preset, config, per_seed)
         if world()[0] == 0:
             _write_results(out_dir, results)
     return results
 
 
-def _summarise(
-    spec: DataSpec, preset: Preset, config: ModelConfig, per_seed: dict
-) -> dict[str, Any]:
-    metrics = sorted({k for r in per_seed.values() for k in r["test"]})
-    summary = {}
-    for k in metrics:
-        values = np.array([r["test"][k] for r in per_seed.values()], dtype=np.float64)
-        summary[k] = {
-            "mean": float(np.mean(values)),
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+@dataclass(frozen=True)
+class MetricSummary:
+    """One test metric over the seeds."""
+
+    mean: float
+    std: float  # sample standard deviation (ddof 1); 0 for one seed
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """What ``mer train`` ran and found: the data, the configs and one result per seed.
+
+    :meth:`to_dict` is ``results.json`` (with the test-metric ``summary``); :meth:`from_dict`
+    reads it back.
+
+    Attributes:
+        dataset: the benchmark the data follows (``mosi`` ...).
+        data: the ``--data`` path; extra_train: the ``--extra-train`` paths.
+        model_config, train_config: as ``ModelConfig.to_dict`` / ``TrainConfig.to_dict``.
+        seeds: per seed (its decimal string, as in the JSON), its :class:`FitResult`.
+    """
+
+    dataset: str
+    data: str
+    extra_train: tuple[str, ...]
+    model_config: dict[str, Any]
+    train_config: dict[str, Any]
+    seeds: dict[str, FitResult]
+
+    @classmethod
+    def of(
+        cls, spec: DataSpec, preset: Preset, config: ModelConfig, seeds: dict[str, FitResult]
+    ) -> RunResults:
+        return cls(
+            dataset=spec.dataset,
+            data=str(spec.path),
+            extra_train=tuple(str(p) for p in spec.extra_train),
+            model_config=config.to_dict(),
+            train_config=preset.train.to_dict(),
+            seeds=dict(seeds),
+        )
+
+    @property
+    def test_by_seed(self) -> dict[str, dict[str, float]]:
+        """Per seed, the test metrics (what :func:`compare` takes)."""
+        return {seed: r.test_metrics for seed, r in self.seeds.items()}
+
+    def summary(self) -> dict[str, MetricSummary]:
+        """Each test metric's mean and standard deviation over the seeds, metrics sorted."""
+        metrics = sorted({k for r in self.seeds.values() for k in r.test_metrics})
+        out = {}
+        for k in metrics:
+            values = np.array([r.test_metrics[k] for r in self.seeds.values()], dtype=np.float64)
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            out[k] = MetricSummary(float(np.mean(values)), std)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "data": self.data,
+            "extra_train": list(self.extra_train),
+            "model_config": self.model_config,
+            "train_config": self.train_config,
+            "seeds": {seed: r.to_dict() for seed, r in self.seeds.items()},
+            "summary": {k: asdict(s) for k, s in self.summary().items()},
         }
-    return {
-        "dataset": spec.dataset,
-        "data": str(spec.path),
-        "extra_train": [str(p) for p in spec.extra_train],
-        "model_config": config.to_dict(),
-        "train_config": preset.train.to_dict(),
-        "seeds": per_seed,
-        "summary": summary,
-    }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunResults:
+        """Read ``results.json``.
+
+        Raises:
+            ValueError: not a results file of ``mer train`` (saying what is wrong).
+        """
+        from mercli.train import FitResult
+
+        if not isinstance(data, dict) or not isinstance(data.get("seeds"), dict):
+            raise ValueError("not a results.json of `mer train` (no 'seeds' object at the top)")
+        seeds = {}
+        for seed, entry in data["seeds"].items():
+            try:
+                seeds[str(seed)] = FitResult.from_dict(entry)
+            except ValueError as error:
+                raise ValueError(f"seed {seed}: {error}") from error
+        try:
+            return cls(
+                dataset=str(data["dataset"]),
+                data=str(data["data"]),
+                extra_train=tuple(str(p) for p in data.get("extra_train", ())),
+                model_config=dict(data["model_config"]),
+                train_config=dict(data["train_config"]),
+                seeds=seeds,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not a results.json of `mer train` ({error!r:.80})") from error
 
 
-def _read_results(out_dir: Path) -> dict[str, Any]:
+def test_metrics_by_seed(data: Any) -> dict[str, dict[str, float]]:
+    """Per seed, the test metrics of a ``results.json`` document; only ``seeds`` and their
+    ``test`` are read (``mer compare`` also takes results trimmed to these).
+
+    Raises:
+        ValueError: the document holds no ``seeds`` object or a seed no ``test`` object.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("seeds"), dict):
+        raise ValueError("not a results.json of `mer train` (no 'seeds' object at the top)")
+    out = {}
+    for seed, entry in data["seeds"].items():
+        test = entry.get("test") if isinstance(entry, dict) else None
+        if not isinstance(test, dict):
+            raise ValueError(f"seed {seed} has no 'test' metrics object")
+        out[str(seed)] = test
+    return out
+
+
+def _read_results(out_dir: Path) -> RunResults | None:
     path = out_dir / RESULTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return None
+    try:
+        return RunResults.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, OSError) as error:  # not JSON, not UTF-8, not a results file
+        raise ValueError(f"{path}: cannot resume from it ({error})") from error
 
 
-def _write_results(out_dir: Path, results: dict[str, Any]) -> None:
+def _write_results(out_dir: Path, results: RunResults) -> None:
     from mercli.atomic import write_atomically
     from mercli.jsontext import dumps
 
-    text = dumps(results, indent=2, default=_plain)
+    text = dumps(results.to_dict(), indent=2, default=_plain)
     write_atomically(out_dir / RESULTS_FILE, lambda f: f.write(text.encode()))
 
 
@@ -319,18 +421,25 @@ class Comparison:
     n_seeds: int
 
 
-def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Comparison]:
-    """Paired t-test per test metric over the seeds both results share (paper 3.3)."""
+def compare(
+    a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]]
+) -> list[Comparison]:
+    """Paired t-test per test metric over the seeds both results share (paper 3.3).
+
+    Args:
+        a, b: per seed, test metrics (:attr:`RunResults.test_by_seed`,
+            :func:`test_metrics_by_seed`).
+    """
     from scipy.stats import ttest_rel
 
-    seeds = sorted(set(a["seeds"]) & set(b["seeds"]), key=int)
+    seeds = sorted(set(a) & set(b), key=int)
     if len(seeds) < 2:
         raise ValueError(f"a paired t-test needs at least 2 common seeds; found {seeds or 'none'}")
-    metrics = [k for k in a["seeds"][seeds[0]]["test"] if k in b["seeds"][seeds[0]]["test"]]
+    metrics = [k for k in a[seeds[0]] if k in b[seeds[0]]]
     rows = []
     for k in metrics:
-        xa = np.array([a["seeds"][s]["test"][k] for s in seeds], dtype=np.float64)
-        xb = np.array([b["seeds"][s]["test"][k] for s in seeds], dtype=np.float64)
+        xa = np.array([a[s][k] for s in seeds], dtype=np.float64)
+        xb = np.array([b[s][k] for s in seeds], dtype=np.float64)
         p = float(ttest_rel(xa, xb).pvalue) if np.any(xa != xb) else 1.0
         rows.append(Comparison(k, float(xa.mean()), float(xb.mean()), p, len(seeds)))
     return rows

@@ -78,20 +78,18 @@ def format_metric(name: str, mean: float, std: float | None = None) -> str:
     return text if std is None else f"{text} ± {std * scale:.{digits}f}"
 
 
-def metrics_summary(results: dict[str, Any], title: str) -> None:
-    """One row: each test metric as mean ± std over the seeds."""
+def metrics_summary(test_by_seed: dict[str, dict[str, float]], title: str) -> None:
+    """One row: each test metric as mean ± std over the seeds (per seed, its test metrics)."""
     import numpy as np
 
-    runs = list(results["seeds"].values())
-    names = [k for k in METRIC_LABELS if k in runs[0]["test"]]
+    runs = list(test_by_seed.values())
+    names = [k for k in METRIC_LABELS if k in runs[0]]
     table = Table(title=title)
     for k in names:
         table.add_column(METRIC_LABELS[k], justify="right")
     cells = []
     for k in names:
-        values = np.array(
-            [r["test"][k] if r["test"][k] is not None else np.nan for r in runs], dtype=float
-        )
+        values = np.array([r[k] if r[k] is not None else np.nan for r in runs], dtype=float)
         std = float(np.std(values, ddof=1)) if len(values) > 1 else None
         cells.append(format_metric(k, float(np.mean(values)), std))
     table.add_row(*cells)

@@ -31,6 +31,8 @@ RESUME_FILE = "trainer_state.pt"
 
 @dataclass
 class EpochLog:
+    """One finished epoch (an entry of ``history`` in ``results.json``)."""
+
     epoch: int
     train_loss: float
     valid_loss: float
@@ -41,11 +43,54 @@ class EpochLog:
 
 @dataclass
 class FitResult:
-    best_epoch: int
+    """One seed's run: the selected epoch, its test metrics, the history, the checkpoint.
+
+    :meth:`to_dict` is its entry under ``seeds`` in ``results.json``; :meth:`from_dict` reads
+    one back (``mer train --resume`` keeps the seeds already done).
+    """
+
+    best_epoch: int  # 1-based, the epoch of lowest validation loss
     best_valid_loss: float
-    test_metrics: dict[str, float]
+    test_metrics: dict[str, float]  # of the best epoch's checkpoint on the test split
     history: list[EpochLog]
-    checkpoint: Path
+    checkpoint: Path  # the ``best/`` folder
+
+    @property
+    def valid_metrics(self) -> dict[str, float]:
+        """The validation metrics of the selected epoch."""
+        return self.history[self.best_epoch - 1].valid_metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test": self.test_metrics,
+            "valid": self.valid_metrics,
+            "best_epoch": self.best_epoch,
+            "epochs": len(self.history),
+            "checkpoint": str(self.checkpoint),
+            "history": [asdict(h) for h in self.history],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> FitResult:
+        """Read :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: a key is missing or of the wrong type.
+        """
+        try:
+            history = [EpochLog(**h) for h in data["history"]]
+            best_epoch = int(data["best_epoch"])
+            if not 1 <= best_epoch <= len(history):
+                raise ValueError(f"best_epoch {best_epoch} is not one of {len(history)} epochs")
+            return cls(
+                best_epoch=best_epoch,
+                best_valid_loss=history[best_epoch - 1].valid_loss,
+                test_metrics=dict(data["test"]),
+                history=history,
+                checkpoint=Path(data["checkpoint"]),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"not a seed's result ({type(error).__name__}: {error})") from error
 
 
 @dataclass

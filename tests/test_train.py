@@ -185,6 +185,14 @@ def test_cli_train_evaluate_and_compare(small_pickle: Path, tmp_path: Path) -> N
         assert "seed 1 epoch" in result.stderr
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert set(results["seeds"]) == {"1", "2"}
+    _check_results_round_trip(results)
+    again = runner.invoke(  # the seeds results.json holds are kept, not run again
+        cli,
+        [*common, "--seed", "2", "--seed", "1", "--out", str(tmp_path / "a"), "--resume"],
+        catch_exceptions=False,
+    )
+    assert again.exit_code == 0 and again.stderr.count("already done; skipping") == 2
+    assert json.loads((tmp_path / "a" / "results.json").read_text()) == results
     assert results["model_config"]["audio"]["d_in"] == SMALL_LAYOUT.d_audio
     meta = json.loads((tmp_path / "a" / "seed_1" / "best" / "checkpoint.json").read_text())
     assert meta["feature_profile"]["name"] == "cmu-benchmark-mosi"
@@ -227,7 +235,7 @@ def test_cli_train_evaluate_and_compare(small_pickle: Path, tmp_path: Path) -> N
 def test_compare_p_values_match_scipy() -> None:
     from scipy.stats import ttest_rel
 
-    from mercli.experiment import compare
+    from mercli.experiment import compare, test_metrics_by_seed
 
     def results(values: list[float]) -> dict:
         return {
@@ -237,10 +245,34 @@ def test_compare_p_values_match_scipy() -> None:
         }
 
     a, b = [0.70, 0.72, 0.71], [0.75, 0.74, 0.78]
-    (row,) = compare(results(a), results(b))
+    (row,) = compare(test_metrics_by_seed(results(a)), test_metrics_by_seed(results(b)))
     assert row.p_value == pytest.approx(ttest_rel(a, b).pvalue)
     with pytest.raises(ValueError, match="at least 2 common seeds"):
-        compare(results(a), {"seeds": {"5": {"test": {"mae": 1.0}}}})
+        compare(test_metrics_by_seed(results(a)), {"5": {"mae": 1.0}})
+    with pytest.raises(ValueError, match="seed 1 has no 'test'"):
+        test_metrics_by_seed({"seeds": {"1": {"valid": {}}}})
+
+
+def _check_results_round_trip(document: dict) -> None:
+    """``results.json`` read as :class:`RunResults` and written again is the same document."""
+    from mercli.experiment import RunResults
+
+    results = RunResults.from_dict(document)
+    assert results.to_dict() == document
+    first = results.seeds["1"]
+    assert first.valid_metrics == document["seeds"]["1"]["valid"]
+    assert (
+        first.best_valid_loss
+        == document["seeds"]["1"]["history"][first.best_epoch - 1]["valid_loss"]
+    )
+    summary = results.summary()["mae"]
+    assert summary.mean == pytest.approx(
+        np.mean([r.test_metrics["mae"] for r in results.seeds.values()])
+    )
+    broken = json.loads(json.dumps(document))
+    broken["seeds"]["1"]["best_epoch"] = 7
+    with pytest.raises(ValueError, match="seed 1: best_epoch 7"):
+        RunResults.from_dict(broken)
 
 
 def test_malformed_dataset_is_a_clear_cli_error(

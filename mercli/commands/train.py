@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,9 @@ from mercli.commands.options import (
     resolve_device,
 )
 from mercli.data import BENCHMARKS
+
+if TYPE_CHECKING:
+    from mercli.experiment import DataSpec, RunResults
 
 DATASETS = click.Choice(BENCHMARKS)
 
@@ -183,21 +186,19 @@ def train(
     if report_dir is not None:
         _report(spec, results, report_dir, device)
     if json_:
-        click.echo(dumps(results["summary"]))
+        click.echo(dumps(results.to_dict()["summary"]))
     else:
-        render.metrics_summary(results, title=f"{dataset} test, {len(results['seeds'])} seed(s)")
+        render.metrics_summary(
+            results.test_by_seed, title=f"{dataset} test, {len(results.seeds)} seed(s)"
+        )
 
 
-def _report(spec, results, report_dir: Path, device: str) -> None:  # type: ignore[no-untyped-def]
+def _report(spec: DataSpec, results: RunResults, report_dir: Path, device: str) -> None:
     from mercli.experiment import load_data
     from mercli.report import write_report
-    from mercli.train import EpochLog
 
-    first = next(iter(results["seeds"].values()))
-    history = [EpochLog(**h) for h in first["history"]]
-    paths = write_report(
-        Path(first["checkpoint"]), load_data(spec, _log), history, report_dir, device
-    )
+    first = next(iter(results.seeds.values()))
+    paths = write_report(first.checkpoint, load_data(spec, _log), first.history, report_dir, device)
     for p in paths:
         _log(f"wrote {p}")
 
@@ -251,18 +252,19 @@ def compare(a: Path, b: Path, json_: bool) -> None:
     """Paired t-test per test metric between two results.json files, over matching seeds."""
     from mercli import render
     from mercli.experiment import compare as compare_results
+    from mercli.experiment import test_metrics_by_seed
     from mercli.jsontext import dumps
 
     results = []
     for path in (a, b):
         try:
-            results.append(json.loads(path.read_text(encoding="utf-8")))
+            document = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, OSError) as err:  # not JSON, not UTF-8, unreadable
             raise click.ClickException(f"{path}: not a readable results file ({err})") from err
-        if not isinstance(results[-1], dict) or not isinstance(results[-1].get("seeds"), dict):
-            raise click.ClickException(
-                f"{path}: not a results.json of `mer train` (no 'seeds' object at the top)"
-            )
+        try:
+            results.append(test_metrics_by_seed(document))
+        except ValueError as err:
+            raise click.ClickException(f"{path}: {err}") from err
     try:
         rows = compare_results(*results)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
