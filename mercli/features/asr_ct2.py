@@ -189,7 +189,7 @@ def load_ct2_whisper(
     model_dir = ct2_model_dir(name_or_path)
     kind, _, index = device.partition(":")
     try:
-        return WhisperModel(
+        model = WhisperModel(
             model_dir,
             device=kind,
             device_index=int(index or 0),
@@ -203,6 +203,11 @@ def load_ct2_whisper(
             f"cannot load Whisper {name_or_path} with faster-whisper on {device} ({reason}); "
             "try --asr torch"
         ) from error
+    from mercli.features.log_mel import chunked_ct2_features
+
+    # its whole-file log-mel would add 0.6 MB per second of audio at once (log_mel.py)
+    model.feature_extractor = chunked_ct2_features(model.feature_extractor)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
