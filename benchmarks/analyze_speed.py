@@ -25,7 +25,9 @@ alone on the same input, measured in the same run with the same thread count: on
 backend (what the rest of the pipeline adds) and on openai-whisper (the issue's yardstick).
 
 Memory: peak RSS of a fresh process analysing a 1-minute and a 10-minute input, both made by
-looping one talking-head clip with ffmpeg into /tmp (target: 10 min <= 1.2 x 1 min).
+looping one talking-head clip with ffmpeg into /tmp (target: 10 min <= 1.2 x 1 min), and the
+highest resident memory seen in each stage (load = model loading, decode, asr, audio, faces,
+model), which says where the peak is.
 
 Without ``--checkpoint`` it uses the packaged default checkpoint when installed, else a randomly
 initialised model of the full architecture on the offline MiniLM backbone (compute does not
@@ -269,16 +271,49 @@ def looped_input(clip: Path, seconds: int, directory: Path) -> Path:
 
 
 def memory_child(path: str, checkpoint: str, fps: float) -> None:
-    """Analyse one file in this process and print its peak RSS (MiB) as JSON."""
+    """Analyse one file in this process and print its peak RSS (MiB) as JSON, with the highest
+    resident memory seen in each stage (sampled every 10 ms; the stage is whichever front-end
+    function, or the model, runs)."""
+    import threading
+
     import torch
 
+    from mercli import pipeline
     from mercli.checkpoint import load_model
+    from mercli.features import extract
     from mercli.features.extract import ExtractConfig
     from mercli.pipeline import Analyzer
 
+    stage, stage_max = ["load"], {}
+
+    def sample() -> None:
+        while True:
+            with open("/proc/self/status") as f:
+                rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+            stage_max[stage[0]] = max(stage_max.get(stage[0], 0), rss // 1024)
+            time.sleep(0.01)
+
+    def staged(module: object, name: str, label: str) -> None:
+        function = getattr(module, name)
+
+        def run(*args: object, **kwargs: object) -> object:
+            stage[0] = label
+            try:
+                return function(*args, **kwargs)
+            finally:
+                stage[0] = "other"
+
+        setattr(module, name, run)
+
+    for name, label in (("decode_audio", "decode"), ("_transcribed", "asr"),
+                        ("_with_audio", "audio"), ("_add_vision", "faces")):  # fmt: skip
+        staged(extract, name, label)
+    staged(pipeline, "predict", "model")
+    threading.Thread(target=sample, daemon=True).start()
     torch.set_num_threads(1)
     started = time.perf_counter()
     analyzer = Analyzer(load_model(checkpoint, "cpu"), ExtractConfig(fps=fps), use_cache=False)
+    stage[0] = "other"
     result = analyzer.analyze_file(path)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -288,6 +323,7 @@ def memory_child(path: str, checkpoint: str, fps: float) -> None:
                 "status": result.status,
                 "n_utterances": len(result.predictions),
                 "peak_rss_mib": peak_mib,
+                "stage_max_rss_mib": stage_max,
                 "seconds": time.perf_counter() - started,
             }
         )
@@ -403,6 +439,9 @@ def main() -> None:
             f"10 min {rows[1]['peak_rss_mib']:.0f} MiB, ratio {ratio:.2f} (target <= 1.2); "
             f"{load()}"
         )
+        for row in rows:
+            stages = ", ".join(f"{k} {v}" for k, v in row["stage_max_rss_mib"].items())
+            print(f"  {row['input_s'] // 60} min, highest RSS per stage (MiB): {stages}")
 
 
 if __name__ == "__main__":
