@@ -11,6 +11,11 @@ own) on one MOSI-shaped unaligned synthetic pickle (text 50 tokens, audio 375 x 
 * ``mer/bert-ft``: the same, with a fine-tuned bert-base-shaped, randomly initialised BertModel as
   ``text_backbone``, fed the pickle's ``text_bert`` ids (``text_source="tokens"``):
   like for like with MISA, which fine-tunes its BERT.
+* ``mer/bert-ft-stride``: ``mer/bert-ft`` with the sequence-shortening front on audio and
+  vision (``EncoderConfig.stride = --stride``, default 8: 375 / 500 steps -> 47 / 63; off by
+  default in mer, which keeps the paper's per-step projection).
+* ``mer/bert-ft-stride-ckpt``: the same with the backbone's gradient checkpointing
+  (``ModelConfig.use_backbone_checkpointing``): less memory, one more backbone forward per step.
 * ``misa/b16`` and ``misa/b32``: MMSA's MISA built through ``AMIO(config)`` from MMSA's own MOSI
   regression config (``train_mode="regression"``, ``pretrained`` = the same random bert-base-shaped
   BertModel; bert-base-uncased cannot be downloaded offline), fed by MMSA's own ``MMDataset``, and
@@ -52,7 +57,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = ("mer/states", "mer/bert-ft", "misa/b16", "misa/b32")
+SYSTEMS = (
+    "mer/states",
+    "mer/bert-ft",
+    "mer/bert-ft-stride",
+    "mer/bert-ft-stride-ckpt",
+    "misa/b16",
+    "misa/b32",
+)
 MER_BATCH = 32  # the mosi preset's batch size
 
 
@@ -83,6 +95,8 @@ def run_worker(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     )
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if spec.get("profile"):
+        print(proc.stderr, file=sys.stderr)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(
@@ -108,6 +122,21 @@ def main() -> None:
         default=1,
         help="run every system this many times, round-robin, and keep each "
         "system's fastest epoch (a busy machine disturbs single runs)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="mer only: after the epoch, profile this many batches (torch.profiler) and print "
+        "the time per part (backbone, encoders, shared encoder, MI estimators, ...) to stderr",
+    )
+    parser.add_argument(
+        "--stride", type=int, default=8, help="mer/bert-ft-stride: audio and vision stride"
+    )
+    parser.add_argument(
+        "--model",
+        default="",
+        help="mer only: ModelConfig changes as key=value,... (e.g. dropout=0,audio.stride=4)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -151,6 +180,9 @@ def main() -> None:
                     "threads": args.threads,
                     "seed": args.seed,
                     "mmsa_path": args.mmsa_path and str(Path(args.mmsa_path).resolve()),
+                    "profile": args.profile,
+                    "stride": args.stride,
+                    "model": args.model,
                 }
                 print(
                     f"round {round_ + 1}/{args.rounds}: {system} ...", file=sys.stderr, flush=True
@@ -168,7 +200,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """A table (or JSON): samples/s, peak memory, and mer / MISA throughput ratios."""
     by_name = {r["system"]: r for r in results}
     ratios = {}
-    for mer in ("mer/states", "mer/bert-ft"):
+    for mer in [s for s in SYSTEMS if s.startswith("mer/")]:
         for misa in ("misa/b16", "misa/b32"):
             if mer in by_name and misa in by_name:
                 ratios[f"{mer} / {misa}"] = (
@@ -258,7 +290,103 @@ def worker(spec: dict[str, Any]) -> None:
     }
     if device == "cuda":
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if spec.get("model"):
+        result["system"] += f" [{spec['model']}]"
     print("RESULT " + json.dumps(result), flush=True)
+    if spec.get("profile") and spec["system"].startswith("mer/"):
+        profile_mer(epoch, itertools.islice(batches(spec["seed"] + 2000), spec["profile"]))
+
+
+def profile_mer(epoch, loader) -> None:
+    """Time and memory per part of mer's model over a few batches (torch.profiler), to stderr.
+
+    Forward time is attributed by scopes around the parts; backward ops are listed by input
+    shape (attention over 375 / 500 steps shows as its sequence length).
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from mercli import losses
+    from mercli import train as train_module
+
+    model = None
+    handles = []
+
+    def scoped(name: str, module: torch.nn.Module) -> None:
+        state: dict[str, Any] = {}
+
+        def enter(*_: Any) -> None:
+            state["scope"] = record_function(name)
+            state["scope"].__enter__()
+
+        def leave(*_: Any) -> None:
+            state["scope"].__exit__(None, None, None)
+
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))
+
+    original_total_loss = losses.total_loss
+
+    def total_loss(m, *args: Any, **kwargs: Any):
+        nonlocal model
+        if model is None:
+            model = m
+        with record_function("losses (MI estimators included)"):
+            return original_total_loss(m, *args, **kwargs)
+
+    train_module.total_loss = total_loss
+    import gc
+
+    for obj in gc.get_objects():
+        if type(obj).__name__ == "EmotionModel":
+            model = obj
+            break
+    assert model is not None
+    if model.text_backbone is not None:
+        scoped("text backbone", model.text_backbone)
+    for m, encoder in model.encoders.items():
+        scoped(f"encoder {m}", encoder)
+    scoped("shared encoder", model.shared_encoder)
+    for m, part in model.disentanglers.items():
+        scoped(f"disentangler {m}", part)
+    scoped("fusion", model.fusion)
+    batches = list(loader)
+    activities = [ProfilerActivity.CPU]
+    with (
+        profile(activities=activities, profile_memory=True, record_shapes=True) as prof,
+        record_function("whole"),
+    ):
+        epoch(iter(batches))
+    for h in handles:
+        h.remove()
+    train_module.total_loss = original_total_loss
+    events = prof.key_averages()
+    scopes = [
+        e
+        for e in events
+        if e.key.startswith(
+            ("text backbone", "encoder ", "shared enc", "disentangler", "fusion", "losses", "whole")
+        )
+    ]
+    print(
+        f"\n{len(batches)} batches profiled; forward by part (CPU total ms, per batch):",
+        file=sys.stderr,
+    )
+    for e in sorted(scopes, key=lambda e: -e.cpu_time_total):
+        print(
+            f"  {e.key:36s} {e.cpu_time_total / 1e3 / len(batches):9.1f} ms "
+            f"(x{e.count // len(batches)})",
+            file=sys.stderr,
+        )
+    print("\nops by self CPU time and input shape (forward and backward):", file=sys.stderr)
+    table = prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total",
+        row_limit=30,
+        max_name_column_width=60,
+        max_shapes_column_width=70,
+    )
+    print(table, file=sys.stderr)
+    print(prof.key_averages().table(sort_by="self_cpu_memory_usage", row_limit=15), file=sys.stderr)
 
 
 def sync(device: str) -> None:
@@ -279,12 +407,35 @@ def setup_mer(spec: dict[str, Any]):
     from mercli.train import configure_optimizer, make_loader, train_epoch
 
     device = spec["device"]
-    with_bert = spec["system"] == "mer/bert-ft"
+    with_bert = spec["system"].startswith("mer/bert-ft")
     data = load_dataset("mosi", spec["data"], text_source="tokens" if with_bert else "states")
     preset = PRESETS["mosi"]
     config = preset.model.for_dataset(data.info)
     if with_bert:
         config = replace(config, text_backbone=spec["bert"], finetune_text_backbone=True)
+    if spec["system"].startswith("mer/bert-ft-stride"):
+        stride = spec["stride"]
+        config = replace(
+            config,
+            audio=replace(config.audio, stride=stride),
+            vision=replace(config.vision, stride=stride),
+        )
+    if spec["system"] == "mer/bert-ft-stride-ckpt":
+        config = replace(config, use_backbone_checkpointing=True)
+    for item in filter(None, spec.get("model", "").split(",")):
+        # key=value (audio.stride=4 for a modality's encoder); values read as JSON, else strings
+        key, text = item.split("=", 1)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if "." in key:
+            modality, key = key.split(".", 1)
+            config = replace(
+                config, **{modality: replace(config.encoder(modality), **{key: value})}
+            )
+        else:
+            config = replace(config, **{key: value})
     cfg = preset.train
     model = EmotionModel(config).to(device)
     optimizer = configure_optimizer(model, cfg)

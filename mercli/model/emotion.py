@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -112,6 +112,11 @@ class EmotionModel(nn.Module):
             backbone = load_backbone(config.text_backbone)
         if backbone is not None and not config.finetune_text_backbone:
             backbone.requires_grad_(False)
+        elif backbone is not None and config.use_backbone_checkpointing:  # in train mode only
+            # transformers 5 renamed it (the old name warns); 4.x has only the old one
+            enable = getattr(backbone, "activation_checkpointing_enable", None)
+            enable = enable or backbone.gradient_checkpointing_enable
+            enable({"use_reentrant": False})  # type: ignore[operator]
         return backbone
 
     def _encoder_config(self, modality: str) -> Any:
@@ -164,7 +169,9 @@ class EmotionModel(nn.Module):
 
     def _pool(self, m: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, d_m), mask (B, T) -> (B, d_model): modality and shared encoders, pooled."""
-        h = self.encoders[m](x, mask)  # (B, T_m, d_model)
+        encoder = cast(ModalityEncoder, self.encoders[m])
+        h = encoder(x, mask)  # (B, T_m / stride, d_model)
+        mask = encoder.step_mask(mask)  # (B, T_m / stride)
         h = self.shared_encoder(h, src_key_padding_mask=attention_padding_mask(mask))
         return masked_mean(h, mask)  # (B, d_model)
 

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mercli.config import EncoderConfig
 
@@ -46,28 +47,51 @@ def transformer(
 
 
 class ModalityEncoder(nn.Module):
-    """Conv1D projection -> positional encoding -> Transformer, for one modality."""
+    """Conv1D projection -> positional encoding -> Transformer, for one modality.
+
+    With ``cfg.stride`` s > 1 the projection is strided (kernel s, stride s): output step t
+    encodes input steps [t s, (t + 1) s), and the Transformer runs over ceil(T / s) steps whose
+    mask is :meth:`step_mask`.
+    """
 
     def __init__(
         self, cfg: EncoderConfig, d_model: int, d_ff: int, dropout: float, attention_dropout: float
     ):
         super().__init__()
-        self.projection = nn.Conv1d(
-            cfg.d_in, d_model, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=False
-        )
+        self.stride = cfg.stride
+        if cfg.stride > 1:
+            self.projection = nn.Conv1d(
+                cfg.d_in, d_model, cfg.stride, stride=cfg.stride, bias=False
+            )
+        else:
+            self.projection = nn.Conv1d(
+                cfg.d_in, d_model, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=False
+            )
         self.scale = math.sqrt(d_model)
         self.dropout = nn.Dropout(dropout)
         self.transformer = transformer(
             d_model, cfg.n_layers, cfg.n_heads, d_ff, dropout, attention_dropout
         )
 
+    def step_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """mask (B, T) -> (B, ceil(T / stride)): an output step is valid when any of its input
+        steps is."""
+        if self.stride == 1:
+            return mask
+        pad = -mask.shape[1] % self.stride
+        windows = F.pad(mask, (0, pad)).view(mask.shape[0], -1, self.stride)  # (B, T', s)
+        return windows.any(dim=-1)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, d_in), mask: (B, T) bool -> (B, T, d_model)."""
+        """x: (B, T, d_in), mask: (B, T) bool -> (B, T', d_model), T' = ceil(T / stride)."""
         # Padding holds anything, NaN and inf included: select, never multiply (NaN * 0 = NaN).
         x = torch.where(mask[..., None], x, x.new_zeros(()))
-        h = self.projection(x.transpose(1, 2)).transpose(1, 2)  # (B, T, d_model)
+        if self.stride > 1:  # zero steps up to a whole window
+            x = F.pad(x, (0, 0, 0, -x.shape[1] % self.stride))  # (B, s T', d_in)
+        h = self.projection(x.transpose(1, 2)).transpose(1, 2)  # (B, T', d_model)
         h = h * self.scale + sinusoidal_positions(h.shape[1], h.shape[2], h.device, h.dtype)
-        return self.transformer(self.dropout(h), src_key_padding_mask=attention_padding_mask(mask))
+        padding = attention_padding_mask(self.step_mask(mask))  # (B, T')
+        return self.transformer(self.dropout(h), src_key_padding_mask=padding)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
