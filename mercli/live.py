@@ -191,6 +191,7 @@ class LiveSession:
     _video_end_s: float = field(init=False, default=-1.0)  # time of the last frame seen
     _pending: deque[Segment] = field(init=False)
     _n_emitted: int = field(init=False, default=0)
+    n_joined_calls: int = field(init=False, default=0)  # Whisper calls that took late segments
 
     def __post_init__(self) -> None:
         self.endpointer = Endpointer(self.vad)
@@ -269,6 +270,7 @@ class LiveSession:
         out: list[LiveUtterance] = []
         while self._pending and ready(self._pending[0]):
             n = self._n_to_join(ready) if self._is_late() else 1
+            self.n_joined_calls += n > 1
             out.extend(self._score(_joined([self._pending[i] for i in range(n)])))
             for _ in range(n):  # only now: a Ctrl-C while scoring leaves them to finish()
                 self._pending.popleft()

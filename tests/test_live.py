@@ -149,8 +149,10 @@ def test_segments_that_wait_too_long_share_one_whisper_call(loaded, lag_s: float
     out = session.process_iter() + session.finish()
     if lag_s < 2.0:  # on time: one call and one utterance per burst
         assert len(transcriber.calls) == len(SPANS) == len(out)
+        assert session.n_joined_calls == 0
         return
     assert len(transcriber.calls) == 1  # late: one call from the first burst to the last
+    assert session.n_joined_calls == 1
     pad = session.vad.pad_s
     assert transcriber.calls[0] == pytest.approx(SPANS[-1][1] - SPANS[0][0] + 2 * pad, abs=0.1)
     (u,) = out
