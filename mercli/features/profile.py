@@ -71,7 +71,8 @@ def _without_none(values: dict[str, Any]) -> dict[str, Any]:
 class TextProfile:
     """How the text reached the model."""
 
-    extractor: str | None = None  # the backbone (tokenizer + encoder) name or path, or what
+    # the backbone (tokenizer + encoder) name or path, or a description of precomputed states
+    extractor: str | None = None
     max_tokens: int | None = None  # tokenizer truncation, when recorded
 
     def to_dict(self) -> dict[str, Any]:
