@@ -57,6 +57,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# mer/bert-ft-<variant>-...: stride (EncoderConfig.stride on audio and vision), ckpt (the
+# backbone's gradient checkpointing)
+MER_VARIANTS = ("stride", "ckpt")
 SYSTEMS = (
     "mer/states",
     "mer/bert-ft",
@@ -144,7 +147,7 @@ def main() -> None:
         worker(json.loads(args.worker))
         return
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = set(systems) - set(SYSTEMS)
+    unknown = {s for s in systems if s not in SYSTEMS and not mer_variants(s)}
     if unknown:
         parser.error(f"unknown system(s) {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
 
@@ -200,7 +203,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """A table (or JSON): samples/s, peak memory, and mer / MISA throughput ratios."""
     by_name = {r["system"]: r for r in results}
     ratios = {}
-    for mer in [s for s in SYSTEMS if s.startswith("mer/")]:
+    for mer in [r["system"] for r in results if r["system"].startswith("mer/")]:
         for misa in ("misa/b16", "misa/b32"):
             if mer in by_name and misa in by_name:
                 ratios[f"{mer} / {misa}"] = (
@@ -413,14 +416,15 @@ def setup_mer(spec: dict[str, Any]):
     config = preset.model.for_dataset(data.info)
     if with_bert:
         config = replace(config, text_backbone=spec["bert"], finetune_text_backbone=True)
-    if spec["system"].startswith("mer/bert-ft-stride"):
+    variants = mer_variants(spec["system"])
+    if "stride" in variants:
         stride = spec["stride"]
         config = replace(
             config,
             audio=replace(config.audio, stride=stride),
             vision=replace(config.vision, stride=stride),
         )
-    if spec["system"] == "mer/bert-ft-stride-ckpt":
+    if "ckpt" in variants:
         config = replace(config, use_backbone_checkpointing=True)
     for item in filter(None, spec.get("model", "").split(",")):
         # key=value (audio.stride=4 for a modality's encoder); values read as JSON, else strings
@@ -474,6 +478,15 @@ def setup_mer(spec: dict[str, Any]):
         return samples
 
     return epoch, batches, n_params
+
+
+def mer_variants(system: str) -> set[str]:
+    """``mer/bert-ft-stride-ckpt`` -> {"stride", "ckpt"}; empty for a name not of that form."""
+    prefix = "mer/bert-ft-"
+    if not system.startswith(prefix):
+        return set()
+    variants = set(system[len(prefix) :].split("-"))
+    return variants if variants <= set(MER_VARIANTS) else set()
 
 
 def import_mmsa(mmsa_path: str | None) -> None:

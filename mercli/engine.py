@@ -13,10 +13,10 @@ whole run, on either engine, with its own type.
   (``ds.map_batches(RayClipWorker, compute=ActorPoolStrategy(size=n), num_gpus=g)``, the Ray Data
   batch-inference pattern), which run the callable with the decoded media preloaded
   (:func:`mercli.features.media.preloaded`): an actor holding a GPU does not wait on ffmpeg, and
-  the results are those of the same callable reading the file. Ray Data's streaming executor
-  bounds what is decoded ahead by the object store's room. Actors hold a GPU share when the
-  cluster has GPUs (several may share one: ``gpus_per_worker=0.5``). Ray is an optional extra:
-  ``pip install 'mercli[ray]'``.
+  the results are those of the same callable reading the file. Decoded clips wait in Ray's
+  object store (at most ``MAX_DECODED_BYTES`` each, :mod:`mercli.features.media`). Actors hold
+  a GPU share when the cluster has GPUs (several may share one: ``gpus_per_worker=0.5``). Ray is
+  an optional extra: ``pip install 'mercli[ray]'``.
 """
 
 from __future__ import annotations
