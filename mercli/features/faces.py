@@ -184,7 +184,8 @@ def without_onednn() -> Iterator[None]:
     crops as there are candidate boxes, the expression net on as many faces as a window has.
     Over a 10-minute video that cache grew resident memory by about 7 MiB per utterance window
     (872 -> 1116 MiB over 30 windows; flat at 945 without it). Torch's own convolutions give the
-    same detections (boxes within 0.001 px) at a similar speed. GPUs are not affected.
+    same detections (boxes within 0.001 px) for about 25% more CPU time in this stage (30 windows
+    of a talking head: 66-71 s against 52-55 s, one thread). GPUs are not affected.
     """
     import torch
 
