@@ -16,6 +16,9 @@ own) on one MOSI-shaped unaligned synthetic pickle (text 50 tokens, audio 375 x 
   default in mer, which keeps the paper's per-step projection).
 * ``mer/bert-ft-stride-ckpt``: the same with the backbone's gradient checkpointing
   (``ModelConfig.use_backbone_checkpointing``): less memory, one more backbone forward per step.
+* ``mer/bert-ft-stride-b16`` and ``mer/bert-ft-stride-ckpt-b16``: the same at batch 16 (the
+  ``b16`` variant sets ``TrainConfig.batch_size``), MISA's own MOSI batch: like for like with
+  ``misa/b16`` in memory too, since the backbone's activations grow with the batch.
 * ``misa/b16`` and ``misa/b32``: MMSA's MISA built through ``AMIO(config)`` from MMSA's own MOSI
   regression config (``train_mode="regression"``, ``pretrained`` = the same random bert-base-shaped
   BertModel; bert-base-uncased cannot be downloaded offline), fed by MMSA's own ``MMDataset``, and
@@ -58,17 +61,20 @@ from pathlib import Path
 from typing import Any
 
 # mer/bert-ft-<variant>-...: stride (EncoderConfig.stride on audio and vision), ckpt (the
-# backbone's gradient checkpointing)
-MER_VARIANTS = ("stride", "ckpt")
+# backbone's gradient checkpointing), b16 (batch 16 instead of the preset's 32)
+MER_VARIANTS = ("stride", "ckpt", "b16")
 SYSTEMS = (
     "mer/states",
     "mer/bert-ft",
     "mer/bert-ft-stride",
     "mer/bert-ft-stride-ckpt",
+    "mer/bert-ft-stride-b16",
+    "mer/bert-ft-stride-ckpt-b16",
     "misa/b16",
     "misa/b32",
 )
 MER_BATCH = 32  # the mosi preset's batch size
+MER_SMALL_BATCH = 16  # the b16 variant: MISA's MOSI batch
 
 
 # --- the parent: data, a random BERT, one subprocess per system, the table ---------------------
@@ -232,7 +238,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"best of {args.rounds} round(s)"
     )
     print(
-        f"{'system':13s} {'batch':>5s} {'samples':>7s} {'seconds':>8s} {'samples/s':>10s} "
+        f"{'system':27s} {'batch':>5s} {'samples':>7s} {'seconds':>8s} {'samples/s':>10s} "
         f"{mem_label:>22s} {'params M':>9s}  load avg (1 min) before/after"
     )
     for r in results:
@@ -241,7 +247,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         else:
             mem = f"{r['peak_rss_mib']:.0f} (+{r['train_rss_rise_mib']:.0f})"
         print(
-            f"{r['system']:13s} {r['batch_size']:5d} {r['samples']:7d} {r['seconds']:8.1f} "
+            f"{r['system']:27s} {r['batch_size']:5d} {r['samples']:7d} {r['seconds']:8.1f} "
             f"{r['samples_per_s']:10.2f} {mem:>22s} {r['params_m']:9.1f}  "
             f"{r['load_before'][0]:.2f} / {r['load_after'][0]:.2f}"
         )
@@ -263,7 +269,11 @@ def worker(spec: dict[str, Any]) -> None:
         epoch, batches, n_params = setup_mer(spec)
     else:
         epoch, batches, n_params = setup_misa(spec)
-    batch_size = MER_BATCH if spec["system"].startswith("mer/") else int(spec["system"][-2:])
+    if spec["system"].startswith("mer/"):
+        small = "b16" in mer_variants(spec["system"])
+        batch_size = MER_SMALL_BATCH if small else MER_BATCH
+    else:
+        batch_size = int(spec["system"][-2:])
 
     rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     epoch(itertools.islice(batches(spec["seed"] + 1000), spec["warmup"]))  # untimed warm-up
@@ -441,6 +451,8 @@ def setup_mer(spec: dict[str, Any]):
         else:
             config = replace(config, **{key: value})
     cfg = preset.train
+    if "b16" in variants:
+        cfg = replace(cfg, batch_size=MER_SMALL_BATCH)
     model = EmotionModel(config).to(device)
     optimizer = configure_optimizer(model, cfg)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -481,7 +493,7 @@ def setup_mer(spec: dict[str, Any]):
 
 
 def mer_variants(system: str) -> set[str]:
-    """``mer/bert-ft-stride-ckpt`` -> {"stride", "ckpt"}; empty for a name not of that form."""
+    """``mer/bert-ft-stride-ckpt-b16`` -> {"stride", "ckpt", "b16"}; empty for other names."""
     prefix = "mer/bert-ft-"
     if not system.startswith(prefix):
         return set()
