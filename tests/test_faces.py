@@ -368,29 +368,3 @@ def test_crop_of_a_face_at_the_frame_edge() -> None:
     for face in (face_at(158, 118, 60), face_at(-10, 60, 40), face_at(80, 60, 2)):
         crop = crop_face(image, face)
         assert crop.shape == (64, 64) and crop.dtype == np.uint8
-
-
-def test_face_nets_run_without_onednn_and_the_setting_is_restored() -> None:
-    """oneDNN's per-shape primitive cache grew memory with every window (faces.py)."""
-    import torch
-
-    from mercli.features.faces import detect_candidates, without_onednn
-
-    seen: list[bool] = []
-
-    class Recording:
-        min_face_size = 20
-
-        def detect(self, images, landmarks=True):
-            seen.append(bool(torch.backends.mkldnn.enabled))
-            empty = np.array([None] * len(images), dtype=object)
-            return empty, empty, empty
-
-    before = torch.backends.mkldnn.enabled
-    frames = [np.zeros((64, 64, 3), np.uint8) for _ in range(3)]
-    assert detect_candidates(frames, Recording()) == [[], [], []]  # type: ignore[arg-type]
-    assert seen and not any(seen)
-    assert torch.backends.mkldnn.enabled == before
-    with pytest.raises(RuntimeError), without_onednn():
-        raise RuntimeError("a failing net")
-    assert torch.backends.mkldnn.enabled == before

@@ -52,3 +52,24 @@ def test_each_window_is_followed_by_a_release(
     windows = [(0.0, 0.9), (1.0, 1.9)]
     front.utterance_vision(video, windows, FrontEnd(config), window_features)
     assert calls == ["window", "release", "window", "release"]
+
+
+@pytest.mark.parametrize(
+    ("user_value", "expected"), [(None, str(heap.ONEDNN_CACHE_CAPACITY)), ("5", "5")]
+)
+def test_import_caps_the_onednn_cache_unless_the_user_did(
+    user_value: str | None, expected: str
+) -> None:
+    """oneDNN kept a compiled convolution per shape the face nets met: memory grew per window."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if user_value is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = user_value
+    code = "import os, mercli; print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == expected

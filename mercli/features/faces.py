@@ -17,10 +17,9 @@ The pipeline has three separately callable steps, like facenet-pytorch's ``detec
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -173,28 +172,6 @@ def load_detector(device: str = "cpu") -> MTCNN:
 
     # keep_all: speaker selection needs every face, not facenet's per-frame largest one.
     return BatchedMTCNN(keep_all=True, select_largest=False, device=torch.device(device))
-
-
-@contextlib.contextmanager
-def without_onednn() -> Iterator[None]:
-    """CPU convolutions without oneDNN while the face nets run.
-
-    oneDNN keeps a compiled primitive (with its buffers) per input shape it meets, and the face
-    nets meet a new shape at nearly every call: MTCNN's second and third stages run on as many
-    crops as there are candidate boxes, the expression net on as many faces as a window has.
-    Over a 10-minute video that cache grew resident memory by about 7 MiB per utterance window
-    (872 -> 1116 MiB over 30 windows; flat at 945 without it). Torch's own convolutions give the
-    same detections (boxes within 0.001 px) for about 25% more CPU time in this stage (30 windows
-    of a talking head: 66-71 s against 52-55 s, one thread). GPUs are not affected.
-    """
-    import torch
-
-    enabled = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = enabled  # type: ignore[assignment]
 
 
 def _shrink(rgb: np.ndarray, short_side: int) -> tuple[np.ndarray, float]:
@@ -363,13 +340,6 @@ def detect_candidates(
         of the frame's short side, in original-frame pixels (possibly an empty list).
     """
     detector = detector if detector is not None else load_detector()
-    with without_onednn():
-        return _detect_candidates(images, detector, config)
-
-
-def _detect_candidates(
-    images: Sequence[np.ndarray], detector: MTCNN, config: FaceConfig
-) -> list[list[FaceObservation]]:
     shrunk = [_shrink(_checked_rgb(im), config.detect_short_side) for im in images]
     small = [im for im, _ in shrunk]
 
@@ -622,8 +592,7 @@ def extract_features(
     net = expression_net if expression_net is not None else _default_expression_net()
     present = [(im, f) for im, f in zip(images, faces, strict=True) if f is not None]
     crops = np.stack([crop_face(im, f, crop_margin) for im, f in present])
-    with without_onednn():
-        expr_features, probs = score_faces(net, crops)
+    expr_features, probs = score_faces(net, crops)
     geometry = np.stack([landmark_geometry(f) for _, f in present])
     features[mask] = np.concatenate([expr_features, probs, geometry], axis=1)
     return features, mask
