@@ -55,6 +55,29 @@ def test_model_info_ablation_reduces_parameters() -> None:
     assert params("--modalities", "text") < params()
 
 
+def test_stride_shortens_what_audio_and_vision_attend_over() -> None:
+    def flops(*args: str) -> float:
+        result = CliRunner().invoke(cli, ["model-info", "--json", *args], catch_exceptions=False)
+        return json.loads(result.stdout)["flops"]
+
+    assert flops("--stride", "8") < 0.5 * flops()
+    assert CliRunner().invoke(cli, ["model-info", "--stride", "0"]).exit_code == 2
+
+
+def test_training_cost_switches_reach_the_model_config() -> None:
+    from mercli.commands.options import build_preset
+
+    plain = build_preset("mosi", "text,audio,vision", ()).model
+    fast = build_preset("mosi", "text,audio,vision", (), 8, True).model
+    assert (plain.audio.stride, plain.vision.stride, plain.use_backbone_checkpointing) == (
+        1,
+        1,
+        False,
+    )
+    assert (fast.audio.stride, fast.vision.stride, fast.text.stride) == (8, 8, 1)
+    assert fast.use_backbone_checkpointing
+
+
 def test_unknown_modality_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["model-info", "--modalities", "smell"])
     assert result.exit_code == 2

@@ -23,7 +23,13 @@ from mercli.commands.options import ablation_options, build_preset, json_option
 )
 @json_option
 def model_info(
-    preset: str, modalities: str, ablations: tuple[str, ...], text_backbone: str | None, json_: bool
+    preset: str,
+    modalities: str,
+    ablations: tuple[str, ...],
+    stride: int,
+    backbone_checkpointing: bool,
+    text_backbone: str | None,
+    json_: bool,
 ) -> None:
     """Parameters and FLOPs of the model on a MOSI-shaped input, beside the paper's figures."""
     from dataclasses import replace
@@ -31,7 +37,7 @@ def model_info(
     from mercli import render
     from mercli.model_info import describe
 
-    config = build_preset(preset, modalities, ablations).model
+    config = build_preset(preset, modalities, ablations, stride, backbone_checkpointing).model
     info = describe(replace(config, text_backbone=text_backbone))
     if json_:
         click.echo(json.dumps(info.__dict__))

@@ -130,6 +130,8 @@ def train(
     preset: str | None,
     modalities: str,
     ablations: tuple[str, ...],
+    stride: int,
+    backbone_checkpointing: bool,
     text_backbone: str | None,
     freeze_text: bool | None,
     epochs: int | None,
@@ -152,7 +154,7 @@ def train(
 
     device = resolve_device(device)
     init_distributed(device)
-    chosen = build_preset(preset or dataset, modalities, ablations)
+    chosen = build_preset(preset or dataset, modalities, ablations, stride, backbone_checkpointing)
     overrides = {
         k: v
         for k, v in {
