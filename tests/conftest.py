@@ -76,6 +76,21 @@ def make_batch(config, batch_size: int = 4, steps=None, seed: int = 0, labels: b
     return Batch(inputs, masks, y)
 
 
+def assert_rows_independent(model, batch) -> None:
+    """Each sample's prediction alone equals its prediction inside the batch."""
+    import torch
+
+    from mercli.schema import Batch
+
+    together = model(batch).prediction
+    for i in range(len(together)):
+        alone = Batch(
+            {m: x[i : i + 1] for m, x in batch.inputs.items()},
+            {m: x[i : i + 1] for m, x in batch.masks.items()},
+        )
+        torch.testing.assert_close(model(alone).prediction[0], together[i], atol=1e-5, rtol=1e-5)
+
+
 @pytest.fixture
 def batch_factory():
     return make_batch

@@ -268,6 +268,21 @@ def language_code(language: str) -> str:
     raise ValueError(f"unknown language {language!r}; Whisper knows e.g. en, de, fr, es, zh, ja")
 
 
+def speech_input(audio: np.ndarray) -> np.ndarray | None:
+    """The waveform as a contiguous float32 array for any ASR backend; None when it is empty or
+    all zeros (nothing to transcribe).
+
+    Raises:
+        ValueError: not mono, shape (n_samples,).
+    """
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be mono, shape (n_samples,); got {audio.shape}")
+    if audio.size == 0 or not np.any(audio):
+        return None
+    return audio
+
+
 def transcribe(
     audio: np.ndarray,
     model: Any,
@@ -292,15 +307,13 @@ def transcribe(
     Returns:
         utterances in time order; empty when there is no speech.
     """
-    audio = np.ascontiguousarray(audio, dtype=np.float32)
-    if audio.ndim != 1:
-        raise ValueError(f"audio must be mono, shape (n_samples,); got {audio.shape}")
-    if audio.size == 0 or not np.any(audio):
+    speech = speech_input(audio)
+    if speech is None:
         return []
     if not model.is_multilingual:
         language = "en"
     result = model.transcribe(
-        audio,
+        speech,
         language=language,
         word_timestamps=True,
         condition_on_previous_text=False,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from mercli.features.asr import Utterance, Word, cut_utterances
+from mercli.features.asr import Utterance, cut_utterances, speech_input, utterance_from_segment
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -215,21 +215,19 @@ def load_ct2_whisper(
 
 
 def utterance_from_ct2_segment(segment: Any) -> Utterance:
-    """One faster-whisper ``Segment`` (``start``, ``end``, ``text``, ``words``,
+    """One faster-whisper ``Segment`` (attributes ``start``, ``end``, ``text``, ``words``,
     ``no_speech_prob``, ``avg_logprob``; each word ``word``, ``start``, ``end``) as an utterance,
-    like :func:`mercli.features.asr.utterance_from_segment` does for openai-whisper's dicts."""
-    words = [
-        Word(str(w.word).strip(), float(w.start), float(w.end))
-        for w in segment.words or ()
-        if str(w.word).strip()
-    ]
-    return Utterance(
-        start_s=float(segment.start),
-        end_s=float(segment.end),
-        text=" ".join(str(segment.text).split()),
-        words=words,
-        no_speech_prob=float(segment.no_speech_prob),
-        avg_logprob=float(segment.avg_logprob),
+    through the same conversion as openai-whisper's segment dicts."""
+    words = [{"word": w.word, "start": w.start, "end": w.end} for w in segment.words or ()]
+    return utterance_from_segment(
+        {
+            "start": segment.start,
+            "end": segment.end,
+            "text": segment.text,
+            "words": words,
+            "no_speech_prob": segment.no_speech_prob,
+            "avg_logprob": segment.avg_logprob,
+        }
     )
 
 
@@ -253,15 +251,13 @@ def transcribe_ct2(
     Returns:
         utterances in time order; empty when there is no speech.
     """
-    audio = np.ascontiguousarray(audio, dtype=np.float32)
-    if audio.ndim != 1:
-        raise ValueError(f"audio must be mono, shape (n_samples,); got {audio.shape}")
-    if audio.size == 0 or not np.any(audio):
+    speech = speech_input(audio)
+    if speech is None:
         return []
     if not model.model.is_multilingual:
         language = "en"
     segments, _ = model.transcribe(
-        audio,
+        speech,
         language=language,
         beam_size=1,  # greedy, as openai-whisper's transcribe() decodes by default
         word_timestamps=True,
