@@ -161,8 +161,8 @@ def recover_folder(target: str | os.PathLike[str]) -> None:
 
 def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
     """Check, before the work, that a file can be written at ``path``: its folder exists or
-    can be made, and a file can be created in it. Nothing is left behind; an existing ``path``
-    is not touched.
+    can be made, and a file can be created in it. Nothing is left behind, not even the folders
+    made for the check (the write makes them again); an existing ``path`` is not touched.
 
     Raises:
         ValueError: naming ``path``, ``what`` it was for and why it cannot be written.
@@ -170,6 +170,7 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path}: cannot write the {what}: it is a folder")
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
@@ -179,3 +180,14 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ValueError(f"{path}: cannot write the {what} ({reason})") from error
+    finally:
+        _remove_empty_folders(missing)
+
+
+def _remove_empty_folders(folders: list[Path]) -> None:
+    """Remove the folders a check made, deepest first; any that is no longer empty stays."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

@@ -164,6 +164,15 @@ def test_check_writable_refuses_what_cannot_be_written(tmp_path: Path, case: str
 
 
 def test_check_writable_leaves_nothing_behind(tmp_path: Path) -> None:
-    check_writable(tmp_path / "new" / "out.json")
-    assert [p.name for p in tmp_path.iterdir()] == ["new"]
-    assert list((tmp_path / "new").iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    check_writable(tmp_path / "kept" / "out.json")
+    check_writable(tmp_path / "new" / "deeper" / "out.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_folders_made_by_the_check_are_made_again_by_the_write(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "deeper" / "out.json"
+    check_writable(target)
+    write_atomically(target, lambda f: f.write(b"{}"))
+    assert target.read_text() == "{}"
