@@ -54,7 +54,7 @@ class WorkerFactory(Protocol):
     def __call__(self, device: str | None) -> Callable[[Path], Any]: ...
 
 
-Decoder = Callable[[Path], Any]  # path -> DecodedMedia or None (picklable: runs in Ray tasks)
+Decoder = Callable[..., Any]  # (path, device=...) -> DecodedMedia or None (picklable: Ray tasks)
 
 
 @dataclass(frozen=True)
@@ -272,10 +272,11 @@ class RayClipWorker:
         return {"index": batch["index"], "outcome": outcomes, "error": errors}
 
 
-def _decode_row(row: dict[str, Any], decoder: Decoder) -> dict[str, Any]:
+def _decode_row(row: dict[str, Any], decoder: Decoder, device: str = "cpu") -> dict[str, Any]:
     """The decoding stage (a Ray task): the row with its clip decoded, pickled (empty bytes
-    when nothing was decoded: a block of None alone would reach the actor as a float NaN)."""
-    decoded = decoder(Path(row["path"]))
+    when nothing was decoded: a block of None alone would reach the actor as a float NaN).
+    ``device`` is where the actors run: what they would find in the cache depends on it."""
+    decoded = decoder(Path(row["path"]), device=device)
     blob = b"" if decoded is None else pickle.dumps(decoded, protocol=5)
     return {**row, "decoded": blob}
 
@@ -356,7 +357,10 @@ def _ray_outcomes(
         options["runtime_env"] = {"env_vars": {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]}}
     if decoder is not None:
         dataset = dataset.map(
-            _decode_row, fn_kwargs={"decoder": decoder}, num_cpus=decode_cpus, **options
+            _decode_row,
+            fn_kwargs={"decoder": decoder, "device": "cuda" if gpus > 0 else "cpu"},
+            num_cpus=decode_cpus,
+            **options,
         )
     dataset = dataset.map_batches(
         RayClipWorker,

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,10 @@ def test_decode_ahead_skips_cached_and_undecodable_files(
     load_or_extract(clip, config)
     assert front.decode_ahead(clip, config) is None
     assert front.decode_ahead(clip, config, use_cache=False) is not None
+    assert front.decode_ahead(clip, config, device="cpu") is None
+    if config.asr_backend != replace(config, device="cuda").asr_backend:  # faster-whisper here
+        # actors on a GPU read openai-whisper's entry, which the cache does not hold
+        assert front.decode_ahead(clip, config, device="cuda") is not None
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"junk" * 100)
     assert front.decode_ahead(broken, config) is None
@@ -203,7 +208,8 @@ def test_ray_rows_carry_the_decoded_media_to_the_worker(tmp_path: Path) -> None:
     media (no ffmpeg), a run-stopping error travels pickled."""
     clip = make_media(tmp_path / "clip.mp4", duration_s=1.0)
 
-    def decoder(path: Path):
+    def decoder(path: Path, device: str):
+        assert device == "cpu"
         return None if path.stem == "boom" else media.decode_media(path)
 
     def work(path: Path):

@@ -369,12 +369,18 @@ def utterance_vision(
 
 
 def decode_ahead(
-    path: str | os.PathLike[str], config: ExtractConfig, use_cache: bool = True
+    path: str | os.PathLike[str],
+    config: ExtractConfig,
+    use_cache: bool = True,
+    device: str | None = None,
 ) -> DecodedMedia | None:
     """What :func:`extract` of ``path`` reads from the file (audio, and frames when faces are
     on; in whole-clip mode the frames of the clip), decoded now: the CPU stage that runs apart
     from the models (``--engine ray``). Computing from it is :func:`extract` (or the cache's
     ``load_or_extract``) inside :func:`mercli.features.media.preloaded`: the same results.
+
+    ``device``, when given, is where the features will be made (it decides what ``asr="auto"``
+    stands for, so which cache entry would be read).
 
     Returns:
         the decoded media, or None when there is nothing to decode ahead: the cache holds the
@@ -384,6 +390,8 @@ def decode_ahead(
     from mercli.features import cache
     from mercli.features.media import decode_media
 
+    if device is not None:
+        config = replace(config, device=device)
     try:
         if use_cache and cache.cache_path(cache.file_sha256(path), config).exists():
             return None
