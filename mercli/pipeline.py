@@ -35,8 +35,11 @@ def load_or_extract(
     config: ExtractConfig,
     front_end: FrontEnd | None = None,
     use_cache: bool = True,
+    on_miss: Callable[[], None] | None = None,
 ) -> tuple[MediaFeatures, bool]:
     """Features of one file, from the cache when it holds them.
+
+    ``on_miss``: called before the features are extracted (not when the cache holds them).
 
     Returns:
         (features, whether they came from the cache).
@@ -55,6 +58,8 @@ def load_or_extract(
     front_end = front_end or FrontEnd(config)
 
     def run(p: str | os.PathLike[str], c: ExtractConfig, sha256: str) -> MediaFeatures:
+        if on_miss is not None:
+            on_miss()
         return front.extract(p, c, front_end, sha256=sha256)
 
     return cache.cached_extract(path, config, run, use_cache=use_cache)
@@ -75,10 +80,14 @@ def _padded(arrays: Sequence[np.ndarray], d: int) -> tuple[np.ndarray, np.ndarra
     return x, mask
 
 
-def make_batch(utterances: Sequence[UtteranceFeatures], loaded: LoadedModel) -> Batch:
+def make_batch(
+    utterances: Sequence[UtteranceFeatures], loaded: LoadedModel, use_cache: bool = True
+) -> Batch:
     """The model inputs of some utterances, for the model's modalities only.
 
-    text: token ids ``(B, T_t)`` long (tokenizer of the backbone, truncated as in training);
+    text: token ids ``(B, T_t)`` long (tokenizer of the backbone, truncated as in training),
+    or, with ``loaded.text_states``, the frozen backbone's states ``(B, T_t, H)`` float32 (from
+    its cache unless ``use_cache`` is False);
     audio: ``(B, T_a, 35)``; vision: ``(B, T_v, 154)`` with frames without a face masked.
     An utterance with no valid step of a modality (no face in any frame, no video) lacks it:
     the model scores it from the modalities it has.
@@ -91,6 +100,12 @@ def make_batch(utterances: Sequence[UtteranceFeatures], loaded: LoadedModel) -> 
     inputs: dict[str, torch.Tensor] = {}
     masks: dict[str, torch.Tensor] = {}
     for m in loaded.modalities:
+        if m == "text" and loaded.text_states is not None:
+            texts = [u.text for u in utterances]
+            states = loaded.text_states.states(texts, use_cache)
+            x, mask_np = _padded(states, states[0].shape[1])
+            inputs[m], masks[m] = torch.from_numpy(x), torch.from_numpy(mask_np)
+            continue
         if m == "text":
             ids, mask = tokenize(
                 [u.text for u in utterances], loaded.tokenizer, loaded.max_text_tokens
@@ -135,10 +150,14 @@ def batch_spans(
 
 
 def predict(
-    utterances: Sequence[UtteranceFeatures], loaded: LoadedModel, batch_size: int = 32
+    utterances: Sequence[UtteranceFeatures],
+    loaded: LoadedModel,
+    batch_size: int = 32,
+    use_cache: bool = True,
 ) -> list[Prediction]:
     """Score utterances in batches of at most ``batch_size`` utterances and
     :data:`MAX_BATCH_STEPS` padded steps (results do not depend on the batching).
+    ``use_cache``: whether text states may come from (and go to) their disk cache.
 
     Returns:
         one :class:`Prediction` per utterance, same order.
@@ -152,7 +171,7 @@ def predict(
     model = loaded.model
     for first, end in batch_spans(utterances, batch_size):
         chunk = utterances[first:end]
-        batch = make_batch(chunk, loaded).to(loaded.device)
+        batch = make_batch(chunk, loaded, use_cache).to(loaded.device)
         with torch.inference_mode():
             output = model(batch)
             # what each modality moved the score: the score minus the score without it
@@ -247,7 +266,9 @@ class Analyzer:
         from mercli.features.media import FfmpegNotFoundError, MediaError
 
         try:
-            features, cached = load_or_extract(path, self.config, self.front_end, self.use_cache)
+            features, cached = load_or_extract(
+                path, self.config, self.front_end, self.use_cache, self._prefetch_text_backbone
+            )
         except FfmpegNotFoundError:
             raise
         except MediaError as error:
@@ -264,11 +285,27 @@ class Analyzer:
         self.frames[str(path)] = (features.frame_times_s, features.frame_mask)  # for timelines
         return self._result(path, features, cached)
 
+    def _prefetch_text_backbone(self) -> None:
+        """Before features are extracted: start loading a text backbone that the model was
+        loaded without (the front end's work hides it), once the model is there. A file whose
+        features and text states are cached never loads it."""
+
+        def start(loaded: LoadedModel) -> None:
+            if loaded.text_states is not None:
+                loaded.text_states.prefetch()
+
+        if isinstance(self.loaded, Future):
+            self.loaded.add_done_callback(
+                lambda done: None if done.exception() else start(done.result())
+            )
+        else:
+            start(self.loaded)
+
     def _result(
         self, path: str | os.PathLike[str], features: MediaFeatures, cached: bool
     ) -> FileResult:
         started = time.perf_counter()
-        predictions = predict(features.utterances, self.model, self.batch_size)
+        predictions = predict(features.utterances, self.model, self.batch_size, self.use_cache)
         timings = {**features.timings_s, "model": time.perf_counter() - started}
         reasons = {"no_speech": "no speech found in the audio", "no_audio": "no audio stream"}
         return FileResult(
@@ -328,7 +365,7 @@ def analyze(
         config = ExtractConfig.for_profile(found.meta.feature_profile, device=device)
     else:
         config = replace(config, device=device)
-    analyzer = Analyzer(load_model(found, device), config, **options)
+    analyzer = Analyzer(load_model(found, device, text_states=True), config, **options)
     return list(analyzer.analyze(expand_inputs(paths)))
 
 

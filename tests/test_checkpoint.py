@@ -119,7 +119,7 @@ def test_library_analyze_honours_the_profile_frame_rate(
             return iter(())
 
     monkeypatch.setattr(pipeline, "Analyzer", Recording)
-    monkeypatch.setattr("mercli.checkpoint.load_model", lambda found, device: None)
+    monkeypatch.setattr("mercli.checkpoint.load_model", lambda found, device, **_: None)
     monkeypatch.setattr("mercli.features.profile.check_profile", lambda profile: None)
     pipeline.analyze([], checkpoint=str(checkpoint))
     assert seen[0].fps == 2.5

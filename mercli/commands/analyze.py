@@ -242,7 +242,7 @@ def analyze(
         )
         return
     analyzer = Analyzer(
-        load_in_background(load_model, found, device),
+        load_in_background(load_model, found, device, True),  # text states from their cache
         config,
         batch_size=batch_size,
         use_cache=not no_cache,

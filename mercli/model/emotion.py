@@ -47,16 +47,28 @@ class ModelOutput:
 class EmotionModel(nn.Module):
     """The IAMD + MIC + SGAFF model, built from a :class:`ModelConfig`."""
 
-    def __init__(self, config: ModelConfig, backbone: nn.Module | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        backbone: nn.Module | None = None,
+        text_states_width: int | None = None,
+    ):
         """Args:
         config: the architecture; every ablation is a field of it.
         backbone: an already loaded text transformer; loaded from ``config.text_backbone``
             when None and the config names one.
+        text_states_width: the hidden size of the frozen backbone whose states the caller
+            will feed as text (``(B, T, H)``): the backbone is then not loaded at all.
         """
         super().__init__()
         self.config = config
         modalities = config.modalities
-        self.text_backbone = self._backbone(config, backbone) if "text" in modalities else None
+        self.text_states_width = text_states_width
+        self.text_backbone = (
+            self._backbone(config, backbone)
+            if "text" in modalities and text_states_width is None
+            else None
+        )
         d_ff = config.d_ff_mult * config.d_model
         self.encoders = nn.ModuleDict(
             {
@@ -125,6 +137,10 @@ class EmotionModel(nn.Module):
             from dataclasses import replace
 
             return replace(cfg, d_in=int(self.text_backbone.config.hidden_size))  # type: ignore[union-attr,arg-type]
+        if modality == "text" and self.text_states_width is not None:
+            from dataclasses import replace
+
+            return replace(cfg, d_in=self.text_states_width)
         return cfg
 
     def _disentangler(self, index: int) -> nn.Module:
@@ -189,6 +205,8 @@ class EmotionModel(nn.Module):
                 x = self.text_backbone(
                     input_ids=x.long(), attention_mask=attended.long()
                 ).last_hidden_state
+        elif m == "text" and x.dim() == 2 and self.text_states_width is not None:
+            raise ValueError("this model was built without its text backbone: feed its states")
         return x.to(self.dtype), mask  # float32 inputs into a float64 model are cast up
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -50,6 +50,20 @@ def resolve_backbone(name: str) -> str:
     return os.path.expanduser(name)
 
 
+def backbone_width(name: str) -> int | None:
+    """The hidden size of backbone ``name`` from its ``config.json``, without transformers;
+    None when it has no local folder (a hub name) or the file does not say."""
+    import json
+    from pathlib import Path
+
+    config = Path(resolve_backbone(name)) / "config.json"
+    try:
+        width = json.loads(config.read_text()).get("hidden_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return width if isinstance(width, int) and width > 0 else None
+
+
 def load_backbone(name: str) -> Any:
     """The transformer (``AutoModel``) called ``name``."""
     from transformers import AutoModel

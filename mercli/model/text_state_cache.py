@@ -1,0 +1,132 @@
+"""A frozen text backbone's states of transcripts, for inference, cached on disk per text.
+
+With a frozen backbone, an utterance's token states depend only on the backbone, the truncation
+and the text. ``mer analyze`` reads them from this cache when it holds them, so re-analysing a
+file whose features are cached imports no transformers and loads no backbone; on a miss the
+backbone and tokenizer load once (started early by :meth:`TextStateCache.prefetch`, in a thread,
+while the front end works) and the new states are stored. Stored states are the float32 arrays
+the model was fed, so a warm run's predictions equal the cold run's that wrote them.
+
+Layout: ``$XDG_CACHE_HOME/mer/text_states/float32-<digest of backbone and truncation>/<key>.npy``
+(default ``~/.cache/mer/...``), one file per text keyed as the training cache keys it
+(:func:`mercli.data.text_states.text_key`), written atomically; a damaged file is removed and
+its states computed again; a cache that cannot be written is a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_log = logging.getLogger(__name__)
+
+
+def cache_folder(backbone_name: str, max_tokens: int) -> Path:
+    """The folder of one backbone's float32 states at one truncation."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha256(f"{backbone_name}\0{max_tokens}".encode()).hexdigest()[:16]
+    return Path(root) / "mer" / "text_states" / f"float32-{digest}"
+
+
+class TextStateCache:
+    """The last hidden states of a frozen backbone per text, from disk or computed.
+
+    Args:
+        backbone_name: the backbone (``ModelConfig.text_backbone``).
+        max_tokens: tokenizer truncation (as in training).
+        device: where the backbone runs when states must be computed.
+    """
+
+    def __init__(self, backbone_name: str, max_tokens: int, device: str = "cpu") -> None:
+        self.backbone_name = backbone_name
+        self.max_tokens = max_tokens
+        self.device = device
+        self._lock = threading.Lock()
+        self._encoder: Future[tuple[Any, Any]] | None = None
+
+    @property
+    def folder(self) -> Path:
+        return cache_folder(self.backbone_name, self.max_tokens)
+
+    def _load_encoder(self) -> tuple[Any, Any]:
+        from mercli.model.text_backbone import load_backbone, load_tokenizer
+
+        backbone = load_backbone(self.backbone_name).to(self.device).eval()
+        return backbone, load_tokenizer(self.backbone_name)
+
+    def prefetch(self) -> None:
+        """Start loading the backbone and tokenizer in a thread, unless that has begun."""
+        with self._lock:
+            if self._encoder is None:
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mer-text")
+                self._encoder = pool.submit(self._load_encoder)
+                pool.shutdown(wait=False)
+
+    def encoder(self) -> tuple[Any, Any]:
+        """(backbone, tokenizer), loaded on first use (waiting for :meth:`prefetch`'s load)."""
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = Future()
+                try:
+                    self._encoder.set_result(self._load_encoder())
+                except BaseException as error:
+                    self._encoder.set_exception(error)
+        return self._encoder.result()
+
+    def states(self, texts: list[str], use_cache: bool = True) -> list[np.ndarray]:
+        """float32 ``(T_i, H)`` states per text; ``use_cache`` False neither reads nor writes."""
+        from mercli.data.text_states import encode_texts, text_key
+
+        keys = [text_key(self.backbone_name, self.max_tokens, t) for t in texts]
+        found = {k: s for k in set(keys) if (s := self._read(k)) is not None} if use_cache else {}
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
+        if missing:
+            backbone, tokenizer = self.encoder()
+            fresh = encode_texts(
+                list(missing.values()), backbone, tokenizer, self.max_tokens, device=self.device
+            )
+            for key, states in zip(missing, fresh, strict=True):
+                found[key] = states
+                if use_cache:
+                    self._write(key, states)
+        return [found[k] for k in keys]
+
+    def _read(self, key: str) -> np.ndarray | None:
+        path = self.folder / f"{key}.npy"
+        if not path.is_file():
+            return None
+        try:
+            states = np.load(path, allow_pickle=False)
+            if states.dtype != np.float32 or states.ndim != 2:
+                raise ValueError(f"{states.dtype} {states.shape}, not float32 (T, H)")
+        except Exception as error:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            _log.warning(
+                "text-state cache entry %s is damaged (%s); computing the states again",
+                path,
+                type(error).__name__,
+            )
+            return None
+        return states
+
+    def _write(self, key: str, states: np.ndarray) -> None:
+        from mercli.atomic import write_atomically
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.folder / f"{key}.npy", lambda f: np.save(f, states))
+        except OSError as error:
+            _log.warning(
+                "cannot write the text-state cache in %s (%s); states are not cached",
+                self.folder,
+                error.strerror or type(error).__name__,
+            )
