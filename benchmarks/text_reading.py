@@ -7,14 +7,17 @@ and cached:
 - ``default``: train on the CMU-MOSI + CMU-MOSEI transcript train splits, select on MOSI valid,
   6 epochs, patience 2, batch 64, lr 1e-4 (the default model's recipe);
 - ``paper``: the paper's protocol: MOSI train only, select on MOSI valid; batch 32, lr 1e-4, up
-  to 12 epochs, patience 3.
+  to 12 epochs, patience 3;
+- ``paper-aux`` and ``default-aux``: the same, with SST-2 and MELD (``--data-dir``'s ``sst2/``
+  and ``meld/``) as auxiliary text on ordinal heads (``mer train --aux-text``); their held-out
+  accuracies are reported too, and each is compared with its base protocol (paired t-test).
 
 The table gives mean ± std over seeds of the MOSI test metrics, and each backbone's encoding
 speed measured in the same process (texts per second, one thread, MOSI test texts).
 
     python benchmarks/text_reading.py --data-dir ../shared/data --out runs/text_reading \\
         [--backbones all-MiniLM-L6-v2 all-mpnet-base-v2] [--protocols default paper] \\
-        [--seeds 42 1 11] [--report-only]
+        [--seeds 42 1 11] [--report-only] [--skip-speed]
 
 Seeds already finished in ``--out`` are reused (``mer train --resume``); ``--report-only`` trains
 nothing and reports the seeds finished so far.
@@ -42,6 +45,14 @@ PROTOCOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # patience 3 fit this CPU budget (paper Table 2: lr 6e-5 with BERT fine-tuned, 40 epochs)
     "paper": ((), ("--epochs", "12", "--patience", "3", "--batch-size", "32", "--lr", "1e-4")),
 }
+PROTOCOLS["paper-aux"] = PROTOCOLS["paper"]
+PROTOCOLS["default-aux"] = PROTOCOLS["default"]
+# protocol -> auxiliary text sets (folders under --data-dir of the same names)
+AUX_SETS: dict[str, tuple[str, ...]] = {
+    "paper-aux": ("sst2", "meld"),
+    "default-aux": ("sst2", "meld"),
+}
+AUX_COLUMNS = ("sst2_acc", "sst2_sign_acc", "meld_acc", "meld_sign_acc")
 COLUMNS = [
     ("mae", "MAE", 1, "{:.3f}"),
     ("corr", "Corr", 1, "{:.3f}"),
@@ -60,6 +71,8 @@ def train_command(
     command = ["mer", "train", "--dataset", "mosi", "--data", str(data_dir / "cmu-mosi/label.csv")]
     for csv in extra:
         command += ["--extra-train", str(data_dir / csv)]
+    for name in AUX_SETS.get(protocol, ()):
+        command += ["--aux-text", f"{name}={data_dir / name}"]
     command += ["--text-backbone", backbone, "--freeze-text", *options]
     for seed in seeds:
         command += ["--seed", str(seed)]
@@ -99,6 +112,42 @@ def summary_row(results: dict, seeds: list[int]) -> tuple[list[str], int]:
     return cells, len(done)
 
 
+def aux_row(results: dict, seeds: list[int]) -> list[str]:
+    """Mean ± std over seeds of the held-out auxiliary accuracies (percent)."""
+    done = [
+        results["seeds"][str(s)].get("aux_held_out", {})
+        for s in seeds
+        if str(s) in results.get("seeds", {})
+    ]
+    cells = []
+    for key in AUX_COLUMNS:
+        values = np.array([d[key] for d in done if key in d], dtype=float) * 100
+        if not len(values):
+            cells.append("-")
+            continue
+        std = values.std(ddof=1) if len(values) > 1 else float("nan")
+        cells.append(f"{values.mean():.1f} ± {std:.1f}")
+    return cells
+
+
+def print_aux_comparisons(by_protocol: dict[str, dict[str, dict]]) -> None:
+    """A paired t-test per metric between each ``*-aux`` protocol and its base, per backbone."""
+    from mercli.experiment import compare
+
+    for protocol in AUX_SETS:
+        base = protocol.removesuffix("-aux")
+        for backbone, b in by_protocol.get(protocol, {}).items():
+            a = by_protocol.get(base, {}).get(backbone)
+            if a is None or len(set(a["seeds"]) & set(b["seeds"])) < 2:
+                continue
+            print(f"{backbone}: paired t-test, A = {base}, B = {protocol}")
+            for row in compare(a, b):
+                print(
+                    f"  {row.metric:10s} A {row.mean_a:.4f}  B {row.mean_b:.4f}  "
+                    f"p {row.p_value:.3g}  ({row.n_seeds} seeds)"
+                )
+
+
 def print_paired_tests(by_protocol: dict[str, dict[str, dict]]) -> None:
     """A paired t-test per metric between the first two backbones of each protocol."""
     from mercli.experiment import compare
@@ -129,6 +178,7 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="train nothing: report the finished seeds"
     )
+    parser.add_argument("--skip-speed", action="store_true", help="measure no encoding speed")
     args = parser.parse_args()
 
     rows = []
@@ -144,18 +194,26 @@ def main() -> None:
             path = out / "results.json"
             results = json.loads(path.read_text()) if path.is_file() else {"seeds": {}}
             cells, n_done = summary_row(results, args.seeds)
-            rows.append((protocol, backbone, n_done, cells))
+            rows.append((protocol, backbone, n_done, cells, aux_row(results, args.seeds)))
             by_protocol.setdefault(protocol, {})[backbone] = results
 
     texts = mosi_test_texts(args.data_dir, args.n_speed_texts)
-    speeds = {b: encoding_speed(b, texts) for b in args.backbones}
+    speeds = {} if args.skip_speed else {b: encoding_speed(b, texts) for b in args.backbones}
     print(f"CMU-MOSI test (685 segments), mean ± std over seeds {args.seeds}; frozen backbones")
     header = ["protocol", "backbone", "seeds"] + [label for _, label, _, _ in COLUMNS]
     print(" | ".join(header))
-    for protocol, backbone, n_done, cells in rows:
+    for protocol, backbone, n_done, cells, _ in rows:
         print(" | ".join([protocol, backbone, str(n_done), *cells]))
+    if any(protocol in AUX_SETS for protocol, *_ in rows):
+        print("held-out auxiliary text, percent (SST-2: held-out whole sentences; MELD: its test)")
+        print(" | ".join(["protocol", "backbone", *AUX_COLUMNS]))
+        for protocol, backbone, _, _, aux_cells in rows:
+            if protocol in AUX_SETS:
+                print(" | ".join([protocol, backbone, *aux_cells]))
     print_paired_tests(by_protocol)
-    print(f"encoding speed, {len(texts)} MOSI test texts, 1 thread:")
+    print_aux_comparisons(by_protocol)
+    if speeds:
+        print(f"encoding speed, {len(texts)} MOSI test texts, 1 thread:")
     for backbone, speed in speeds.items():
         print(f"  {backbone}: {speed:.1f} texts/s")
     print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -40,6 +40,9 @@ class DataSpec:
     # few to fine-tune BERT on), fine-tuned otherwise
     finetune_text: bool | None = True
     extra_repeat: int = 1  # times the clips of each `mer prepare` extra are seen per epoch
+    # auxiliary labelled text, (set name, folder) per set (mercli.data.aux_text): a head of
+    # its own each, never mixed into the train split
+    aux_text: tuple[tuple[str, Path], ...] = ()
 
     @property
     def is_text_csv(self) -> bool:
@@ -241,6 +244,9 @@ def run(
     data = load_data(spec, log)
     require_splits(data, spec.path)
     config = model_config_for(preset, spec, data.info, data.feature_profile)
+    aux = load_aux_text(spec, preset, config, data, log)
+    if aux is not None:
+        config = replace(config, aux_heads=aux.names)
     profile = feature_profile(spec, config, data.feature_profile)
     meta = CheckpointMeta(model_config={}, feature_profile=profile)
     done = _read_results(out_dir) if resume else None
@@ -260,12 +266,62 @@ def run(
             resume=resume,
             meta=meta,
             log=log,
+            aux=aux,
         )
         per_seed[str(seed)] = result
         results = RunResults.of(spec, preset, config, per_seed)
         if world()[0] == 0:
             _write_results(out_dir, results)
     return results
+
+
+def load_aux_text(
+    spec: DataSpec, preset: Preset, config: ModelConfig, data: Any, log: Callable[[str], None]
+) -> Any:
+    """The auxiliary text sets of ``spec`` as model input (an
+    :class:`~mercli.data.aux_text.AuxTextData`), or None without any.
+
+    Raises:
+        ValueError: the sets named in ``preset.train.aux_text`` and in ``spec`` differ.
+        DatasetError: a set's files are missing or malformed, or the data's text does not go
+            through a named backbone (the auxiliary rows must be read the same way).
+    """
+    from mercli.data import DatasetError
+
+    names = tuple(name for name, _ in spec.aux_text)
+    if names != tuple(preset.train.aux_text.sets):
+        raise ValueError(
+            f"auxiliary sets given ({', '.join(names) or 'none'}) and configured "
+            f"({', '.join(preset.train.aux_text.sets) or 'none'}) differ"
+        )
+    if not names:
+        return None
+    if config.text_backbone is None or "text" not in config.modalities:
+        raise DatasetError(
+            spec.path, "auxiliary text needs a text backbone (--text-backbone) and text input"
+        )
+    from mercli.data.aux_text import aux_text_data, load_aux
+
+    most = preset.train.aux_text.max_train_rows
+    splits = [load_aux(name, path, most) for name, path in spec.aux_text]
+    states_of = None
+    if not config.finetune_text_backbone:
+        import numpy as np
+
+        from mercli.data.text_states import cached_states
+
+        backbone = config.text_backbone
+
+        def states_of(texts: list[str]) -> list[Any]:
+            return [np.ascontiguousarray(x) for x in cached_states(texts, backbone, log=log)]
+
+    aux = aux_text_data(splits, data.collate, states_of)
+    for split in splits:
+        log(
+            f"auxiliary {split.name}: {len(split.train)} training rows, {len(split.held_out)} "
+            f"held out ({split.how_held_out})"
+        )
+    return aux
 
 
 @dataclass(frozen=True)

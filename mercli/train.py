@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from mercli.losses import total_loss
 from mercli.metrics import compute_metrics
 from mercli.model import EmotionModel
 from mercli.schema import Batch
+
+if TYPE_CHECKING:
+    from mercli.data.aux_text import AuxBatch, AuxTextData
 
 RESUME_FILE = "trainer_state.pt"
 
@@ -54,6 +57,8 @@ class FitResult:
     test_metrics: dict[str, float]  # of the best epoch's checkpoint on the test split
     history: list[EpochLog]
     checkpoint: Path  # the ``best/`` folder
+    # with auxiliary text sets: the best checkpoint on their held-out rows (held_out_metrics)
+    aux_held_out: dict[str, float] = field(default_factory=dict)
 
     @property
     def valid_metrics(self) -> dict[str, float]:
@@ -68,6 +73,7 @@ class FitResult:
             "epochs": len(self.history),
             "checkpoint": str(self.checkpoint),
             "history": [asdict(h) for h in self.history],
+            **({"aux_held_out": self.aux_held_out} if self.aux_held_out else {}),
         }
 
     @classmethod
@@ -88,6 +94,7 @@ class FitResult:
                 test_metrics=dict(data["test"]),
                 history=history,
                 checkpoint=Path(data["checkpoint"]),
+                aux_held_out=dict(data.get("aux_held_out", {})),
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"not a seed's result ({type(error).__name__}: {error})") from error
@@ -226,16 +233,34 @@ class TrainingStep(nn.Module):
     """The model and its loss as one module, so DistributedDataParallel sees every parameter
     the loss uses (the MI estimators are used by the loss, not by the model's forward)."""
 
-    def __init__(self, model: EmotionModel, weights: LossWeights):
+    def __init__(self, model: EmotionModel, weights: LossWeights, aux_weight: float = 0.0):
         super().__init__()
         self.model = model
         self.weights = weights
+        self.aux_weight = aux_weight  # of the auxiliary text loss (AuxTextConfig.weight)
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, batch: Batch, aux: AuxBatch | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         if batch.labels is None:
             raise ValueError("a training batch needs labels")
         terms = total_loss(self.model, self.model(batch), batch.labels, self.weights)
-        return terms.total, terms.as_floats()
+        total, floats = terms.total, terms.as_floats()
+        if aux is not None and self.model.aux_heads is not None:
+            from mercli.model.ordinal import ordinal_loss
+
+            labels = aux.batch.labels
+            assert labels is not None  # AuxCollator always sets them
+            loss = ordinal_loss(
+                self.model.aux_heads,
+                self.model.config.aux_heads,
+                self.model(aux.batch).prediction,
+                aux.sets,
+                labels,
+            )
+            total = total + self.aux_weight * loss
+            floats = {**floats, "aux_text": float(loss.detach()), "total": float(total.detach())}
+        return total, floats
 
 
 def train_epoch(
@@ -245,10 +270,12 @@ def train_epoch(
     device: str,
     grad_clip: float,
     progress: Callable[[int, float], None] | None = None,
+    aux: Iterator[AuxBatch] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """One pass over the train split; the mean total loss and mean of each term.
 
-    ``progress(batches_done, mean_loss_so_far)`` is called after every batch.
+    ``progress(batches_done, mean_loss_so_far)`` is called after every batch; ``aux`` gives
+    one batch of auxiliary text rows per step (their loss joins the step's).
     """
     step.train()
     sums: dict[str, float] = {}
@@ -257,7 +284,10 @@ def train_epoch(
         # Dropped before the forward, not after it: the last step's gradients (one float per
         # parameter, 470 MB with a bert-base) would otherwise live through this forward's peak.
         optimizer.zero_grad(set_to_none=True)
-        loss, terms = step(batch.to(device))
+        if aux is None:
+            loss, terms = step(batch.to(device))
+        else:
+            loss, terms = step(batch.to(device), next(aux).to(device))
         loss.backward()
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(step.parameters(), grad_clip)
@@ -357,6 +387,7 @@ def fit(
     shuffle: bool = True,
     meta: CheckpointMeta | None = None,
     log: Callable[[str], None] = print,
+    aux: AuxTextData | None = None,
 ) -> FitResult:
     """Train on ``data.train``, keep the epoch with the lowest validation loss, test it.
 
@@ -368,7 +399,12 @@ def fit(
             (for ``resume``), written after every epoch.
         resume: continue from ``out_dir/last`` when it exists; at most one epoch is lost.
         shuffle: shuffle the train split each epoch (off only for exact comparisons).
+        aux: auxiliary text sets (``config.aux_heads`` names their heads): one batch of their
+            rows per step, weighted by ``training.aux_text.weight``; the best checkpoint's
+            accuracy on their held-out rows goes into the result.
     """
+    if aux is not None and tuple(aux.names) != tuple(config.aux_heads):
+        raise ValueError(f"auxiliary sets {aux.names} do not match the heads {config.aux_heads}")
     out_dir = Path(out_dir)
     rank, _ = world()
     seed_everything(seed)
@@ -380,7 +416,9 @@ def fit(
     if resume and (out_dir / "last" / RESUME_FILE).is_file():
         state = _restore(model, optimizer, out_dir / "last", device)
         log(f"resuming seed {seed} after epoch {state.epoch}")
-    step = _distributed(TrainingStep(model, training.loss_weights), device, data.train)
+    step = _distributed(
+        TrainingStep(model, training.loss_weights, training.aux_text.weight), device, data.train
+    )
     valid_loader = make_loader(
         data.valid, data.collate, training.batch_size * 2, shuffle=False, seed=seed
     )
@@ -398,8 +436,15 @@ def fit(
             group_by_length=training.group_by_length,
         )
         progress = _progress_every(60.0, len(train_loader), f"seed {seed} epoch {epoch:3d}", log)
+        aux_rows = None
+        if aux is not None:
+            from mercli.data.aux_text import aux_batches
+
+            # seeded per epoch, like the main loader, so that a resumed run draws the same rows
+            aux_size = training.aux_text.batch_size or training.batch_size
+            aux_rows = aux_batches(aux, aux_size, seed + epoch)
         train_loss, terms = train_epoch(
-            step, train_loader, optimizer, device, training.grad_clip, progress
+            step, train_loader, optimizer, device, training.grad_clip, progress, aux_rows
         )
         valid_loss, valid_metrics = evaluate(model, valid_loader, device)
         state.history.append(
@@ -428,13 +473,33 @@ def fit(
         data.test, data.collate, training.batch_size * 2, shuffle=False, seed=seed
     )
     _, test_metrics = evaluate(best, test_loader, device)
+    aux_held_out: dict[str, float] = {}
+    if aux is not None:
+        from mercli.data.aux_text import held_out_metrics
+
+        aux_held_out = held_out_metrics(best, aux, device)
+        log(f"seed {seed} held-out auxiliary text: {_shown_metrics(aux_held_out)}")
     if rank == 0:
         final = _with_metrics(meta, config, training, test_metrics, "test")
         final.metrics["valid"] = state.history[state.best_epoch - 1].valid_metrics
+        if aux_held_out:
+            final.metrics["aux_held_out"] = aux_held_out
+            final.extra["aux_held_out_how"] = dict(aux.how_held_out) if aux else {}
         final.extra["best_epoch"] = state.best_epoch
         save_checkpoint(best, out_dir / "best", final)
     return FitResult(
-        state.best_epoch, state.best_valid_loss, test_metrics, state.history, out_dir / "best"
+        state.best_epoch,
+        state.best_valid_loss,
+        test_metrics,
+        state.history,
+        out_dir / "best",
+        aux_held_out,
+    )
+
+
+def _shown_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(
+        f"{k} {v:.4f}" if k.endswith("acc") else f"{k} {v:.0f}" for k, v in metrics.items()
     )
 
 

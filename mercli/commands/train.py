@@ -66,6 +66,33 @@ def data_options(func: Any) -> Any:
     help="Times per epoch the clips of each `mer prepare` --extra-train are seen.",
 )
 @click.option(
+    "--aux-text",
+    "aux_text",
+    multiple=True,
+    metavar="NAME=DIR",
+    help="Auxiliary labelled text, repeatable: sst2=DIR (train.tsv, dev.tsv) or meld=DIR "
+    "(*_sent_emo.csv). Each set gets an ordinal head on the score; part of it is held out and "
+    "its accuracy reported.",
+)
+@click.option(
+    "--aux-weight",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Weight of the auxiliary text loss [default: 0.5].",
+)
+@click.option(
+    "--aux-batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Auxiliary rows per training step [default: the batch size].",
+)
+@click.option(
+    "--aux-max-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Training rows per auxiliary set at most (a fixed random draw) [default: all].",
+)
+@click.option(
     "--seed",
     "seeds",
     multiple=True,
@@ -126,6 +153,10 @@ def train(
     data_path: Path,
     extra_train: tuple[Path, ...],
     extra_repeat: int,
+    aux_text: tuple[str, ...],
+    aux_weight: float | None,
+    aux_batch_size: int | None,
+    aux_max_rows: int | None,
     seeds: tuple[int, ...],
     preset: str | None,
     modalities: str,
@@ -165,7 +196,21 @@ def train(
         }.items()
         if v is not None
     }
-    chosen = replace(chosen, train=replace(chosen.train, **overrides))
+    aux_sets = _aux_sets(aux_text)
+    aux_config = replace(
+        chosen.train.aux_text,
+        sets=tuple(name for name, _ in aux_sets),
+        **{
+            k: v
+            for k, v in {
+                "weight": aux_weight,
+                "batch_size": aux_batch_size,
+                "max_train_rows": aux_max_rows,
+            }.items()
+            if v is not None
+        },
+    )
+    chosen = replace(chosen, train=replace(chosen.train, **overrides, aux_text=aux_config))
     seeds = seeds or chosen.train.seeds
     finetune_text = None if freeze_text is None else not freeze_text
     spec = DataSpec(
@@ -175,6 +220,7 @@ def train(
         text_backbone,
         finetune_text=finetune_text,
         extra_repeat=extra_repeat,
+        aux_text=aux_sets,
     )
     out_dir = out_dir or Path("runs") / dataset
     try:
@@ -193,6 +239,26 @@ def train(
         render.metrics_summary(
             results.test_by_seed, title=f"{dataset} test, {len(results.seeds)} seed(s)"
         )
+
+
+def _aux_sets(given: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
+    """``NAME=DIR`` options -> (name, folder) pairs, in order, each name once."""
+    from mercli.config import AUX_CLASSES
+
+    sets: list[tuple[str, Path]] = []
+    for item in given:
+        name, sep, folder = item.partition("=")
+        if not sep or name not in AUX_CLASSES or not folder:
+            raise click.BadParameter(
+                f"{item!r}: expected NAME=DIR with NAME one of {', '.join(AUX_CLASSES)}",
+                param_hint="--aux-text",
+            )
+        if not Path(folder).is_dir():
+            raise click.BadParameter(f"{folder}: no such folder", param_hint="--aux-text")
+        if name in (n for n, _ in sets):
+            raise click.BadParameter(f"{name} given twice", param_hint="--aux-text")
+        sets.append((name, Path(folder)))
+    return tuple(sets)
 
 
 def _report(spec: DataSpec, results: RunResults, report_dir: Path, device: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from mercli.config import ModelConfig
+from mercli.config import AUX_CLASSES, ModelConfig
 from mercli.model.disentangle import Disentangled, InvertibleDisentangler, PlainDisentangler
 from mercli.model.encoder import (
     ModalityEncoder,
@@ -18,6 +18,7 @@ from mercli.model.encoder import (
 )
 from mercli.model.fusion import ConcatFusion, GatedFusion
 from mercli.model.mic import MutualInformationEstimators
+from mercli.model.ordinal import OrdinalHead
 from mercli.schema import Batch
 
 
@@ -113,6 +114,12 @@ class EmotionModel(nn.Module):
         self.mic = (
             MutualInformationEstimators(modalities, config.d_half, config.d_mic, config.d_out)
             if config.use_mic
+            else None
+        )
+        # labels of other corpora read off the score (training only; see mercli.model.ordinal)
+        self.aux_heads = (
+            nn.ModuleDict({n: OrdinalHead(AUX_CLASSES[n]) for n in config.aux_heads})
+            if config.aux_heads
             else None
         )
 
