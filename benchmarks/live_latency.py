@@ -1,7 +1,7 @@
 """Latency and memory of ``mer analyze --live`` on a stream played at real-time speed.
 
     python benchmarks/live_latency.py [--clip PATH] [--minutes 30] [--faces] [--asr ct2]
-        [--max-lag S] [--out FILE]
+        [--max-lag S] [--early-step S] [--out FILE]
 
 A local ffmpeg process plays ``--clip`` in a loop at its own pace (``-re -stream_loop -1``) for
 ``--minutes`` and pipes it (matroska, streams copied) into the same reader and session that
@@ -10,8 +10,9 @@ tiny.en on the backend ``--asr`` (as ``mer analyze --asr``; default auto: ct2 on
 utterance it records the latency from the arrival of the utterance's last sample to its result
 (which includes the endpointer's ``min_silence_s`` wait) and the part of it spent scoring
 (Whisper + features + model; wall, and CPU of the whole process, since CTranslate2 computes in
-its own threads); every 10 s the process's resident memory. Prints a summary and
-writes everything as JSON to ``--out``.
+its own threads), and whether it was emitted early (by local agreement, before its stretch of
+speech ended) or when its stretch ended; every 10 s the process's resident memory. Prints a
+summary, overall and for the two kinds of utterance, and writes everything as JSON to ``--out``.
 
 Targets: <= 2 s from the end of an utterance to its output on a 2-core CPU with tiny.en; memory
 flat over 30 minutes.
@@ -63,6 +64,24 @@ def percentile(values: list[float], q: float) -> float | None:
     return None if not values else float(np.percentile(values, q))
 
 
+def spread(values: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "max": max(values, default=None),
+    }
+
+
+def describe(name: str, figures: dict) -> str:
+    if not figures.get("p50"):
+        return f"{name}: none"
+    n = f"{figures['n']} " if "n" in figures else ""
+    return (
+        f"{name}: {n}p50 {figures['p50']:.2f} s, p90 {figures['p90']:.2f} s, "
+        f"max {figures['max']:.2f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
@@ -83,6 +102,12 @@ def main() -> None:
         help="LiveSession.max_lag_s (seconds a closed segment may wait before the late ones are "
         "joined into one Whisper call) [default: mercli.live.MAX_LAG_S].",
     )
+    parser.add_argument(
+        "--early-step",
+        type=float,
+        default=None,
+        help="EarlyEmission.step_s; 0 turns early emission off [default: mercli.live's].",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "live_latency.json")
     args = parser.parse_args()
 
@@ -92,12 +117,14 @@ def main() -> None:
     from mercli.checkpoint import load_model
     from mercli.features.extract import ExtractConfig, FrontEnd
     from mercli.features.stream import LiveStream, parse_source
-    from mercli.live import LiveSession, LiveSummary, reads_ahead
+    from mercli.live import EarlyEmission, LiveSession, LiveSummary, reads_ahead
 
     loaded = load_model(args.checkpoint, "cpu")
     config = replace(ExtractConfig(asr=args.asr), use_faces=args.faces)
-    lag = {} if args.max_lag is None else {"max_lag_s": args.max_lag}
-    session = LiveSession(loaded, FrontEnd(config), use_video=args.faces, **lag)
+    options: dict = {} if args.max_lag is None else {"max_lag_s": args.max_lag}
+    if args.early_step is not None:
+        options["early"] = EarlyEmission(args.early_step) if args.early_step > 0 else None
+    session = LiveSession(loaded, FrontEnd(config), use_video=args.faces, **options)
     session.warm_up()
     seconds = args.minutes * 60
     play = sender(args.clip, seconds)
@@ -132,12 +159,14 @@ def main() -> None:
                     "scoring_s": scoring_s,
                     "scoring_cpu_s": scoring_cpu_s,
                     "backlog_s": (time.time() - started) - session.stream_s,
+                    "early": u.is_early,
                     "text": u.prediction.text,
                 }
             )
             r = rows[-1]
             print(  # progress, so that a run cut short still says what it measured
-                f"{r['end_s']:8.1f} s latency {r['latency_s']:.2f} s scoring {r['scoring_s']:.2f} "
+                f"{r['end_s']:8.1f} s {'early' if r['early'] else 'end  '} "
+                f"latency {r['latency_s']:.2f} s scoring {r['scoring_s']:.2f} "
                 f"s cpu {r['scoring_cpu_s']:.2f} s backlog {r['backlog_s']:.1f} s rss "
                 f"{rss_mb():.0f} MiB load {os.getloadavg()[0]:.1f}",
                 flush=True,
@@ -154,6 +183,8 @@ def main() -> None:
     play.kill()
     play.wait()
     latencies = [r["latency_s"] for r in rows]
+    early = [r["latency_s"] for r in rows if r["early"]]
+    at_end = [r["latency_s"] for r in rows if not r["early"]]
     scoring = [r["scoring_s"] for r in rows]
     scoring_cpu = [r["scoring_cpu_s"] for r in rows]
     backlog = [r["backlog_s"] for r in rows]
@@ -167,12 +198,13 @@ def main() -> None:
         "asr": config.asr_backend,
         "max_lag_s": session.max_lag_s,
         "n_joined_calls": session.n_joined_calls,
+        "early_step_s": session.early.step_s if session.early else None,
+        "n_checks": session.n_checks,
+        "n_skipped_checks": session.n_skipped_checks,
         "n_utterances": len(rows),
-        "latency_s": {
-            "p50": percentile(latencies, 50),
-            "p90": percentile(latencies, 90),
-            "max": max(latencies, default=None),
-        },
+        "latency_s": spread(latencies),
+        "latency_early_s": {"n": len(early), **spread(early)},
+        "latency_at_stretch_end_s": {"n": len(at_end), **spread(at_end)},
         "scoring_s": {"p50": percentile(scoring, 50), "max": max(scoring, default=None)},
         "scoring_cpu_s": {
             "p50": percentile(scoring_cpu, 50),
@@ -195,10 +227,13 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1))
     print(
         f"{result['stream_s'] / 60:.1f} min of stream ({stream.status}), "
-        f"{len(rows)} utterances, ASR {config.asr_backend}, max lag {session.max_lag_s} s; "
-        "latency end of utterance -> output: "
-        f"p50 {result['latency_s']['p50']:.2f} s, p90 {result['latency_s']['p90']:.2f} s, "
-        f"max {result['latency_s']['max']:.2f} s (scoring p50 {result['scoring_s']['p50']:.2f} s "
+        f"{len(rows)} utterances, ASR {config.asr_backend}, max lag {session.max_lag_s} s, "
+        f"early step {result['early_step_s']} s ({session.n_checks} checks, "
+        f"{session.n_skipped_checks} skipped late); latency end of utterance -> output: "
+        f"{describe('all', result['latency_s'])}; "
+        f"{describe('emitted early', result['latency_early_s'])}; "
+        f"{describe('at stretch end', result['latency_at_stretch_end_s'])} "
+        f"(scoring p50 {result['scoring_s']['p50']:.2f} s "
         f"wall, {result['scoring_cpu_s']['p50']:.2f} s CPU; endpoint wait "
         f"{session.vad.min_silence_s} s); backlog behind real time max "
         f"{result['backlog_s']['max']:.1f} s; {session.n_joined_calls} Whisper calls joined "

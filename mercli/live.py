@@ -7,9 +7,16 @@ in with :meth:`LiveSession.insert_audio_chunk` / :meth:`LiveSession.insert_frame
 (:mod:`mercli.features.vad`): when a stretch of speech ends, its audio goes through the same front
 end and model as a file's (:func:`mercli.features.extract.transcribe_audio`,
 :func:`~mercli.features.extract.utterance_audio`, :func:`~mercli.features.extract.window_vision`,
-:func:`mercli.pipeline.predict`), and its utterances come out at once. The session knows nothing
+:func:`mercli.pipeline.predict`), and its utterances come out at once. While a stretch is still
+open, its tail is re-transcribed every ``EarlyEmission.step_s`` of stream and the utterances that
+two successive transcripts agree on come out before the stretch ends
+(:mod:`mercli.features.agreement`). The session knows nothing
 of ffmpeg: :func:`run_live` reads a :class:`~mercli.features.stream.LiveStream` into it, and a
 test can feed it a file's samples chunk by chunk.
+
+Every decision is taken at fixed points of stream time (where a stretch closes, every ``step_s``
+inside it), never on the wall clock, unless scoring falls behind (``max_lag_s``): a file read as
+fast as ffmpeg decodes it and the same file streamed in real time give the same utterances.
 
 Memory is bounded: the session holds the audio and frames of the speech in progress (at most
 ``VadConfig.max_segment_s`` plus padding), counters for the summary, and no history.
@@ -27,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mercli.descriptors import Descriptors
+from mercli.features.agreement import LocalAgreement
+from mercli.features.asr import Utterance, Word
 from mercli.features.extract import (
     FrontEnd,
     UtteranceFeatures,
@@ -51,6 +60,39 @@ VIDEO_WAIT_S = 1.0  # how long a closed segment waits for frames that lag its au
 MAX_LAG_S = 2.0
 
 
+@dataclass(frozen=True)
+class EarlyEmission:
+    """Early emission inside a stretch of speech (:mod:`mercli.features.agreement`).
+
+    A full Whisper call reads a 30 s window whatever the tail's length (about 1 s of CPU for
+    tiny.en on one core here), a draft a 10 s one (about half that; see
+    :data:`mercli.features.asr_ct2.DRAFT_MIN_CONTEXT_S`): ``step_s`` and ``use_draft`` set the
+    CPU spent on it.
+    """
+
+    step_s: float = 2.0  # re-transcribe the open stretch's tail every this much stream time
+    min_tail_s: float = 1.0  # ... when the tail holds at least this much audio
+    use_draft: bool = True  # with the transcriber's cheaper draft (FrontEnd.transcribe_draft)
+
+    def __post_init__(self) -> None:
+        if self.step_s <= 0 or self.min_tail_s < 0:
+            raise ValueError("step_s must be positive and min_tail_s non-negative")
+
+
+@dataclass
+class _Stretch:
+    """Early-emission state of one stretch of speech (open, or closed and waiting)."""
+
+    start: int  # its first sample: identifies the stretch
+    agreement: LocalAgreement
+    next_check: int  # the next stream sample at which its tail is re-transcribed
+
+    @property
+    def tail(self) -> int:
+        """First sample not yet emitted."""
+        return max(self.start, round(self.agreement.start_s * SAMPLE_RATE_HZ))
+
+
 def iso_time(wall_s: float) -> str:
     """``time.time()`` as ISO 8601 UTC with milliseconds."""
     return datetime.fromtimestamp(wall_s, timezone.utc).isoformat(timespec="milliseconds")
@@ -65,12 +107,14 @@ class LiveUtterance:
             samples read since the stream began) and ``index`` counts from 0 over the stream.
         wall_start_s, wall_end_s: ``time.time()`` when its first / last sample arrived.
         emitted_s: ``time.time()`` when it was scored.
+        is_early: emitted by local agreement before its stretch of speech ended.
     """
 
     prediction: Prediction
     wall_start_s: float
     wall_end_s: float
     emitted_s: float
+    is_early: bool = False  # emitted while its stretch of speech was still open
 
     @property
     def latency_s(self) -> float:
@@ -91,6 +135,7 @@ class LiveUtterance:
                 "emitted": iso_time(self.emitted_s),
             },
             "latency_s": round(self.latency_s, 3),
+            "emitted_early": self.is_early,
         }
 
 
@@ -174,7 +219,10 @@ class LiveSession:
         clock: wall clock, ``time.time`` (a test can pass its own).
         max_lag_s: when the oldest closed segment has waited longer than this (wall clock, from
             the arrival of its last sample), the closed segments are transcribed together in one
-            Whisper call (see ``MAX_LAG_S``); None scores every segment alone, however late.
+            Whisper call (see ``MAX_LAG_S``), and early-emission checks that are this late are
+            skipped; None scores every segment alone and makes every check, however late.
+        early: early emission inside stretches of speech; None: each stretch's utterances come
+            out when it ends.
     """
 
     loaded: LoadedModel
@@ -183,6 +231,7 @@ class LiveSession:
     use_video: bool = False
     clock: Callable[[], float] = time.time
     max_lag_s: float | None = MAX_LAG_S
+    early: EarlyEmission | None = None
     endpointer: Endpointer = field(init=False)
     _audio: np.ndarray = field(init=False)
     _audio_start: int = field(init=False, default=0)  # stream sample index of _audio[0]
@@ -192,6 +241,9 @@ class LiveSession:
     _pending: deque[Segment] = field(init=False)
     _n_emitted: int = field(init=False, default=0)
     n_joined_calls: int = field(init=False, default=0)  # Whisper calls that took late segments
+    n_checks: int = field(init=False, default=0)  # early-emission re-transcriptions made
+    n_skipped_checks: int = field(init=False, default=0)  # ... and skipped, being late
+    _stretch: _Stretch | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.endpointer = Endpointer(self.vad)
@@ -227,7 +279,6 @@ class LiveSession:
         utterance does not pay for model loading and librosa's JIT compilation."""
         noise = np.random.default_rng(0).normal(0, 1e-3, SAMPLE_RATE_HZ).astype(np.float32)
         self.front_end.transcribe(noise)
-        from mercli.features.asr import Utterance
         from mercli.pipeline import predict
 
         acoustic, _, _ = utterance_audio(
@@ -268,25 +319,86 @@ class LiveSession:
             return not wait_for_video or self._video_ready(segment)
 
         out: list[LiveUtterance] = []
-        while self._pending and ready(self._pending[0]):
+        while self._pending:
+            first = self._pending[0]
+            closed_at = first.end if first.closed_at is None else first.closed_at
+            out.extend(self._check_early(first.start, closed_at, wait_for_video))
+            if not ready(first):
+                break
             n = self._n_to_join(ready) if self._is_late() else 1
             self.n_joined_calls += n > 1
-            out.extend(self._score(_joined([self._pending[i] for i in range(n)])))
+            segment = _joined([self._pending[i] for i in range(n)])
+            out.extend(self._score(replace(segment, start=self._tail_of(segment.start))))
             for _ in range(n):  # only now: a Ctrl-C while scoring leaves them to finish()
                 self._pending.popleft()
+            self._stretch = None
+        open_start = self.endpointer.open_start
+        if not self._pending and open_start is not None:
+            out.extend(self._check_early(open_start, self.endpointer.n_samples + 1, wait_for_video))
         self.trim()
         return out
 
+    def _tail_of(self, start: int) -> int:
+        """The first sample not yet emitted of the stretch that starts at ``start``."""
+        stretch = self._stretch
+        return stretch.tail if stretch is not None and stretch.start == start else start
+
+    def _check_early(self, start: int, until: int, wait_for_video: bool) -> list[LiveUtterance]:
+        """Re-transcribe the tail of the stretch that starts at ``start`` at each check point
+        before ``until`` (exclusive: it was still open there) not yet passed, and emit what the
+        transcripts agree on. Check points are ``start + k * step_s``: the same for any chunking
+        of the stream."""
+        if self.early is None:
+            return []
+        step, min_tail = (
+            self.vad.samples(self.early.step_s),
+            self.vad.samples(self.early.min_tail_s),
+        )
+        stretch = self._stretch
+        if stretch is None or stretch.start != start:
+            stretch = _Stretch(start, LocalAgreement(start / SAMPLE_RATE_HZ), start + step)
+            self._stretch = stretch
+        out: list[LiveUtterance] = []
+        while stretch.next_check < until:
+            check = stretch.next_check
+            if wait_for_video and not self._video_ready_at(check / SAMPLE_RATE_HZ):
+                break
+            stretch.next_check += step
+            tail = stretch.tail
+            if check - tail < min_tail:
+                continue
+            if self._is_late_at(check):
+                self.n_skipped_checks += 1
+                continue
+            self.n_checks += 1
+            audio = self._audio[tail - self._audio_start : check - self._audio_start]
+            offset_s = tail / SAMPLE_RATE_HZ
+            transcribe = self.front_end.transcribe_draft if self.early.use_draft else None
+            utterances = transcribe_audio(audio, self.front_end, transcribe)
+            hypothesis = [_shifted(u, offset_s) for u in utterances]
+            final = stretch.agreement.update(hypothesis)
+            if final:
+                relative = [_shifted(u, -offset_s) for u in final]
+                out.extend(self._emit(relative, audio, offset_s, is_early=True))
+        return out
+
     def _video_ready(self, segment: Segment) -> bool:
+        return self._video_ready_at(segment.end_s())
+
+    def _video_ready_at(self, end_s: float) -> bool:
+        """The frames up to ``end_s`` are in (or will not come: ``VIDEO_WAIT_S``)."""
         if not (self.use_video and self.front_end.config.use_faces):
             return True
-        end_s = segment.end_s()
         return self._video_end_s >= end_s - 1e-6 or self.stream_s >= end_s + VIDEO_WAIT_S
 
     def _is_late(self) -> bool:
+        return self._is_late_at(self._pending[0].end)
+
+    def _is_late_at(self, end: int) -> bool:
+        """Sample ``end - 1`` arrived more than ``max_lag_s`` ago."""
         if self.max_lag_s is None:
             return False
-        return self.clock() - self._wall_at(self._pending[0].end - 1) > self.max_lag_s
+        return self.clock() - self._wall_at(end - 1) > self.max_lag_s
 
     def _n_to_join(self, ready: Callable[[Segment], bool]) -> int:
         """How many of the closed segments, from the first, one Whisper call takes: those
@@ -309,13 +421,22 @@ class LiveSession:
         return self._arrivals[-1][1] if self._arrivals else self.clock()
 
     def _score(self, segment: Segment) -> list[LiveUtterance]:
-        from mercli.pipeline import predict
-
+        if segment.end <= segment.start:
+            return []
         first = segment.start - self._audio_start
         audio = self._audio[max(0, first) : max(0, segment.end - self._audio_start)]
-        offset_s = segment.start_s()
+        utterances = transcribe_audio(audio, self.front_end)
+        return self._emit(utterances, audio, segment.start_s(), is_early=False)
+
+    def _emit(
+        self, utterances: list[Utterance], audio: np.ndarray, offset_s: float, is_early: bool
+    ) -> list[LiveUtterance]:
+        """Features, scores and wall times of ``utterances`` (times in seconds of ``audio``,
+        which starts at ``offset_s`` of stream time)."""
+        from mercli.pipeline import predict
+
         features = []
-        for u in transcribe_audio(audio, self.front_end):
+        for u in utterances:
             acoustic, pitch_hz, energy_db = utterance_audio(audio, u, self.front_end.config.hop_s)
             start_s, end_s = offset_s + u.start_s, offset_s + u.end_s
             feature = UtteranceFeatures(
@@ -339,7 +460,8 @@ class LiveSession:
             self._n_emitted += 1
             start = round(p.start_s * SAMPLE_RATE_HZ)
             end = max(start, round(p.end_s * SAMPLE_RATE_HZ) - 1)
-            out.append(LiveUtterance(p, self._wall_at(start), self._wall_at(end), emitted_s))
+            wall_start, wall_end = self._wall_at(start), self._wall_at(end)
+            out.append(LiveUtterance(p, wall_start, wall_end, emitted_s, is_early))
         return out
 
     def _add_vision(self, u: UtteranceFeatures) -> None:
@@ -361,9 +483,9 @@ class LiveSession:
         margin_s = self.vad.pad_s + self.vad.min_voiced_s + 2 * self.vad.frame_s
         keep = min(keep, self.endpointer.n_samples - self.vad.samples(margin_s))
         if self.endpointer.open_start is not None:
-            keep = min(keep, self.endpointer.open_start)
+            keep = min(keep, self._tail_of(self.endpointer.open_start))
         if self._pending:
-            keep = min(keep, self._pending[0].start)
+            keep = min(keep, self._tail_of(self._pending[0].start))
         drop = keep - self._audio_start
         if drop > 0:
             self._audio = self._audio[drop:].copy()
@@ -381,6 +503,12 @@ def _joined(segments: list[Segment]) -> Segment:
         return segments[0]
     voiced_s = sum(s.voiced_s for s in segments)
     return Segment(segments[0].start, segments[-1].end, voiced_s, segments[-1].is_cut)
+
+
+def _shifted(u: Utterance, offset_s: float) -> Utterance:
+    """``u`` with its times (and its words' times) moved by ``offset_s``."""
+    words = [Word(w.text, w.start_s + offset_s, w.end_s + offset_s) for w in u.words]
+    return replace(u, start_s=u.start_s + offset_s, end_s=u.end_s + offset_s, words=words)
 
 
 def _d_vision() -> int:

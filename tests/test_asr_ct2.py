@@ -317,3 +317,46 @@ def test_int8_transcripts_within_the_stated_tolerance(shared_dir: Path) -> None:
         assert len(now) == len(then["utterances"]), name
         assert word_error_rate(recorded, " ".join(u.text for u in now)) <= 0.1, name
         assert _max_shift_s(now, then["utterances"]) <= 0.6, name
+
+
+class FakeEncoder:
+    """A model whose ``encode`` records the width of the log-mel it was given."""
+
+    frames_per_second = 100
+
+    def __init__(self) -> None:
+        self.widths: list[int] = []
+
+    def encode(self, features: np.ndarray) -> str:
+        self.widths.append(features.shape[-1])
+        return "encoded"
+
+
+@pytest.mark.parametrize(("n_audio", "expected"), [(300, 1000), (800, 1200), (2800, 3000)])
+def test_a_short_encoder_window_holds_the_audio_and_some_padding(n_audio, expected) -> None:
+    from mercli.features.asr_ct2 import short_encoder_window
+
+    model = FakeEncoder()
+    features = np.zeros((1, 80, 3000), np.float32)  # padded as faster-whisper pads: zeros
+    features[0, :, :n_audio] = np.random.default_rng(0).normal(size=(80, n_audio))
+    with short_encoder_window(model, min_s=10.0, padding_s=4.0):
+        assert model.encode(features) == "encoded"
+        model.encode(features[0])  # faster-whisper also passes (n_mels, n_frames)
+    assert model.widths == [expected, expected]
+    model.encode(features)
+    assert model.widths[-1] == 3000  # the whole window again outside the block
+
+
+def test_a_draft_transcript_does_not_fall_back_to_higher_temperatures() -> None:
+    from mercli.features.asr_ct2 import Ct2Transcriber
+
+    model = FakeCt2Model([fake_segment(" hello there you", [(" hello", 0.0, 0.5)])])
+    model.frames_per_second = 100  # type: ignore[attr-defined]
+    model.encode = lambda features: None  # type: ignore[attr-defined]
+    transcriber = Ct2Transcriber(model, language="en")
+    audio = np.full(16000, 0.1, np.float32)
+    transcriber(audio)
+    transcriber.draft(audio)
+    full, draft = model.calls
+    assert full["temperature"][0] == 0.0 and len(full["temperature"]) > 1
+    assert draft["temperature"] == [0.0]

@@ -4,6 +4,7 @@ transcriber and a tiny random model; the real-Whisper check is marked slow)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -15,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from mercli.cli import cli
-from mercli.features.asr import Utterance
+from mercli.features.asr import Utterance, Word
 from mercli.features.extract import ExtractConfig, FrontEnd
 from mercli.features.media import ffmpeg_exe
 from mercli.features.stream import AudioChunk, LiveSourceError, LiveStream, parse_source
-from mercli.live import LiveSession, LiveSummary, run_live
+from mercli.live import EarlyEmission, LiveSession, LiveSummary, run_live
 from tests.fakes import tiny_models
 from tests.test_vad import RATE, SPANS, bursts
 
@@ -136,8 +137,11 @@ class CountingTranscriber:
 
 
 def counting_session(loaded, now_s: float, **options) -> tuple[LiveSession, CountingTranscriber]:
+    """A session whose clock stands at ``now_s``; early emission off unless ``early`` is given
+    (these tests count the Whisper calls that score closed segments)."""
     transcriber = CountingTranscriber()
     front_end = FrontEnd(ExtractConfig(use_faces=False), transcriber=transcriber)
+    options.setdefault("early", None)
     return LiveSession(loaded, front_end, clock=lambda: now_s, **options), transcriber
 
 
@@ -313,6 +317,113 @@ def test_windows_devices_need_a_name() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# early emission inside a stretch of speech
+
+PHRASES = [(0.5, 2.0), (2.3, 3.8), (4.1, 5.6), (5.9, 7.0)]  # 0.3 s pauses: one stretch
+
+
+def phrase_transcribe(audio: np.ndarray) -> list[Utterance]:
+    """One utterance per loud run (runs split by pauses of 0.2 s or more), one word per 0.25 s
+    named by the run's length: a run the window cuts short gets other words."""
+    frame = RATE // 100
+    n = len(audio) // frame
+    loud = np.abs(audio[: n * frame]).reshape(n, frame).max(axis=1) > 0.05
+    runs: list[list[int]] = []
+    for i in np.flatnonzero(loud):
+        if runs and i - runs[-1][1] <= 20:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    out = []
+    for first, last in runs:
+        start_s, end_s = first / 100, (last + 1) / 100
+        n_words = max(1, round((end_s - start_s) / 0.25))
+        step = (end_s - start_s) / n_words
+        words = [Word(f"w{last - first}x{k}", start_s + k * step, start_s + (k + 1) * step)
+                 for k in range(n_words)]  # fmt: skip
+        out.append(Utterance(start_s, end_s, " ".join(w.text for w in words), words))
+    return out
+
+
+def phrase_session(loaded, **options) -> LiveSession:
+    """A session that transcribes with ``phrase_transcribe``, early emission on by default."""
+    front_end = FrontEnd(ExtractConfig(use_faces=False), transcriber=phrase_transcribe)
+    options.setdefault("early", EarlyEmission())
+    return LiveSession(loaded, front_end, **options)
+
+
+def test_utterances_inside_a_stretch_come_out_before_it_ends(loaded) -> None:
+    audio = bursts(PHRASES, 9.0)
+    session = phrase_session(loaded)
+    emitted_at = []
+    for i in range(0, len(audio), 1600):
+        session.insert_audio_chunk(audio[i : i + 1600])
+        emitted_at += [(session.stream_s, u) for u in session.process_iter()]
+    emitted_at += [(session.stream_s, u) for u in session.finish()]
+    stretch_end_s = PHRASES[-1][1] + session.vad.min_silence_s
+    early = [u for now_s, u in emitted_at if now_s < stretch_end_s]
+    assert [u.is_early for _, u in emitted_at] == [True, True, False, False]
+    assert len(early) == 2 and session.n_checks >= 2
+    # the same utterances, texts and scores as when the stretch is scored whole
+    whole = fed(phrase_session(loaded, early=None), audio, 1600)
+    got = [u for _, u in emitted_at]
+    assert_same_utterances(got, whole, atol=1e-3)
+    for u, (start, end) in zip(got, PHRASES, strict=True):
+        assert u.prediction.start_s == pytest.approx(start, abs=0.05)
+        assert u.prediction.end_s == pytest.approx(end, abs=0.05)
+    assert [u.prediction.index for u in got] == [0, 1, 2, 3]
+
+
+def test_early_emission_does_not_depend_on_chunking(loaded) -> None:
+    audio = bursts(PHRASES, 9.0)
+    runs = [fed(phrase_session(loaded, max_lag_s=None), audio, chunk)
+            for chunk in (len(audio), 1000, 1600)]  # fmt: skip
+    assert [u.is_early for u in runs[0]] == [True, True, False, False]
+    for run in runs[1:]:
+        assert rows(run) == rows(runs[0])
+        assert [u.is_early for u in run] == [u.is_early for u in runs[0]]
+
+
+def test_long_speech_is_emitted_once_in_bounded_windows(loaded) -> None:
+    spans = [(0.5 + 1.8 * k, 2.0 + 1.8 * k) for k in range(40)]  # 72 s, never a 0.6 s pause
+    audio = bursts(spans, 74.0)
+    calls: list[float] = []
+
+    def counting(audio: np.ndarray) -> list[Utterance]:
+        calls.append(len(audio) / RATE)
+        return phrase_transcribe(audio)
+
+    front_end = FrontEnd(ExtractConfig(use_faces=False), transcriber=counting)
+    session = LiveSession(loaded, front_end, max_lag_s=None, early=EarlyEmission())
+    out, held = [], []
+    for i in range(0, len(audio), 1600):
+        session.insert_audio_chunk(audio[i : i + 1600])
+        out += session.process_iter()
+        held.append(session.buffered_s)
+    out += session.finish()
+    starts = [u.prediction.start_s for u in out]
+    assert starts == sorted(starts) and len(out) >= len(spans) - 3  # cuts at 28 s may split one
+    for a, b in itertools.pairwise(out):  # no utterance twice; the stretch after a
+        # cut at max_segment_s starts pad_s before its onset, as without early emission
+        assert a.prediction.end_s <= b.prediction.start_s + session.vad.pad_s + 1e-6
+    assert sum(u.is_early for u in out) >= len(out) * 0.6
+    assert max(calls) <= session.vad.max_segment_s + 1e-6
+    # each check transcribes only the tail since the last emission, not the whole stretch
+    assert np.median(calls) <= 2 * EarlyEmission().step_s + 2.0
+    assert max(held) <= session.vad.max_segment_s + 1.0
+
+
+def test_late_checks_are_skipped_when_scoring_falls_behind(loaded) -> None:
+    audio = bursts(PHRASES, 9.0)
+    session = phrase_session(loaded, clock=lambda: 1e6)  # every sample arrived long ago
+    for i in range(0, len(audio), 1600):
+        session.insert_audio_chunk(audio[i : i + 1600], wall_s=0.0)
+    out = session.process_iter() + session.finish()
+    assert session.n_checks == 0 and session.n_skipped_checks >= 2
+    assert len(out) == len(PHRASES) and not any(u.is_early for u in out)
+
+
+# ---------------------------------------------------------------------------------------------
 # the CLI
 
 
@@ -334,7 +445,7 @@ def test_cli_prints_one_json_line_per_utterance_then_the_summary(fake_whisper, c
     for line, (start, _) in zip(lines, SPANS, strict=False):
         assert set(line) == {
             "schema_version", "source", "status", "modalities", "utterance", "wall_clock",
-            "latency_s",
+            "latency_s", "emitted_early",
         }  # fmt: skip
         assert line["utterance"]["start_s"] == pytest.approx(start, abs=0.05)
         assert set(line["wall_clock"]) == {"start", "end", "emitted"}
@@ -390,11 +501,28 @@ def test_cli_endpoint_silence_sets_where_utterances_end(fake_whisper, clip, sile
     assert json.loads(result.stdout.splitlines()[-1])["summary"]["n_utterances"] == n_utterances
 
 
+@pytest.mark.parametrize(
+    ("early", "expected"),
+    [(None, [False] * 4), ("0", [False] * 4), ("2", [True, True, False, False])],
+)
+def test_cli_early_emit_prints_utterances_before_the_pause(monkeypatch, tmp_path, early, expected):
+    monkeypatch.setattr("mercli.features.extract.load_transcriber", lambda c: phrase_transcribe)
+    clip = write_wav(tmp_path / "phrases.wav", bursts(PHRASES, 9.0))
+    args = ["analyze", "--live", str(clip), "--jsonl", "--no-faces"]
+    args += ["--checkpoint", str(tiny_models()["text"])]
+    result = CliRunner().invoke(cli, args + (["--early-emit", early] if early else []))
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()[:-1]]
+    assert [line["emitted_early"] for line in lines] == expected
+
+
 def test_cli_refuses_live_with_files_and_reports_bad_sources(fake_whisper, clip, tmp_path):
     result = CliRunner().invoke(cli, ["analyze", str(clip), "--live", "-"])
     assert result.exit_code == 2 and "--live" in result.output
     result = CliRunner().invoke(cli, ["analyze", "--duration", "3"])
     assert result.exit_code == 2
+    result = CliRunner().invoke(cli, ["analyze", str(clip), "--early-emit", "2"])
+    assert result.exit_code == 2 and "--early-emit" in result.output
     missing = tmp_path / "gone.mp4"
     result = CliRunner().invoke(
         cli,

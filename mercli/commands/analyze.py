@@ -163,6 +163,16 @@ def _extract_config(
     help="With --live: seconds of silence that end an utterance [default: 0.6]. Files are cut "
     "at pauses of 2 s; 2 gives the same utterances, each printed that much later.",
 )
+@click.option(
+    "--early-emit",
+    "early_emit",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --live: while speech goes on without a pause, transcribe it again every SECONDS "
+    "and print the utterances two transcripts agree on before the pause; 0 turns it off "
+    "(README, 'Live input') [default: off].",
+)
 def analyze(
     inputs: tuple[str, ...],
     checkpoint: str,
@@ -186,6 +196,7 @@ def analyze(
     live: str | None,
     duration: float | None,
     endpoint_silence: float | None,
+    early_emit: float | None,
 ) -> None:
     """Per-utterance sentiment of videos or audio files (directories are searched for media).
 
@@ -210,9 +221,11 @@ def analyze(
             "--live reads one source in this process: no files, --json, --out, --plot, "
             "--engine, --workers or --speakers"
         )
-    if live is None and (not inputs or duration is not None or endpoint_silence is not None):
+    live_only = (duration, endpoint_silence, early_emit)
+    if live is None and (not inputs or any(option is not None for option in live_only)):
         raise click.UsageError(
-            "give FILES_OR_DIRS, or --live SOURCE (--duration and --endpoint-silence need --live)"
+            "give FILES_OR_DIRS, or --live SOURCE (--duration, --endpoint-silence and "
+            "--early-emit need --live)"
         )
     _check_outputs({out: "JSON document", plot: "timeline"})  # before any work
     try:
@@ -238,7 +251,13 @@ def analyze(
             except CheckpointError as error:
                 raise click.ClickException(str(error)) from error
         analyze_live(
-            live, loaded, config, jsonl=jsonl, duration_s=duration, min_silence_s=endpoint_silence
+            live,
+            loaded,
+            config,
+            jsonl=jsonl,
+            duration_s=duration,
+            min_silence_s=endpoint_silence,
+            early_step_s=early_emit,
         )
         return
     analyzer = Analyzer(

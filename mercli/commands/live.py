@@ -17,18 +17,21 @@ def analyze_live(
     duration_s: float | None,
     stall_timeout_s: float = 10.0,
     min_silence_s: float | None = None,
+    early_step_s: float | None = None,
 ) -> None:
     """Read a live source, print each utterance as it ends, then the summary.
 
     Ctrl-C ends the stream (the speech in progress is scored) and exits 0; a source that fails or
     stalls ends it with that status. Exit 1 only when the source cannot be opened at all.
-    ``min_silence_s``: the endpointing delay (default ``VadConfig``'s).
+    ``min_silence_s``: the endpointing delay (default ``VadConfig``'s); ``early_step_s``: the
+    cadence of early emission (:class:`~mercli.live.EarlyEmission`; 0 off; default the
+    session's).
     """
     from mercli import render
     from mercli.features.extract import FrontEnd
     from mercli.features.stream import LiveSourceError, LiveStream, parse_source
     from mercli.features.vad import VadConfig
-    from mercli.live import LiveSession, LiveSummary, finish_live, run_live
+    from mercli.live import EarlyEmission, LiveSession, LiveSummary, finish_live, run_live
     from mercli.pipeline import model_info
 
     try:
@@ -45,6 +48,8 @@ def analyze_live(
     )
     vad = VadConfig() if min_silence_s is None else VadConfig(min_silence_s=min_silence_s)
     session = LiveSession(loaded, FrontEnd(config), vad=vad, use_video=stream.use_video)
+    if early_step_s is not None:
+        session.early = EarlyEmission(early_step_s) if early_step_s > 0 else None
     summary = LiveSummary(spec)
 
     def emit(utterance: Any) -> None:

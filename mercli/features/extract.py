@@ -209,6 +209,15 @@ class FrontEnd:
             self.transcriber = load_transcriber(self.config)
         return self.transcriber(audio)
 
+    def transcribe_draft(self, audio: np.ndarray) -> list[Utterance]:
+        """A cheaper transcript, for drafts that are compared and redone (live early emission):
+        the transcriber's ``draft`` when it has one (the ct2 backend's shorter encoder window,
+        :class:`~mercli.features.asr_ct2.Ct2Transcriber`), else :meth:`transcribe`."""
+        if self.transcriber is None:
+            self.transcriber = load_transcriber(self.config)
+        draft = getattr(self.transcriber, "draft", None)
+        return draft(audio) if draft is not None else self.transcriber(audio)
+
     def faces(self) -> tuple[Any, Any]:
         if self.face_models is None:
             self.face_models = load_face_models(self.config.device)
@@ -223,16 +232,10 @@ def load_transcriber(config: ExtractConfig) -> Transcriber:
         AsrLoadError: the ct2 backend cannot load (faster-whisper missing, a bad model folder).
     """
     if config.asr_backend.startswith("ct2"):
-        from mercli.features.asr_ct2 import load_ct2_whisper, transcribe_ct2
+        from mercli.features.asr_ct2 import Ct2Transcriber, load_ct2_whisper
 
         ct2_model = load_ct2_whisper(config.whisper, config.device, config.asr_backend)
-
-        def run_ct2(audio: np.ndarray) -> list[Utterance]:
-            return transcribe_ct2(
-                audio, ct2_model, language=config.language, max_s=config.max_utterance_s
-            )
-
-        return run_ct2
+        return Ct2Transcriber(ct2_model, language=config.language, max_s=config.max_utterance_s)
 
     from mercli.features.asr import transcribe
     from mercli.features.whisper_offline import load_whisper
@@ -271,11 +274,14 @@ def decode_audio(
     return load_audio(path, SAMPLE_RATE_HZ, errors)
 
 
-def transcribe_audio(audio: np.ndarray, front_end: FrontEnd) -> list[Utterance]:
-    """Utterances of the waveform, time order; empty for silence (no model call then)."""
+def transcribe_audio(
+    audio: np.ndarray, front_end: FrontEnd, transcribe: Transcriber | None = None
+) -> list[Utterance]:
+    """Utterances of the waveform, time order; empty for silence (no model call then).
+    ``transcribe``: instead of ``front_end.transcribe`` (e.g. ``front_end.transcribe_draft``)."""
     if audio.size == 0 or not np.any(audio):
         return []
-    return sorted(front_end.transcribe(audio), key=lambda u: u.start_s)
+    return sorted((transcribe or front_end.transcribe)(audio), key=lambda u: u.start_s)
 
 
 def utterance_audio(

@@ -59,6 +59,7 @@ class Segment:
     end: int
     voiced_s: float  # voiced time inside it
     is_cut: bool = False  # ended by ``max_segment_s``, not by silence
+    closed_at: int | None = None  # the sample at which the endpointer closed it (None: ``end``)
 
     def start_s(self, rate_hz: int = SAMPLE_RATE_HZ) -> float:
         return self.start / rate_hz
@@ -124,7 +125,7 @@ class Endpointer:
         """End of stream: close the segment in progress, if it holds enough speech."""
         if self._onset is None:
             return []
-        segment = self._close(self._last_voiced + 1, is_cut=False)
+        segment = self._close(self._last_voiced + 1, is_cut=False, closed_at=self.n_samples)
         return [] if segment is None else [segment]
 
     def _step(self, level_db: float) -> Segment | None:
@@ -146,13 +147,14 @@ class Endpointer:
             self._last_voiced, self._voiced, self._run = i, self._voiced + 1, 0
         else:
             self._run += 1
+        closed_at = (i + 1) * self.frame_len
         if self._run * frames >= c.min_silence_s - 1e-9:
-            return self._close(self._last_voiced + 1, is_cut=False)
+            return self._close(self._last_voiced + 1, is_cut=False, closed_at=closed_at)
         if (i + 1 - self._onset) * frames >= c.max_segment_s - 2 * c.pad_s:
-            return self._close(i + 1, is_cut=True)
+            return self._close(i + 1, is_cut=True, closed_at=closed_at)
         return None
 
-    def _close(self, end_frame: int, is_cut: bool) -> Segment | None:
+    def _close(self, end_frame: int, is_cut: bool, closed_at: int) -> Segment | None:
         c = self.config
         assert self._onset is not None
         pad = c.samples(c.pad_s, self.rate_hz)
@@ -162,4 +164,4 @@ class Endpointer:
         self._onset, self._run, self._voiced = None, 0, 0
         if voiced_s < c.min_speech_s:
             return None
-        return Segment(start, end, voiced_s, is_cut)
+        return Segment(start, end, voiced_s, is_cut, closed_at)
