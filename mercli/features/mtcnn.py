@@ -188,7 +188,9 @@ def detect_batch(detector: MTCNN, images: np.ndarray) -> tuple[list[np.ndarray],
     threshold, factor = detector.thresholds, detector.factor
     imgs = torch.as_tensor(np.ascontiguousarray(images), device=device)
     model_dtype = next(detector.pnet.parameters()).dtype
-    imgs = imgs.permute(0, 3, 1, 2).type(model_dtype)  # (B, 3, H, W)
+    # (B, 3, H, W), contiguous: the per-box crops of a strided (channels-last) view are 1.6x
+    # slower on a CPU
+    imgs = imgs.permute(0, 3, 1, 2).type(model_dtype).contiguous()
     batch_size = len(imgs)
     h, w = imgs.shape[2:4]
     m = 12.0 / detector.min_face_size
