@@ -13,10 +13,12 @@ import functools
 import itertools
 import logging
 import os
+import queue
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -387,6 +389,40 @@ def _read_exact(stream: IO[bytes], n_bytes: int) -> bytearray | None:
     return buffer
 
 
+# Frames ffmpeg may have decoded ahead of the one the caller works on (bounded memory).
+READ_AHEAD_FRAMES = 4
+
+
+def _frames_ahead(
+    stream: IO[bytes], frame_bytes: int, stop: threading.Event
+) -> tuple[queue.Queue[bytearray | None], threading.Thread]:
+    """A thread that reads whole frames from ``stream`` into a bounded queue (None at the end),
+    so ffmpeg, another process, decodes the next frames while the caller works on this one;
+    it ends at the end of the stream or soon after ``stop`` is set."""
+    frames: queue.Queue[bytearray | None] = queue.Queue(maxsize=READ_AHEAD_FRAMES)
+
+    def put(item: bytearray | None) -> None:
+        while not stop.is_set():
+            try:
+                frames.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read() -> None:
+        try:
+            while not stop.is_set() and (buffer := _read_exact(stream, frame_bytes)) is not None:
+                put(buffer)
+        except (OSError, ValueError):  # the pipe went away under it: the caller stopped
+            pass
+        finally:
+            put(None)
+
+    reader = threading.Thread(target=read, name="mer-frames", daemon=True)
+    reader.start()
+    return frames, reader
+
+
 def _read_frames(
     path: Path, command: list[str], width: int, height: int, fps: float
 ) -> Iterator[Frame]:
@@ -395,15 +431,19 @@ def _read_frames(
     with tempfile.TemporaryFile() as stderr_file:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file)
         assert process.stdout is not None
+        stop = threading.Event()
+        frames, reader = _frames_ahead(process.stdout, frame_bytes, stop)
         index = 0
         try:
-            while (buffer := _read_exact(process.stdout, frame_bytes)) is not None:
+            while (buffer := frames.get()) is not None:
                 rgb = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
                 yield Frame(index=index, time_s=index / fps, rgb=rgb)
                 index += 1
         finally:
+            stop.set()
             if process.poll() is None:
                 process.kill()  # the consumer stopped early
+            reader.join()
             process.stdout.close()
             returncode = process.wait()
         stderr_file.seek(0)
