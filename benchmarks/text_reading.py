@@ -135,7 +135,7 @@ def aux_row(results: dict, seeds: list[int]) -> list[str]:
 
 def print_aux_comparisons(by_protocol: dict[str, dict[str, dict]]) -> None:
     """A paired t-test per metric between each ``*-aux`` protocol and its base, per backbone."""
-    from mercli.experiment import compare
+    from mercli.experiment import compare, test_metrics_by_seed
 
     for protocol in AUX_SETS:
         base = protocol.removesuffix("-aux")
@@ -144,7 +144,7 @@ def print_aux_comparisons(by_protocol: dict[str, dict[str, dict]]) -> None:
             if a is None or len(set(a["seeds"]) & set(b["seeds"])) < 2:
                 continue
             print(f"{backbone}: paired t-test, A = {base}, B = {protocol}")
-            for row in compare(a, b):
+            for row in compare(test_metrics_by_seed(a), test_metrics_by_seed(b)):
                 print(
                     f"  {row.metric:10s} A {row.mean_a:.4f}  B {row.mean_b:.4f}  "
                     f"p {row.p_value:.3g}  ({row.n_seeds} seeds)"
@@ -153,7 +153,7 @@ def print_aux_comparisons(by_protocol: dict[str, dict[str, dict]]) -> None:
 
 def print_paired_tests(by_protocol: dict[str, dict[str, dict]]) -> None:
     """A paired t-test per metric between the first two backbones of each protocol."""
-    from mercli.experiment import compare
+    from mercli.experiment import compare, test_metrics_by_seed
 
     for protocol, results in by_protocol.items():
         if len(results) < 2:
@@ -161,7 +161,7 @@ def print_paired_tests(by_protocol: dict[str, dict[str, dict]]) -> None:
         (name_a, a), (name_b, b) = list(results.items())[:2]
         if len(set(a["seeds"]) & set(b["seeds"])) < 2:
             continue
-        rows = compare(a, b)
+        rows = compare(test_metrics_by_seed(a), test_metrics_by_seed(b))
         print(f"{protocol}: paired t-test over common seeds, A = {name_a}, B = {name_b}")
         for row in rows:
             print(
