@@ -231,7 +231,7 @@ class LiveSession:
     use_video: bool = False
     clock: Callable[[], float] = time.time
     max_lag_s: float | None = MAX_LAG_S
-    early: EarlyEmission | None = None
+    early: EarlyEmission | None = field(default_factory=EarlyEmission)
     endpointer: Endpointer = field(init=False)
     _audio: np.ndarray = field(init=False)
     _audio_start: int = field(init=False, default=0)  # stream sample index of _audio[0]

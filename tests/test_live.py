@@ -413,6 +413,23 @@ def test_long_speech_is_emitted_once_in_bounded_windows(loaded) -> None:
     assert max(held) <= session.vad.max_segment_s + 1.0
 
 
+def test_early_emission_streamed_in_real_time_gives_the_files_utterances(loaded, tmp_path):
+    clip = write_wav(tmp_path / "phrases.wav", bursts(PHRASES, 9.0))
+    file_run = list(run_live(LiveStream(parse_source(str(clip)), use_video=False),
+                             phrase_session(loaded), LiveSummary("file")))  # fmt: skip
+    sender = play(clip)
+    stream = LiveStream(parse_source("-"), use_video=False, stdin=sender.stdout)
+    live_run = list(run_live(stream, phrase_session(loaded), LiveSummary("-")))
+    sender.wait()
+    expected = [True, True, False, False]
+    assert [u.is_early for u in live_run] == [u.is_early for u in file_run] == expected
+    assert_same_utterances(live_run, file_run, atol=1e-5)
+    # the early ones were printed while the stream still played the stretch (which ends 0.6 s
+    # after the last phrase)
+    stretch_end_wall_s = live_run[-1].wall_end_s + 0.6
+    assert all(u.emitted_s < stretch_end_wall_s for u in live_run[:2])
+
+
 def test_late_checks_are_skipped_when_scoring_falls_behind(loaded) -> None:
     audio = bursts(PHRASES, 9.0)
     session = phrase_session(loaded, clock=lambda: 1e6)  # every sample arrived long ago
@@ -503,7 +520,9 @@ def test_cli_endpoint_silence_sets_where_utterances_end(fake_whisper, clip, sile
 
 @pytest.mark.parametrize(
     ("early", "expected"),
-    [(None, [False] * 4), ("0", [False] * 4), ("2", [True, True, False, False])],
+    # every 2 s (default) phrases 1 and 2 agree at the checks of 6.25 s; every 1 s phrase 3
+    # too, at 7.25 s; the last one ends the stretch
+    [(None, [True, True, False, False]), ("0", [False] * 4), ("1", [True, True, True, False])],
 )
 def test_cli_early_emit_prints_utterances_before_the_pause(monkeypatch, tmp_path, early, expected):
     monkeypatch.setattr("mercli.features.extract.load_transcriber", lambda c: phrase_transcribe)

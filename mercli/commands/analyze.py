@@ -171,7 +171,7 @@ def _extract_config(
     default=None,
     help="With --live: while speech goes on without a pause, transcribe it again every SECONDS "
     "and print the utterances two transcripts agree on before the pause; 0 turns it off "
-    "(README, 'Live input') [default: off].",
+    "(README, 'Live input') [default: 2].",
 )
 def analyze(
     inputs: tuple[str, ...],
