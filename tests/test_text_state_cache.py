@@ -25,6 +25,7 @@ def _no_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr("mercli.model.text_backbone.load_backbone", refuse)
     monkeypatch.setattr("mercli.model.text_backbone.load_tokenizer", refuse)
+    monkeypatch.setattr("mercli.model.plain_encoder.load_plain_encoder", refuse)
 
 
 def test_states_fed_to_a_model_without_its_backbone_predict_as_token_ids_do() -> None:

@@ -4,8 +4,9 @@ With a frozen backbone, an utterance's token states depend only on the backbone,
 and the text. ``mer analyze`` reads them from this cache when it holds them, so re-analysing a
 file whose features are cached imports no transformers and loads no backbone; on a miss the
 backbone and tokenizer load once (started early by :meth:`TextStateCache.prefetch`, in a thread,
-while the front end works) and the new states are stored. Stored states are the float32 arrays
-the model was fed, so a warm run's predictions equal the cold run's that wrote them.
+while the front end works; BERT and MPNet folders without transformers, see
+:mod:`mercli.model.plain_encoder`) and the new states are stored. Stored states are the float32
+arrays the model was fed, so a warm run's predictions equal the cold run's that wrote them.
 
 Layout: ``$XDG_CACHE_HOME/mer/text_states/float32-<digest of backbone and truncation>/<key>.npy``
 (default ``~/.cache/mer/...``), one file per text keyed as the training cache keys it
@@ -57,8 +58,14 @@ class TextStateCache:
         return cache_folder(self.backbone_name, self.max_tokens)
 
     def _load_encoder(self) -> tuple[Any, Any]:
-        from mercli.model.text_backbone import load_backbone, load_tokenizer
+        """(backbone, tokenizer): a BERT or MPNet folder read without transformers (the same
+        states, without importing its model code), else through transformers."""
+        from mercli.model.plain_encoder import load_plain_encoder
+        from mercli.model.text_backbone import load_backbone, load_tokenizer, resolve_backbone
 
+        plain = load_plain_encoder(resolve_backbone(self.backbone_name))
+        if plain is not None:
+            return plain[0].to(self.device), plain[1]
         backbone = load_backbone(self.backbone_name).to(self.device).eval()
         return backbone, load_tokenizer(self.backbone_name)
 
