@@ -204,8 +204,8 @@ class AuxTextConfig:
     # more forward and backward over this many text-only rows.
     batch_size: int | None = None
     # Training rows per set at most (a fixed random draw); None: all. With a frozen backbone
-    # every row is encoded once, and all-mpnet-base-v2 reads about 7.5 texts/s per CPU thread:
-    # MELD's 9,989 train utterances alone cost some 20 CPU minutes.
+    # every row is encoded once, and all-mpnet-base-v2 reads about 7.5 MOSI texts/s per CPU
+    # thread: MELD's 9,989 train utterances alone would cost some 20 CPU minutes.
     max_train_rows: int | None = None
 
     def __post_init__(self) -> None:
