@@ -65,6 +65,17 @@ def test_no_sst2_training_phrase_is_part_of_a_held_out_one_or_holds_one(
             assert not is_part(row.text, h) and not is_part(h, row.text), (row.text, h)
 
 
+def _write_sst2(folder: Path, sentences: list[str], pad: str = "") -> dict[str, int]:
+    """An SST-2 folder holding every phrase of ``sentences`` in train.tsv (each phrase then
+    ``pad``, as GLUE's rows end in a space), dev.tsv empty; returns the phrases written."""
+    phrases = _phrases_of([s.split() for s in sentences])
+    (folder / "train.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f"{p}{pad}\t{y}\n" for p, y in phrases.items())
+    )
+    (folder / "dev.tsv").write_text("sentence\tlabel\n")
+    return phrases
+
+
 def test_sst2_split_holds_out_whole_sentences_and_trains_on_the_others(tmp_path: Path) -> None:
     sentences = [
         "the film is good fun",
@@ -72,11 +83,7 @@ def test_sst2_split_holds_out_whole_sentences_and_trains_on_the_others(tmp_path:
         "a very good film",
         "not fun at all",
     ]
-    phrases = _phrases_of([s.split() for s in sentences])
-    (tmp_path / "train.tsv").write_text(
-        "sentence\tlabel\n" + "".join(f"{p} \t{y}\n" for p, y in phrases.items())
-    )
-    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n")
+    phrases = _write_sst2(tmp_path, sentences, pad=" ")
     read = read_sst2(tmp_path)
     assert read == phrases  # trailing spaces trimmed
     split = sst2_split(read, n_held_out=1, min_words=4, seed=3)
@@ -244,11 +251,7 @@ def test_cli_trains_with_aux_text_and_reports_held_out_accuracy(
         "so happy , i love this , i love this camera",
         "but this is terrible , the screen is terrible",
     ]
-    phrases = _phrases_of([s.split() for s in sentences])
-    (sst2 / "train.tsv").write_text(
-        "sentence\tlabel\n" + "".join(f"{p}\t{y}\n" for p, y in phrases.items())
-    )
-    (sst2 / "dev.tsv").write_text("sentence\tlabel\n")
+    _write_sst2(sst2, sentences)
     meld = tmp_path / "meld"
     meld.mkdir()
     for name in ("train", "test"):

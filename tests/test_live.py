@@ -86,13 +86,19 @@ def rows(utterances) -> list[tuple]:
     return [(u.prediction.index, u.prediction.text, u.prediction.score) for u in utterances]
 
 
-def test_each_burst_is_scored_when_it_ends(loaded) -> None:
-    audio = bursts(SPANS, 6.0)
-    session = session_for(loaded)
+def feed_in_chunks(session, audio: np.ndarray, chunk: int = 1600) -> list[tuple]:
+    """Stream ``audio`` into ``session`` 0.1 s at a time; (stream seconds when it came out,
+    utterance) for each utterance printed on the way."""
     emitted_at = []
-    for i in range(0, len(audio), 1600):
-        session.insert_audio_chunk(audio[i : i + 1600])
+    for i in range(0, len(audio), chunk):
+        session.insert_audio_chunk(audio[i : i + chunk])
         emitted_at += [(session.stream_s, u) for u in session.process_iter()]
+    return emitted_at
+
+
+def test_each_burst_is_scored_when_it_ends(loaded) -> None:
+    session = session_for(loaded)
+    emitted_at = feed_in_chunks(session, bursts(SPANS, 6.0))
     assert len(emitted_at) == len(SPANS)
     for (now_s, u), (start, end) in zip(emitted_at, SPANS, strict=True):
         assert u.prediction.start_s == pytest.approx(start, abs=0.05)
@@ -355,10 +361,7 @@ def phrase_session(loaded, **options) -> LiveSession:
 def test_utterances_inside_a_stretch_come_out_before_it_ends(loaded) -> None:
     audio = bursts(PHRASES, 9.0)
     session = phrase_session(loaded)
-    emitted_at = []
-    for i in range(0, len(audio), 1600):
-        session.insert_audio_chunk(audio[i : i + 1600])
-        emitted_at += [(session.stream_s, u) for u in session.process_iter()]
+    emitted_at = feed_in_chunks(session, audio)
     emitted_at += [(session.stream_s, u) for u in session.finish()]
     stretch_end_s = PHRASES[-1][1] + session.vad.min_silence_s
     early = [u for now_s, u in emitted_at if now_s < stretch_end_s]

@@ -167,7 +167,7 @@ def _read_shards(folder: Path, wanted: set[str]) -> dict[str, np.ndarray]:
                 flat, offsets = np.asarray(stored["states"]), np.asarray(stored["offsets"])
             rows = _split(flat, offsets, len(keys))
         except Exception as error:
-            _discard(path, error)
+            discard_damaged(path, error)
             continue
         found.update((k, rows[i]) for i, k in enumerate(keys.tolist()) if k in wanted)
     return found
@@ -186,7 +186,8 @@ def _split(flat: np.ndarray, offsets: np.ndarray, n_texts: int) -> list[np.ndarr
     return [flat[offsets[i] : offsets[i + 1]] for i in range(n_texts)]
 
 
-def _discard(path: Path, error: Exception) -> None:
+def discard_damaged(path: Path, error: Exception) -> None:
+    """Remove a damaged cache entry at ``path``, saying so: its states are computed again."""
     with contextlib.suppress(OSError):
         path.unlink()
     _log.warning(
@@ -209,7 +210,7 @@ def _adopt_legacy(
             flat, offsets = np.asarray(stored["states"]), np.asarray(stored["offsets"])
         rows = _split(flat, offsets, len(texts))
     except Exception as error:
-        _discard(path, error)
+        discard_damaged(path, error)
         return {}
     states = dict(zip(keys, rows, strict=True))
     if _write_shard(folder, states):

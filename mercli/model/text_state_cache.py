@@ -16,7 +16,6 @@ its states computed again; a cache that cannot be written is a warning.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -115,13 +114,9 @@ class TextStateCache:
             if states.dtype != np.float32 or states.ndim != 2:
                 raise ValueError(f"{states.dtype} {states.shape}, not float32 (T, H)")
         except Exception as error:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            _log.warning(
-                "text-state cache entry %s is damaged (%s); computing the states again",
-                path,
-                type(error).__name__,
-            )
+            from mercli.data.text_states import discard_damaged
+
+            discard_damaged(path, error)
             return None
         return states
 
