@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -30,10 +29,12 @@ _log = logging.getLogger(__name__)
 
 
 def cache_folder(backbone_name: str, max_tokens: int) -> Path:
-    """The folder of one backbone's float32 states at one truncation."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """The folder of one backbone's float32 states at one truncation, beside the training
+    cache's shards (:func:`mercli.data.text_states.cache_dir`)."""
+    from mercli.data.text_states import cache_dir
+
     digest = hashlib.sha256(f"{backbone_name}\0{max_tokens}".encode()).hexdigest()[:16]
-    return Path(root) / "mer" / "text_states" / f"float32-{digest}"
+    return cache_dir() / f"float32-{digest}"
 
 
 class TextStateCache:
