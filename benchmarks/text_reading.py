@@ -10,7 +10,14 @@ and cached:
   to 12 epochs, patience 3;
 - ``paper-aux`` and ``default-aux``: the same, with SST-2 and MELD (``--data-dir``'s ``sst2/``
   and ``meld/``) as auxiliary text on ordinal heads (``mer train --aux-text``); their held-out
-  accuracies are reported too, and each is compared with its base protocol (paired t-test).
+  accuracies are reported too;
+- ``paper-top1`` and ``paper-top2``: the paper's protocol with the backbone's top 1 or 2 layers
+  tuned (``mer train --tune-top-layers K``, at the backbone's learning rate ``text_lr``): the
+  lower layers' states are computed once and cached, the top layers run in every step;
+- ``paper-finetune``: the paper's protocol with the whole backbone fine-tuned (no cache).
+
+Each variant is compared with its base protocol (paired t-test over the seeds); the table also
+gives the mean seconds per epoch and the epochs run.
 
 The table gives mean ± std over seeds of the MOSI test metrics, and each backbone's encoding
 speed measured in the same process (texts per second, one thread, MOSI test texts).
@@ -50,6 +57,17 @@ PROTOCOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 _AUX_OPTIONS = ("--aux-max-rows", "3000")
 PROTOCOLS["paper-aux"] = (PROTOCOLS["paper"][0], (*PROTOCOLS["paper"][1], *_AUX_OPTIONS))
 PROTOCOLS["default-aux"] = (PROTOCOLS["default"][0], (*PROTOCOLS["default"][1], *_AUX_OPTIONS))
+for _k in (1, 2):
+    PROTOCOLS[f"paper-top{_k}"] = ((), (*PROTOCOLS["paper"][1], "--tune-top-layers", str(_k)))
+PROTOCOLS["paper-finetune"] = ((), (*PROTOCOLS["paper"][1], "--finetune-text"))
+# variant -> the protocol it is compared with
+BASES = {
+    "paper-aux": "paper",
+    "default-aux": "default",
+    "paper-top1": "paper",
+    "paper-top2": "paper",
+    "paper-finetune": "paper",
+}
 # protocol -> auxiliary text sets (folders under --data-dir of the same names)
 AUX_SETS: dict[str, tuple[str, ...]] = {
     "paper-aux": ("sst2", "meld"),
@@ -76,7 +94,8 @@ def train_command(
         command += ["--extra-train", str(data_dir / csv)]
     for name in AUX_SETS.get(protocol, ()):
         command += ["--aux-text", f"{name}={data_dir / name}"]
-    command += ["--text-backbone", backbone, "--freeze-text", *options]
+    frozen = () if "--finetune-text" in options else ("--freeze-text",)
+    command += ["--text-backbone", backbone, *frozen, *options]
     for seed in seeds:
         command += ["--seed", str(seed)]
     return [*command, "--out", str(out), "--resume"]
@@ -133,12 +152,21 @@ def aux_row(results: dict, seeds: list[int]) -> list[str]:
     return cells
 
 
-def print_aux_comparisons(by_protocol: dict[str, dict[str, dict]]) -> None:
-    """A paired t-test per metric between each ``*-aux`` protocol and its base, per backbone."""
+def epoch_cost(results: dict, seeds: list[int]) -> str:
+    """Mean seconds per epoch over the seeds' epochs, and the epochs each seed ran."""
+    done = [results["seeds"][str(s)] for s in seeds if str(s) in results.get("seeds", {})]
+    seconds = [h["seconds"] for r in done for h in r.get("history", [])]
+    if not seconds:
+        return "-"
+    epochs = "/".join(str(r.get("epochs", len(r.get("history", [])))) for r in done)
+    return f"{np.mean(seconds):.0f} s x {epochs}"
+
+
+def print_variant_comparisons(by_protocol: dict[str, dict[str, dict]]) -> None:
+    """A paired t-test per metric between each variant protocol and its base, per backbone."""
     from mercli.experiment import compare, test_metrics_by_seed
 
-    for protocol in AUX_SETS:
-        base = protocol.removesuffix("-aux")
+    for protocol, base in BASES.items():
         for backbone, b in by_protocol.get(protocol, {}).items():
             a = by_protocol.get(base, {}).get(backbone)
             if a is None or len(set(a["seeds"]) & set(b["seeds"])) < 2:
@@ -175,7 +203,12 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="holds cmu-mosi/, cmu-mosei/")
     parser.add_argument("--out", type=Path, default=Path("runs/text_reading"))
     parser.add_argument("--backbones", nargs="+", default=["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
-    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    parser.add_argument(
+        "--protocols",
+        nargs="+",
+        default=["default", "paper", "paper-aux", "default-aux"],
+        choices=list(PROTOCOLS),
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 11])
     parser.add_argument("--n-speed-texts", type=int, default=256)
     parser.add_argument(
@@ -197,13 +230,15 @@ def main() -> None:
             path = out / "results.json"
             results = json.loads(path.read_text()) if path.is_file() else {"seeds": {}}
             cells, n_done = summary_row(results, args.seeds)
+            cells.append(epoch_cost(results, args.seeds))
             rows.append((protocol, backbone, n_done, cells, aux_row(results, args.seeds)))
             by_protocol.setdefault(protocol, {})[backbone] = results
 
     texts = mosi_test_texts(args.data_dir, args.n_speed_texts)
     speeds = {} if args.skip_speed else {b: encoding_speed(b, texts) for b in args.backbones}
-    print(f"CMU-MOSI test (685 segments), mean ± std over seeds {args.seeds}; frozen backbones")
+    print(f"CMU-MOSI test (685 segments), mean ± std over seeds {args.seeds}")
     header = ["protocol", "backbone", "seeds"] + [label for _, label, _, _ in COLUMNS]
+    header.append("epoch cost x epochs")
     print(" | ".join(header))
     for protocol, backbone, n_done, cells, _ in rows:
         print(" | ".join([protocol, backbone, str(n_done), *cells]))
@@ -214,7 +249,7 @@ def main() -> None:
             if protocol in AUX_SETS:
                 print(" | ".join([protocol, backbone, *aux_cells]))
     print_paired_tests(by_protocol)
-    print_aux_comparisons(by_protocol)
+    print_variant_comparisons(by_protocol)
     if speeds:
         print(f"encoding speed, {len(texts)} MOSI test texts, 1 thread:")
     for backbone, speed in speeds.items():

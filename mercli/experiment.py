@@ -114,9 +114,15 @@ def feature_profile(
     )
 
 
-def load_data(spec: DataSpec, log: Callable[[str], None]) -> Any:
-    """The :class:`~mercli.data.SplitDatasets` for ``spec``, text prepared for the model."""
+def load_data(spec: DataSpec, log: Callable[[str], None], tune_top_layers: int = 0) -> Any:
+    """The :class:`~mercli.data.SplitDatasets` for ``spec``, text prepared for the model.
+
+    Args:
+        tune_top_layers: the model tunes the frozen backbone's top layers
+            (``ModelConfig.tune_top_layers``): its text states are the lower part's.
+    """
     from mercli.data import load_dataset
+    from mercli.model.text_backbone import state_layers
 
     if spec.is_text_csv:
         from mercli.model.text_backbone import DEFAULT_BACKBONE, load_tokenizer
@@ -129,10 +135,11 @@ def load_data(spec: DataSpec, log: Callable[[str], None]) -> Any:
                 more = load_dataset(f"{spec.dataset}-text", extra, tokenizer=tokenizer)  # type: ignore[arg-type]
                 data = _with_more_training(data, more)
         frozen = not spec.finetunes_text(None)
+        layers = state_layers(backbone, tune_top_layers) if frozen else None
         if frozen:
             from mercli.data.text_states import with_text_states
 
-            data = with_text_states(data, backbone, log=log)
+            data = with_text_states(data, backbone, log=log, layers=layers)
         if spec.media_extras:
             from mercli.data.mixing import (
                 load_media_training,
@@ -142,7 +149,7 @@ def load_data(spec: DataSpec, log: Callable[[str], None]) -> Any:
 
             extras = [load_media_training(p) for p in spec.media_extras]
             if frozen:  # the clips' states apart: the transcripts' stay cached as they were
-                extras = [with_states_of(e, backbone, log=log) for e in extras]
+                extras = [with_states_of(e, backbone, log=log, layers=layers) for e in extras]
             data = with_media_training(data, extras, backbone, spec.extra_repeat)
         return data
     if spec.extra_train:
@@ -161,7 +168,8 @@ def load_data(spec: DataSpec, log: Callable[[str], None]) -> Any:
         from mercli.data.text_states import with_text_states
         from mercli.features.profile import max_text_tokens
 
-        data = with_text_states(data, backbone, max_text_tokens(profile), log=log)
+        layers = state_layers(backbone, tune_top_layers)
+        data = with_text_states(data, backbone, max_text_tokens(profile), log=log, layers=layers)
     return data
 
 
@@ -200,6 +208,8 @@ def model_config_for(
     elif spec.text_backbone:
         config = replace(config, text_backbone=spec.text_backbone)
     config = replace(config, finetune_text_backbone=spec.finetunes_text(profile))
+    if config.tune_top_layers and (config.text_backbone is None or "text" not in config.modalities):
+        raise ValueError("tuning the text backbone's top layers needs text through a backbone")
     info_d_in = {m: d for m, d in info.d_in.items() if m in config.modalities}
     return config.for_dataset(replace(info, d_in=info_d_in))
 
@@ -241,7 +251,7 @@ def run(
     from mercli.data import require_splits
     from mercli.train import fit, world
 
-    data = load_data(spec, log)
+    data = load_data(spec, log, preset.model.tune_top_layers)
     require_splits(data, spec.path)
     config = model_config_for(preset, spec, data.info, data.feature_profile)
     aux = load_aux_text(spec, preset, config, data, log)
@@ -309,11 +319,14 @@ def load_aux_text(
         import numpy as np
 
         from mercli.data.text_states import cached_states
+        from mercli.model.text_backbone import state_layers
 
         backbone = config.text_backbone
+        layers = state_layers(backbone, config.tune_top_layers)
 
         def states_of(texts: list[str]) -> list[Any]:
-            return [np.ascontiguousarray(x) for x in cached_states(texts, backbone, log=log)]
+            states = cached_states(texts, backbone, log=log, layers=layers)
+            return [np.ascontiguousarray(x) for x in states]
 
     aux = aux_text_data(splits, data.collate, states_of)
     for split in splits:

@@ -121,10 +121,14 @@ def seed_everything(seed: int) -> None:
 
 
 def configure_optimizer(model: EmotionModel, training: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with the text backbone on its own learning rate; matrices decay, vectors do not."""
-    backbone = (
-        set() if model.text_backbone is None else {id(p) for p in model.text_backbone.parameters()}
-    )
+    """AdamW with the text backbone (fine-tuned, or its tuned top layers) on its own learning
+    rate; matrices decay, vectors do not."""
+    backbone = {
+        id(p)
+        for part in (model.text_backbone, model.text_top)
+        if part is not None
+        for p in part.parameters()
+    }
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for p in model.parameters():
         if not p.requires_grad:

@@ -55,6 +55,29 @@ def tiny_backbone(directory: Path) -> Path:
     return directory
 
 
+def tiny_mpnet(directory: Path, n_layers: int = 3) -> Path:
+    """An ``n_layers``-layer 16-wide MPNetModel (relative position bias) and its tokenizer."""
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    specials = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]  # MPNetTokenizerFast's
+    tokens = specials + VOCAB[5:]
+    vocab.write_text("\n".join(tokens) + "\n")
+    words = {t: i for i, t in enumerate(tokens)}
+    MPNetTokenizerFast(vocab=words, do_lower_case=True).save_pretrained(directory)
+    config = MPNetConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        num_hidden_layers=n_layers,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    MPNetModel(config, add_pooling_layer=False).save_pretrained(directory)
+    return directory
+
+
 def tiny_checkpoint(
     directory: Path,
     backbone: Path,

@@ -114,6 +114,14 @@ def data_options(func: Any) -> Any:
     "[default: fine-tune; frozen for `mer prepare` datasets].",
 )
 @click.option(
+    "--tune-top-layers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Train the top K layers of the otherwise frozen text backbone (BERT / MPNet folders; "
+    "the lower layers' states are computed once), at the backbone's learning rate.",
+)
+@click.option(
     "--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (preset: 40)."
 )
 @click.option(
@@ -165,6 +173,7 @@ def train(
     backbone_checkpointing: bool,
     text_backbone: str | None,
     freeze_text: bool | None,
+    tune_top_layers: int,
     epochs: int | None,
     patience: int | None,
     batch_size: int | None,
@@ -212,6 +221,15 @@ def train(
     )
     chosen = replace(chosen, train=replace(chosen.train, **overrides, aux_text=aux_config))
     seeds = seeds or chosen.train.seeds
+    if tune_top_layers:
+        if freeze_text is False:
+            raise click.BadParameter(
+                "tunes the top layers of a frozen backbone; leave out --finetune-text",
+                param_hint="--tune-top-layers",
+            )
+        freeze_text = True
+        model = replace(chosen.model, finetune_text_backbone=False, tune_top_layers=tune_top_layers)
+        chosen = replace(chosen, model=model)
     finetune_text = None if freeze_text is None else not freeze_text
     spec = DataSpec(
         dataset,
@@ -266,7 +284,8 @@ def _report(spec: DataSpec, results: RunResults, report_dir: Path, device: str) 
     from mercli.report import write_report
 
     first = next(iter(results.seeds.values()))
-    paths = write_report(first.checkpoint, load_data(spec, _log), first.history, report_dir, device)
+    data = load_data(spec, _log, int(results.model_config.get("tune_top_layers", 0)))
+    paths = write_report(first.checkpoint, data, first.history, report_dir, device)
     for p in paths:
         _log(f"wrote {p}")
 

@@ -86,16 +86,18 @@ def with_states_of(
     text_backbone: str,
     max_text_tokens: int = MAX_TEXT_TOKENS,
     log: Any = None,
+    layers: int | None = None,
 ) -> MediaTraining:
     """``extra`` whose samples carry the frozen backbone's states of their text under
-    ``features["text"]`` (computed once, cached: :mod:`mercli.data.text_states`)."""
+    ``features["text"]`` (computed once, cached: :mod:`mercli.data.text_states`; ``layers``
+    as there)."""
     import numpy as np
     import torch
 
     from mercli.data.text_states import cached_states
 
     texts = [s.text or "" for s in extra.samples]
-    states = cached_states(texts, text_backbone, max_text_tokens, log=log)
+    states = cached_states(texts, text_backbone, max_text_tokens, log=log, layers=layers)
     samples = [
         replace(s, features={**s.features, "text": torch.from_numpy(np.ascontiguousarray(x))})
         for s, x in zip(extra.samples, states, strict=True)

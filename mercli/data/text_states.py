@@ -33,16 +33,30 @@ def cache_dir() -> Path:
     return Path(root) / "mer" / "text_states"
 
 
-def _shard_dir(backbone_name: str, max_tokens: int) -> Path:
-    """The folder of one backbone's shards at one truncation."""
-    digest = hashlib.sha256(f"{backbone_name}\0{max_tokens}".encode()).hexdigest()[:16]
+def states_source(backbone_name: str, max_tokens: int, layers: int | None) -> str:
+    """What states come from: backbone and truncation, and the layer when it is not the last
+    (``layers``, :func:`mercli.model.text_backbone.state_layers`); the last layer's keys are
+    those of earlier versions, so their caches stay valid."""
+    source = f"{backbone_name}\0{max_tokens}"
+    return source if layers is None else f"{source}\0layers {layers}"
+
+
+def _shard_dir(backbone_name: str, max_tokens: int, layers: int | None = None) -> Path:
+    """The folder of one backbone's shards at one truncation (and layer)."""
+    source = states_source(backbone_name, max_tokens, layers)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     return cache_dir() / digest
 
 
-def text_key(backbone_name: str, max_tokens: int, text: str) -> str:
-    """The cache key of one text's states: the same text through the same backbone and
-    truncation has the same states, whatever list it came in."""
-    digest = hashlib.sha256(f"{backbone_name}\0{max_tokens}\0{text}".encode())
+def text_key(backbone_name: str, max_tokens: int, text: str, layers: int | None = None) -> str:
+    """The cache key of one text's states: the same text through the same backbone,
+    truncation and layers has the same states, whatever list it came in.
+
+    Args:
+        layers: states after the backbone's first ``layers`` layers (its lower part, when the
+            top ones are tuned); None: its last hidden state.
+    """
+    digest = hashlib.sha256(f"{states_source(backbone_name, max_tokens, layers)}\0{text}".encode())
     return digest.hexdigest()[:32]
 
 
@@ -86,36 +100,34 @@ def cached_states(
     max_tokens: int = MAX_TEXT_TOKENS,
     device: str = "cpu",
     log: Any = None,
+    layers: int | None = None,
 ) -> list[np.ndarray]:
     """``encode_texts`` through an on-disk cache (``~/.cache/mer/text_states``), as float16
     (the collator widens them to float32).
+
+    ``layers``: the states after the backbone's first ``layers`` layers (the frozen lower part
+    of a backbone whose top layers are tuned; BERT / MPNet folders); None: the last hidden state.
 
     The cache holds shards of states keyed per text (:func:`text_key`), one folder per
     backbone and truncation: a training set that gains or loses texts encodes only the texts no
     shard holds, and writes them as a new shard. A damaged shard is removed with a warning and
     its texts are encoded again.
     """
-    from mercli.model.text_backbone import load_backbone, load_tokenizer
-
-    keys = [text_key(backbone_name, max_tokens, t) for t in texts]
-    folder = _shard_dir(backbone_name, max_tokens)
+    keys = [text_key(backbone_name, max_tokens, t, layers) for t in texts]
+    folder = _shard_dir(backbone_name, max_tokens, layers)
     found = _read_shards(folder, set(keys))
-    if len(found) < len(set(keys)):
+    if len(found) < len(set(keys)) and layers is None:
         found.update(_adopt_legacy(backbone_name, texts, max_tokens, keys, folder))
     missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
     if missing:
         if log:
+            part = "" if layers is None else f" (its first {layers} layers)"
             log(
-                f"encoding {len(missing)} of {len(texts)} texts with {backbone_name} "
+                f"encoding {len(missing)} of {len(texts)} texts with {backbone_name}{part} "
                 f"(once; cached in {folder})"
             )
-        fresh = encode_texts(
-            list(missing.values()),
-            load_backbone(backbone_name),
-            load_tokenizer(backbone_name),
-            max_tokens,
-            device=device,
-        )
+        backbone, tokenizer = _encoder(backbone_name, layers)
+        fresh = encode_texts(list(missing.values()), backbone, tokenizer, max_tokens, device=device)
         # float16 halves memory and disk (MOSI + MOSEI train through a 768-d backbone: 0.7 GB,
         # not 1.4 GB); its relative error (< 1e-3) is far below what the model's first layer
         # resolves
@@ -123,6 +135,20 @@ def cached_states(
         _write_shard(folder, new)
         found.update(new)
     return [found[k] for k in keys]
+
+
+def _encoder(backbone_name: str, layers: int | None) -> tuple[Any, Any]:
+    """(backbone, tokenizer) whose output is the states ``cached_states`` stores."""
+    from mercli.model.text_backbone import load_backbone, load_tokenizer, resolve_backbone
+
+    if layers is None:
+        return load_backbone(backbone_name), load_tokenizer(backbone_name)
+    from mercli.model.plain_encoder import load_plain_encoder
+
+    plain = load_plain_encoder(resolve_backbone(backbone_name), layers)
+    if plain is None:
+        raise ValueError(f"{backbone_name}: not a BERT / MPNet folder whose layers mer can split")
+    return plain
 
 
 def _write_shard(folder: Path, states: dict[str, np.ndarray]) -> bool:
@@ -225,14 +251,16 @@ def with_text_states(
     max_tokens: int = MAX_TEXT_TOKENS,
     device: str = "cpu",
     log: Any = None,
+    layers: int | None = None,
 ) -> SplitDatasets:
-    """The same splits whose samples carry frozen-backbone states under ``features["text"]``."""
+    """The same splits whose samples carry frozen-backbone states under ``features["text"]``
+    (after its first ``layers`` layers; None: its last hidden state)."""
     splits = {}
     width = 0
     for name in ("train", "valid", "test"):
         samples = [data.split(name)[i] for i in range(len(data.split(name)))]
         states = cached_states(
-            [s.text or "" for s in samples], backbone_name, max_tokens, device, log
+            [s.text or "" for s in samples], backbone_name, max_tokens, device, log, layers
         )
         width = states[0].shape[1] if states else width
         splits[name] = ListDataset(

@@ -19,6 +19,7 @@ from mercli.model.encoder import (
 from mercli.model.fusion import ConcatFusion, GatedFusion
 from mercli.model.mic import MutualInformationEstimators
 from mercli.model.ordinal import OrdinalHead
+from mercli.model.plain_encoder import TopLayers
 from mercli.schema import Batch
 
 
@@ -59,17 +60,25 @@ class EmotionModel(nn.Module):
         backbone: an already loaded text transformer; loaded from ``config.text_backbone``
             when None and the config names one.
         text_states_width: the hidden size of the frozen backbone whose states the caller
-            will feed as text (``(B, T, H)``): the backbone is then not loaded at all.
+            will feed as text (``(B, T, H)``): the backbone is then not loaded at all. With
+            ``config.tune_top_layers``, the states of its lower part (the top layers are the
+            model's own, built from the backbone's ``config.json`` and left to be loaded).
         """
         super().__init__()
         self.config = config
         modalities = config.modalities
         self.text_states_width = text_states_width
-        self.text_backbone = (
-            self._backbone(config, backbone)
-            if "text" in modalities and text_states_width is None
-            else None
-        )
+        self.text_backbone: nn.Module | None = None
+        # the backbone's top layers, trained (ModelConfig.tune_top_layers); None: none is
+        self.text_top: TopLayers | None = None
+        if "text" in modalities and config.tune_top_layers and config.text_backbone is not None:
+            if backbone is not None:
+                raise ValueError("a model that tunes the backbone's top layers loads it itself")
+            self.text_backbone, self.text_top = _split_backbone(
+                config.text_backbone, config.tune_top_layers, text_states_width is None
+            )
+        elif "text" in modalities and text_states_width is None:
+            self.text_backbone = self._backbone(config, backbone)
         d_ff = config.d_ff_mult * config.d_model
         self.encoders = nn.ModuleDict(
             {
@@ -143,7 +152,9 @@ class EmotionModel(nn.Module):
         if modality == "text" and self.text_backbone is not None:
             from dataclasses import replace
 
-            return replace(cfg, d_in=int(self.text_backbone.config.hidden_size))  # type: ignore[union-attr,arg-type]
+            width = getattr(self.text_backbone, "width", None)  # a PlainEncoder's
+            width = width or self.text_backbone.config.hidden_size  # type: ignore[union-attr]
+            return replace(cfg, d_in=int(width))  # type: ignore[arg-type]
         if modality == "text" and self.text_states_width is not None:
             from dataclasses import replace
 
@@ -214,7 +225,10 @@ class EmotionModel(nn.Module):
                 ).last_hidden_state
         elif m == "text" and x.dim() == 2 and self.text_states_width is not None:
             raise ValueError("this model was built without its text backbone: feed its states")
-        return x.to(self.dtype), mask  # float32 inputs into a float64 model are cast up
+        x = x.to(self.dtype)  # float32 inputs into a float64 model are cast up
+        if m == "text" and self.text_top is not None:  # the lower part's states -> the last
+            x = self.text_top(x, mask | ~mask.any(dim=1, keepdim=True))
+        return x, mask
 
     def forward(self, batch: Batch) -> ModelOutput:
         pooled = self.encode(batch)
@@ -257,6 +271,25 @@ class EmotionModel(nn.Module):
         return sum(
             p.numel() for p in self.parameters() if include_text_backbone or id(p) not in backbone
         )
+
+
+def _split_backbone(name: str, n_top: int, with_lower: bool) -> tuple[nn.Module | None, TopLayers]:
+    """Backbone ``name``'s frozen lower part (None unless ``with_lower``) and its top ``n_top``
+    layers: initialised from its weights when they are loaded (``with_lower``), else built
+    from its ``config.json`` alone, for a checkpoint's weights to fill."""
+    from mercli.model.plain_encoder import load_split_encoder, read_config
+    from mercli.model.text_backbone import resolve_backbone
+
+    folder = resolve_backbone(name)
+    if with_lower:
+        loaded = load_split_encoder(folder, n_top)
+        if loaded is not None:
+            return loaded[0], loaded[2]
+    else:
+        config = read_config(folder)
+        if config is not None:
+            return None, TopLayers(config, n_top)
+    raise ValueError(f"{name}: not a BERT / MPNet folder whose top layers mer can tune")
 
 
 def _squeeze(x: torch.Tensor | None, squeeze: bool) -> torch.Tensor | None:

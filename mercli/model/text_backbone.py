@@ -93,3 +93,28 @@ def tokenize(
         texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
     )
     return encoded["input_ids"].long(), encoded["attention_mask"].bool()
+
+
+def state_layers(name: str, tune_top_layers: int) -> int | None:
+    """How many layers of backbone ``name`` make the text states a model reads when its top
+    ``tune_top_layers`` layers are tuned (``ModelConfig.tune_top_layers``); None when none is
+    (the states are the last hidden state, as transformers gives it).
+
+    Raises:
+        ValueError: the backbone is not a BERT / MPNet folder with ``model.safetensors`` and
+            ``tokenizer.json``, or has fewer layers than ``tune_top_layers``.
+    """
+    if not tune_top_layers:
+        return None
+    from mercli.model.plain_encoder import read_config
+
+    config = read_config(resolve_backbone(name))
+    if config is None:
+        raise ValueError(
+            f"{name}: tuning the top layers needs a BERT or MPNet folder with config.json, "
+            "model.safetensors and tokenizer.json (all-MiniLM-L6-v2, all-mpnet-base-v2)"
+        )
+    depth = int(config["num_hidden_layers"])
+    if not 1 <= tune_top_layers <= depth:
+        raise ValueError(f"{name} has {depth} layers; cannot tune the top {tune_top_layers}")
+    return depth - tune_top_layers

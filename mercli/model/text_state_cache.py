@@ -28,12 +28,14 @@ import numpy as np
 _log = logging.getLogger(__name__)
 
 
-def cache_folder(backbone_name: str, max_tokens: int) -> Path:
-    """The folder of one backbone's float32 states at one truncation, beside the training
-    cache's shards (:func:`mercli.data.text_states.cache_dir`)."""
-    from mercli.data.text_states import cache_dir
+def cache_folder(backbone_name: str, max_tokens: int, layers: int | None = None) -> Path:
+    """The folder of one backbone's float32 states at one truncation (and layer: see
+    :func:`mercli.data.text_states.text_key`), beside the training cache's shards
+    (:func:`mercli.data.text_states.cache_dir`)."""
+    from mercli.data.text_states import cache_dir, states_source
 
-    digest = hashlib.sha256(f"{backbone_name}\0{max_tokens}".encode()).hexdigest()[:16]
+    source = states_source(backbone_name, max_tokens, layers)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     return cache_dir() / f"float32-{digest}"
 
 
@@ -44,18 +46,23 @@ class TextStateCache:
         backbone_name: the backbone (``ModelConfig.text_backbone``).
         max_tokens: tokenizer truncation (as in training).
         device: where the backbone runs when states must be computed.
+        layers: the states after the backbone's first ``layers`` layers, for a model that
+            tunes the top ones (``ModelConfig.tune_top_layers``); None: the last hidden state.
     """
 
-    def __init__(self, backbone_name: str, max_tokens: int, device: str = "cpu") -> None:
+    def __init__(
+        self, backbone_name: str, max_tokens: int, device: str = "cpu", layers: int | None = None
+    ) -> None:
         self.backbone_name = backbone_name
         self.max_tokens = max_tokens
         self.device = device
+        self.layers = layers
         self._lock = threading.Lock()
         self._encoder: Future[tuple[Any, Any]] | None = None
 
     @property
     def folder(self) -> Path:
-        return cache_folder(self.backbone_name, self.max_tokens)
+        return cache_folder(self.backbone_name, self.max_tokens, self.layers)
 
     def _load_encoder(self) -> tuple[Any, Any]:
         """(backbone, tokenizer): a BERT or MPNet folder read without transformers (the same
@@ -63,9 +70,13 @@ class TextStateCache:
         from mercli.model.plain_encoder import load_plain_encoder
         from mercli.model.text_backbone import load_backbone, load_tokenizer, resolve_backbone
 
-        plain = load_plain_encoder(resolve_backbone(self.backbone_name))
+        plain = load_plain_encoder(resolve_backbone(self.backbone_name), self.layers)
         if plain is not None:
             return plain[0].to(self.device), plain[1]
+        if self.layers is not None:
+            raise ValueError(
+                f"{self.backbone_name}: not a BERT / MPNet folder whose layers mer can split"
+            )
         backbone = load_backbone(self.backbone_name).to(self.device).eval()
         return backbone, load_tokenizer(self.backbone_name)
 
@@ -92,7 +103,7 @@ class TextStateCache:
         """float32 ``(T_i, H)`` states per text; ``use_cache`` False neither reads nor writes."""
         from mercli.data.text_states import encode_texts, text_key
 
-        keys = [text_key(self.backbone_name, self.max_tokens, t) for t in texts]
+        keys = [text_key(self.backbone_name, self.max_tokens, t, self.layers) for t in texts]
         found = {k: s for k in set(keys) if (s := self._read(k)) is not None} if use_cache else {}
         missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
         if missing:
