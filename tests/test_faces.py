@@ -138,7 +138,7 @@ class _FakeDetector:
         self.batches: list[int] = []
         self.seen = 0
 
-    def detect(self, images: np.ndarray, landmarks: bool = True):
+    def detect(self, images: np.ndarray, landmarks: bool = True, min_face_px=None):
         self.batches.append(len(images))
         boxes, probs, points = [], [], []
         for faces in self.faces[self.seen : self.seen + len(images)]:
@@ -205,7 +205,7 @@ class _SquareDetector:
     def __init__(self) -> None:
         self.calls: list[tuple[int, ...]] = []
 
-    def detect(self, images: np.ndarray, landmarks: bool = True):
+    def detect(self, images: np.ndarray, landmarks: bool = True, min_face_px=None):
         from scipy import ndimage
 
         self.calls.append(images.shape)

@@ -62,3 +62,20 @@ def test_detect_batch_equals_facenet_detect() -> None:
             np.testing.assert_allclose(got_boxes[i][:, :4], boxes[i].astype(float), atol=1e-3)
             np.testing.assert_allclose(got_boxes[i][:, 4], probs[i].astype(float), atol=1e-5)
             np.testing.assert_allclose(got_points[i], points[i].astype(float), atol=1e-3)
+
+
+def test_skipping_the_finest_pyramid_levels_keeps_a_large_face() -> None:
+    facenet = pytest.importorskip("facenet_pytorch")
+    from mercli.features.mtcnn import detect_batch
+
+    detector = facenet.MTCNN(keep_all=True, device=torch.device("cpu"))
+    images = _frames_with_a_face()  # faces about 110 pixels wide
+    with torch.inference_mode():
+        all_levels, _ = detect_batch(detector, images)
+        coarse, _ = detect_batch(detector, images, min_face_px=50.0)
+        none, _ = detect_batch(detector, images, min_face_px=1000.0)  # no level left
+    for whole, fewer in zip(all_levels, coarse, strict=True):
+        assert len(whole) >= 1 and len(fewer) >= 1
+        best_whole, best_fewer = whole[whole[:, 4].argmax()], fewer[fewer[:, 4].argmax()]
+        np.testing.assert_allclose(best_fewer[:4], best_whole[:4], atol=4.0)
+    assert [len(b) for b in none] == [0, 0]

@@ -77,9 +77,13 @@ class FaceConfig:
     # keyframe, shrunk to fit roi_size pixels (about 10x fewer pixels than a whole frame). A frame
     # where a keyframe face is not found again near where it was (it moved fast, or left), or
     # whose keyframe had none, is searched whole. 1 searches every frame whole.
-    detect_every: int = 5
+    detect_every: int = 10
     roi_scale: float = 2.0
     roi_size: int = 128
+    # Between keyframes a face is not looked for below this share of its keyframe side: the
+    # image pyramid's finest levels (most of MTCNN's work in a region) are skipped. A face that
+    # shrank more than that is lost, and its frame searched whole.
+    track_min_face: float = 0.5
     min_iou: float = 0.3  # a face continues a track when it overlaps its last box this much ...
     max_centre_shift: float = 0.5  # ... or its centre moved less than this many box sides
     max_gap: int = 10  # frames a track may miss (blink, occlusion) and still be continued
@@ -93,6 +97,8 @@ class FaceConfig:
             raise ValueError("detect_short_side must be >= 32 and batch_size >= 1")
         if self.detect_every < 1 or self.roi_scale < 1.0 or self.roi_size < 48:
             raise ValueError("detect_every must be >= 1, roi_scale >= 1 and roi_size >= 48")
+        if not 0.0 <= self.track_min_face <= 1.0:
+            raise ValueError("track_min_face must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -158,10 +164,12 @@ def load_detector(device: str = "cpu") -> MTCNN:
     from facenet_pytorch import MTCNN
 
     class BatchedMTCNN(MTCNN):  # type: ignore[misc]
-        def detect(self, img: np.ndarray, landmarks: bool = True) -> tuple[np.ndarray, ...]:
+        def detect(
+            self, img: np.ndarray, landmarks: bool = True, min_face_px: float | None = None
+        ) -> tuple[np.ndarray, ...]:
             from mercli.features.mtcnn import detect_batch
 
-            boxes, points = detect_batch(self, np.asarray(img))
+            boxes, points = detect_batch(self, np.asarray(img), min_face_px)
             # facenet's per-image layout: None (and [None] probabilities) without faces.
             as_object = functools.partial(np.array, dtype=object)
             return (
@@ -221,9 +229,16 @@ def _plausible(face: FaceObservation, frame_shape: tuple[int, ...], config: Face
 
 
 def _detect_whole(
-    images: Sequence[np.ndarray], detector: MTCNN, batch_size: int
+    images: Sequence[np.ndarray],
+    detector: MTCNN,
+    batch_size: int,
+    min_face_px: Sequence[float] | None = None,
 ) -> list[list[FaceObservation]]:
-    """All faces MTCNN finds in each image (pixels of that image), in same-shape batches."""
+    """All faces MTCNN finds in each image (pixels of that image), in same-shape batches.
+
+    ``min_face_px``: per image, the smallest face worth looking for (pixels); a batch looks
+    for the smallest of its images' (None: down to MTCNN's own minimum).
+    """
     import torch
 
     found: list[list[FaceObservation]] = [[] for _ in images]
@@ -231,8 +246,13 @@ def _detect_whole(
         # MTCNN's image pyramid is empty (and its code fails) below min_face_size pixels.
         if min(images[run[0]].shape[:2]) < detector.min_face_size:
             continue
+        batch = np.stack([images[i] for i in run])
         with torch.inference_mode():
-            boxes, probs, points = detector.detect(np.stack([images[i] for i in run]), True)
+            if min_face_px is None:
+                boxes, probs, points = detector.detect(batch, True)
+            else:
+                smallest = min(min_face_px[i] for i in run)
+                boxes, probs, points = detector.detect(batch, True, smallest)
         for j, i in enumerate(run):
             found[i] = _cast_detections(boxes[j], probs[j], points[j], 1.0)
     return found
@@ -299,6 +319,7 @@ def _track_between(
     """
     jobs: list[tuple[int, FaceObservation, np.ndarray, float]] = []
     regions: list[np.ndarray] = []
+    min_faces: list[float] = []
     for i in range(len(small)):
         key = i - i % config.detect_every
         if key == i:
@@ -307,11 +328,11 @@ def _track_between(
             region, origin, scale = _region(small[i], face, config)
             regions.append(region)
             jobs.append((i, face, origin, scale))
+            min_faces.append(config.track_min_face * face.side * scale)
     found: dict[int, list[FaceObservation]] = {}
     lost: set[int] = set()
-    for (i, key_face, origin, scale), faces in zip(
-        jobs, _detect_whole(regions, detector, config.batch_size), strict=True
-    ):
+    detected = _detect_whole(regions, detector, config.batch_size, min_faces)
+    for (i, key_face, origin, scale), faces in zip(jobs, detected, strict=True):
         moved = [_moved(f, origin, scale) for f in faces]
         shifts = [
             np.linalg.norm(f.centre - key_face.centre) / max(key_face.side, 1.0) for f in moved

@@ -161,13 +161,19 @@ def net_layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def detect_batch(detector: MTCNN, images: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def detect_batch(
+    detector: MTCNN, images: np.ndarray, min_face_px: float | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """facenet-pytorch's ``detect_face`` with batched crops (same thresholds and outputs).
 
     Args:
         detector: an ``MTCNN`` (its nets, ``min_face_size``, ``thresholds``, ``factor``,
             ``device``).
         images: uint8 ``(B, H, W, 3)`` RGB frames of one size.
+        min_face_px: when given, the image pyramid's levels that look only for faces smaller
+            than this many pixels are skipped (the others are the levels of
+            ``detector.min_face_size``, so a face found at them is found alike); the finest
+            levels are the largest images, most of P-Net's work.
 
     Returns:
         per image, ``boxes`` float32 ``(n, 5)`` (x1, y1, x2, y2, probability) and ``points``
@@ -201,6 +207,11 @@ def detect_batch(detector: MTCNN, images: np.ndarray) -> tuple[list[np.ndarray],
         scales.append(scale_i)
         scale_i *= factor
         minl *= factor
+    if min_face_px is not None:  # at scale s, P-Net's 12-pixel window is a 12 / s pixel face
+        scales = [s for s in scales if 12.0 / s >= min_face_px]
+    if not scales:
+        empty = np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
+        return [empty[0]] * batch_size, [empty[1]] * batch_size
 
     # Stage 1: P-Net over the pyramid (already batched over frames in facenet).
     all_boxes, all_inds, picks = [], [], []
