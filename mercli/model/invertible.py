@@ -16,7 +16,10 @@ class HouseholderMixing(nn.Module):
 
     def __init__(self, dim: int, n_reflections: int):
         super().__init__()
-        self.vectors = nn.Parameter(torch.randn(n_reflections, dim))
+        vectors = torch.empty(n_reflections, dim)
+        if vectors.device.type != "meta":  # torch.randn's values; none on "meta" (size checks),
+            nn.init.normal_(vectors)  # where drawing them imports torch's symbolic shapes (0.6 s)
+        self.vectors = nn.Parameter(vectors)
 
     def _reflect(self, x: torch.Tensor, order: range) -> torch.Tensor:
         for j in order:
@@ -85,7 +88,9 @@ class ChannelPermutation(nn.Module):
 
     def __init__(self, dim: int, seed: int = 0):
         super().__init__()
-        order = torch.randperm(dim, generator=torch.Generator().manual_seed(seed))
+        # on the CPU generator's device even while a model is built on "meta" (size checks):
+        # a "meta" randperm would import torch's symbolic shapes (0.6 s)
+        order = torch.randperm(dim, generator=torch.Generator().manual_seed(seed), device="cpu")
         self.register_buffer("order", order)
         self.register_buffer("inverse_order", torch.argsort(order))
 
