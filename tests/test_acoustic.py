@@ -137,3 +137,12 @@ def test_spectra_mel_bands_and_mfccs_are_librosas() -> None:
     mel = librosa.feature.melspectrogram(S=power, sr=16000, n_mels=40, fmax=8000.0)
     want = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=1.0, amin=1e-10), n_mfcc=13).T
     np.testing.assert_allclose(_mfcc(power, 16000, 512), want, rtol=1e-9, atol=1e-9)
+
+
+def test_the_dct_matrix_is_scipys_orthonormal_dct() -> None:
+    scipy_fft = pytest.importorskip("scipy.fft")
+    from mercli.features.acoustic import dct_matrix
+
+    x = np.random.default_rng(3).normal(size=(40, 17))
+    want = scipy_fft.dct(x, type=2, norm="ortho", axis=0)[:13]
+    np.testing.assert_allclose(dct_matrix(13, 40) @ x, want, rtol=1e-12, atol=1e-12)
