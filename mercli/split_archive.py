@@ -49,8 +49,9 @@ class SplitZip:
 
 def cache_root() -> Path:
     """``$XDG_CACHE_HOME/mer/models`` (``~/.cache/mer/models`` by default)."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(root) / "mer" / "models"
+    from mercli.paths import mer_cache
+
+    return mer_cache("models")
 
 
 def find_parts(archive: SplitZip) -> list[Path]:

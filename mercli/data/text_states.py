@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,10 @@ _log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(root) / "mer" / "text_states"
+    """``$XDG_CACHE_HOME/mer/text_states`` (``~/.cache/mer/text_states`` by default)."""
+    from mercli.paths import mer_cache
+
+    return mer_cache("text_states")
 
 
 def states_source(backbone_name: str, max_tokens: int, layers: int | None) -> str:

@@ -50,8 +50,9 @@ class FeatureFileError(ValueError):
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/mer/features``, or ``~/.cache/mer/features``."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "mer" / "features"
+    from mercli.paths import mer_cache
+
+    return mer_cache("features")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

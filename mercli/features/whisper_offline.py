@@ -320,8 +320,9 @@ OFFLINE_PACKAGES = {
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/mer/whisper`` (``~/.cache/mer/whisper`` by default)."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "mer" / "whisper"
+    from mercli.paths import mer_cache
+
+    return mer_cache("whisper")
 
 
 def _package_dir(module: str) -> Path | None:
@@ -453,8 +454,9 @@ def _whisper_cache_has(name: str) -> bool:
     url = whisper._MODELS.get(name)
     if url is None:
         return False
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return (Path(root) / "whisper" / os.path.basename(url)).is_file()
+    from mercli.paths import cache_home
+
+    return (cache_home() / "whisper" / os.path.basename(url)).is_file()
 
 
 def _load_offline(source: Ct2Source, name: str, device: str | torch.device) -> whisper.Whisper:
