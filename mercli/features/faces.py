@@ -28,9 +28,8 @@ import numpy as np
 from mercli.features.expression import D_FEATURES, EMOTIONS, INPUT_SIZE
 
 if TYPE_CHECKING:
-    from facenet_pytorch import MTCNN
-
     from mercli.features.expression import ExpressionNet
+    from mercli.features.mtcnn_nets import Mtcnn
 
 GEOMETRY_NAMES: tuple[str, ...] = (
     # The 5 MTCNN landmarks relative to the box centre, in units of the box side (10 values).
@@ -154,32 +153,19 @@ class VisualFeatures:
 
 
 @functools.lru_cache(maxsize=4)
-def load_detector(device: str = "cpu") -> MTCNN:
-    """facenet-pytorch's MTCNN with its packaged P/R/O-net weights (no download), cached.
+def load_detector(device: str = "cpu") -> Mtcnn:
+    """MTCNN's P/R/O-nets with facenet-pytorch's packaged weights (no download), cached.
 
-    Its ``detect`` runs :func:`mercli.features.mtcnn.detect_batch` (same nets and results, crops
-    of all candidate boxes made without one threaded call per box).
+    Its ``detect`` runs :func:`mercli.features.mtcnn.detect_batch` (facenet's algorithm and
+    results, crops of all candidate boxes made without one threaded call per box); the nets
+    load without importing facenet-pytorch's or torchvision's package
+    (:mod:`mercli.features.mtcnn_nets`).
     """
     import torch
-    from facenet_pytorch import MTCNN
 
-    class BatchedMTCNN(MTCNN):  # type: ignore[misc]
-        def detect(
-            self, img: np.ndarray, landmarks: bool = True, min_face_px: float | None = None
-        ) -> tuple[np.ndarray, ...]:
-            from mercli.features.mtcnn import detect_batch
+    from mercli.features.mtcnn_nets import load_mtcnn
 
-            boxes, points = detect_batch(self, np.asarray(img), min_face_px)
-            # facenet's per-image layout: None (and [None] probabilities) without faces.
-            as_object = functools.partial(np.array, dtype=object)
-            return (
-                as_object([b[:, :4] if len(b) else None for b in boxes]),
-                as_object([b[:, 4] if len(b) else [None] for b in boxes]),
-                as_object([p if len(p) else None for p in points]),
-            )
-
-    # keep_all: speaker selection needs every face, not facenet's per-frame largest one.
-    detector = BatchedMTCNN(keep_all=True, select_largest=False, device=torch.device(device))
+    detector = load_mtcnn(torch.device(device))
     if detector.device.type == "cpu":  # weights in the layout detect_batch feeds (net_layout)
         detector = detector.to(memory_format=torch.channels_last)
     return detector
@@ -230,7 +216,7 @@ def _plausible(face: FaceObservation, frame_shape: tuple[int, ...], config: Face
 
 def _detect_whole(
     images: Sequence[np.ndarray],
-    detector: MTCNN,
+    detector: Mtcnn,
     batch_size: int,
     min_face_px: Sequence[float] | None = None,
 ) -> list[list[FaceObservation]]:
@@ -308,7 +294,7 @@ def _distinct(faces: Sequence[FaceObservation], max_iou: float = 0.5) -> list[Fa
 def _track_between(
     small: Sequence[np.ndarray],
     key_faces: dict[int, list[FaceObservation]],
-    detector: MTCNN,
+    detector: Mtcnn,
     config: FaceConfig,
 ) -> dict[int, list[FaceObservation]]:
     """Faces of non-key frames searched around the faces of their keyframe (small pixels).
@@ -345,7 +331,7 @@ def _track_between(
 
 def detect_candidates(
     images: Sequence[np.ndarray],
-    detector: MTCNN | None = None,
+    detector: Mtcnn | None = None,
     config: FaceConfig = FaceConfig(),
 ) -> list[list[FaceObservation]]:
     """Every plausible face in each image, detected in batches, tracked between keyframes.
@@ -498,7 +484,7 @@ def select_speaker(
 
 def detect_faces(
     images: Sequence[np.ndarray],
-    detector: MTCNN | None = None,
+    detector: Mtcnn | None = None,
     config: FaceConfig = FaceConfig(),
 ) -> list[FaceObservation | None]:
     """The speaker's face (or None) in each uint8 RGB image ``(H, W, 3)``."""
@@ -631,7 +617,7 @@ def _default_expression_net() -> ExpressionNet:
 
 def visual_features(
     frames: Sequence[FrameLike],
-    detector: MTCNN | None = None,
+    detector: Mtcnn | None = None,
     expression_net: ExpressionNet | None = None,
     config: FaceConfig = FaceConfig(),
 ) -> VisualFeatures:
@@ -639,7 +625,7 @@ def visual_features(
 
     Args:
         frames: decoded frames in time order (``time_s``, uint8 RGB ``rgb`` (H, W, 3)).
-        detector: MTCNN from :func:`load_detector` (default: cached CPU detector).
+        detector: Mtcnn from :func:`load_detector` (default: cached CPU detector).
         expression_net: from ``load_expression_net`` (default: cached CPU net).
         config: detection / tracking settings.
 

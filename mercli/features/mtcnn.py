@@ -9,19 +9,22 @@ the crops from one gather over an integral image per frame (:func:`area_crops`),
 area interpolation computes: output pixel ``(i, j)`` of an ``h x w`` crop resized to ``s x s``
 is the mean over rows ``[floor(i h / s), ceil((i + 1) h / s))`` and the same columns
 (``adaptive_avg_pool2d``'s windows). Everything else (image pyramid, thresholds, box
-regression, NMS) is facenet's code path with the nets of an ``MTCNN`` instance; results agree
-with ``MTCNN.detect`` to float rounding (tests/test_mtcnn.py).
+regression, NMS) is facenet's code path, its helpers copied below and its nets in
+:mod:`mercli.features.mtcnn_nets` (so neither facenet-pytorch's package nor torchvision's is
+imported); results agree with facenet's ``MTCNN.detect`` to float rounding (tests/test_mtcnn.py).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     import torch
-    from facenet_pytorch import MTCNN
+
+    from mercli.features.mtcnn_nets import Mtcnn
 
 
 def _window_bounds(lo: torch.Tensor, hi: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
@@ -134,10 +137,9 @@ def _stage_input(
         (crops ``(K', 3, size, size)``, bool ``(K,)`` which boxes they are).
     """
     import torch
-    from facenet_pytorch.models.utils.detect_face import pad
 
     height, width = images.shape[2:4]
-    y, ey, x, ex = (torch.from_numpy(np.asarray(v, np.int64)) for v in pad(boxes, width, height))
+    y, ey, x, ex = (torch.from_numpy(np.asarray(v, np.int64)) for v in _pad(boxes, width, height))
     keep = (ey > y - 1) & (ex > x - 1)
     y, ey, x, ex = y[keep], ey[keep], x[keep], ex[keep]
     keep = keep.to(images.device)
@@ -161,14 +163,123 @@ def net_layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+# ---------------------------------------------------------------------------------------------
+# facenet-pytorch 2.6's box helpers (models/utils/detect_face.py, MIT licence), kept as they are
+# there so that detections do not change; its module imports torchvision and PIL at the top.
+
+
+def _pad(boxes: torch.Tensor, w: int, h: int) -> tuple[np.ndarray, ...]:
+    """Integer box bounds clipped to the image (1-based starts): y, ey, x, ex."""
+    b = boxes.trunc().int().cpu().numpy()
+    x, y, ex, ey = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    x[x < 1] = 1
+    y[y < 1] = 1
+    ex[ex > w] = w
+    ey[ey > h] = h
+    return y, ey, x, ex
+
+
+def _rerec(boxes: torch.Tensor) -> torch.Tensor:
+    """Boxes made square around their centres (side = the longer side), in place."""
+    import torch
+
+    h = boxes[:, 3] - boxes[:, 1]
+    w = boxes[:, 2] - boxes[:, 0]
+    side = torch.max(w, h)
+    boxes[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    boxes[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    boxes[:, 2:4] = boxes[:, :2] + side.repeat(2, 1).permute(1, 0)
+    return boxes
+
+
+def _bbreg(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    """Boxes moved by the nets' regression offsets (in box sides), in place."""
+    import torch
+
+    if reg.shape[1] == 1:
+        reg = torch.reshape(reg, (reg.shape[2], reg.shape[3]))
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    b1 = boxes[:, 0] + reg[:, 0] * w
+    b2 = boxes[:, 1] + reg[:, 1] * h
+    b3 = boxes[:, 2] + reg[:, 2] * w
+    b4 = boxes[:, 3] + reg[:, 3] * h
+    boxes[:, :4] = torch.stack([b1, b2, b3, b4]).permute(1, 0)
+    return boxes
+
+
+def _bounding_boxes(
+    reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """P-Net windows above ``threshold``: (boxes ``(K, 9)`` = x1, y1, x2, y2, score, 4 offsets
+    in image pixels, their image indices ``(K,)``)."""
+    import torch
+
+    stride, cellsize = 2, 12
+    reg = reg.permute(1, 0, 2, 3)
+    mask = probs >= threshold
+    mask_inds = mask.nonzero()
+    image_inds = mask_inds[:, 0]
+    score = probs[mask]
+    reg = reg[:, mask].permute(1, 0)
+    bb = mask_inds[:, 1:].type(reg.dtype).flip(1)
+    q1 = ((stride * bb + 1) / scale).floor()
+    q2 = ((stride * bb + cellsize - 1 + 1) / scale).floor()
+    return torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1), image_inds
+
+
+def _nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy NMS where overlap is intersection over the smaller box (O-Net's last step)."""
+    if boxes.size == 0:
+        return np.empty((0, 3))
+    x1, y1, x2, y2 = (boxes[:, i].copy() for i in range(4))
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(scores)
+    pick = np.zeros_like(scores, dtype=np.int16)
+    counter = 0
+    while order.size > 0:
+        i = order[-1]
+        pick[counter] = i
+        counter += 1
+        rest = order[0:-1]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        overlap = w * h / np.minimum(area[i], area[rest])
+        order = order[np.where(overlap <= threshold)]
+    return pick[:counter].copy()
+
+
+def _batched_nms_min(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """:func:`_nms_min` within each image (boxes offset apart per image, as facenet does)."""
+    import torch
+
+    device = boxes.device
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=device)
+    offsets = idxs.to(boxes) * (boxes.max() + 1)
+    shifted = (boxes + offsets[:, None]).cpu().numpy()
+    keep = _nms_min(shifted, scores.cpu().numpy(), threshold)
+    return torch.as_tensor(keep, dtype=torch.long, device=device)
+
+
+def _in_batches(crops: torch.Tensor, net: Callable[..., Any]) -> tuple[torch.Tensor, ...]:
+    """``net`` over ``crops`` 512 at a time, outputs concatenated."""
+    import torch
+
+    out = [net(crops[i : i + 512]) for i in range(0, len(crops), 512)]
+    return tuple(torch.cat(v, dim=0) for v in zip(*out, strict=True))
+
+
 def detect_batch(
-    detector: MTCNN, images: np.ndarray, min_face_px: float | None = None
+    detector: Mtcnn, images: np.ndarray, min_face_px: float | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """facenet-pytorch's ``detect_face`` with batched crops (same thresholds and outputs).
 
     Args:
-        detector: an ``MTCNN`` (its nets, ``min_face_size``, ``thresholds``, ``factor``,
-            ``device``).
+        detector: a :class:`~mercli.features.mtcnn_nets.Mtcnn` or facenet-pytorch's ``MTCNN``
+            (its nets, ``min_face_size``, ``thresholds``, ``factor``, ``device``).
         images: uint8 ``(B, H, W, 3)`` RGB frames of one size.
         min_face_px: when given, the image pyramid's levels that look only for faces smaller
             than this many pixels are skipped (the others are the levels of
@@ -180,15 +291,9 @@ def detect_batch(
         float32 ``(n, 5, 2)``; ``n`` may be 0.
     """
     import torch
-    from facenet_pytorch.models.utils.detect_face import (
-        batched_nms,
-        batched_nms_numpy,
-        bbreg,
-        fixed_batch_process,
-        generateBoundingBox,
-        imresample,
-        rerec,
-    )
+    from torch.nn.functional import interpolate
+
+    from mercli.features.mtcnn_nets import batched_nms
 
     device = detector.device
     threshold, factor = detector.thresholds, detector.factor
@@ -217,9 +322,9 @@ def detect_batch(
     all_boxes, all_inds, picks = [], [], []
     offset = 0
     for scale in scales:
-        im_data = imresample(imgs, (int(h * scale + 1), int(w * scale + 1)))
+        im_data = interpolate(imgs, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
         reg, probs = detector.pnet(net_layout((im_data - 127.5) * 0.0078125))
-        boxes_scale, inds_scale = generateBoundingBox(reg, probs[:, 1], scale, threshold[0])
+        boxes_scale, inds_scale = _bounding_boxes(reg, probs[:, 1], scale, threshold[0])
         all_boxes.append(boxes_scale)
         all_inds.append(inds_scale)
         pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
@@ -239,27 +344,27 @@ def detect_batch(
             boxes[:, 4],
         ]
     ).permute(1, 0)
-    boxes = rerec(boxes)
+    boxes = _rerec(boxes)
 
     # Stage 2: R-Net on 24x24 crops of every candidate, cropped in one gather.
     if len(boxes) > 0:
         crops, keep = _stage_input(imgs, boxes, image_inds, 24)
         boxes, image_inds = boxes[keep], image_inds[keep]
-        out = fixed_batch_process(crops, detector.rnet)
+        out = _in_batches(crops, detector.rnet)
         score = out[1][:, 1]
         ipass = score > threshold[1]
         boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
         image_inds, mv = image_inds[ipass], out[0][ipass]
         pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
         boxes, image_inds, mv = boxes[pick], image_inds[pick], mv[pick]
-        boxes = rerec(bbreg(boxes, mv))
+        boxes = _rerec(_bbreg(boxes, mv))
 
     # Stage 3: O-Net on 48x48 crops: scores, box regression, landmarks.
     points = torch.zeros(0, 5, 2, device=device)
     if len(boxes) > 0:
         crops, keep = _stage_input(imgs, boxes, image_inds, 48)
         boxes, image_inds = boxes[keep], image_inds[keep]
-        out = fixed_batch_process(crops, detector.onet)
+        out = _in_batches(crops, detector.onet)
         score = out[2][:, 1]
         ipass = score > threshold[2]
         landmarks = out[1][ipass].permute(1, 0)  # (10, n)
@@ -270,8 +375,8 @@ def detect_batch(
         points_x = w_i.repeat(5, 1) * landmarks[:5, :] + boxes[:, 0].repeat(5, 1) - 1
         points_y = h_i.repeat(5, 1) * landmarks[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
         points = torch.stack((points_x, points_y)).permute(2, 1, 0)
-        boxes = bbreg(boxes, mv)
-        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+        boxes = _bbreg(boxes, mv)
+        pick = _batched_nms_min(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
         boxes, image_inds, points = boxes[pick], image_inds[pick], points[pick]
 
     boxes_np, points_np = boxes.cpu().numpy(), points.cpu().numpy()
