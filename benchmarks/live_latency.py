@@ -11,8 +11,13 @@ utterance it records the latency from the arrival of the utterance's last sample
 (which includes the endpointer's ``min_silence_s`` wait) and the part of it spent scoring
 (Whisper + features + model; wall, and CPU of the whole process, since CTranslate2 computes in
 its own threads), and whether it was emitted early (by local agreement, before its stretch of
-speech ended) or when its stretch ended; every 10 s the process's resident memory. Prints a
-summary, overall and for the two kinds of utterance, and writes everything as JSON to ``--out``.
+speech ended) or when its stretch ended; every 10 s the process's resident memory. Each
+latency is split into stages (:class:`mercli.live.Stages`): ``decision`` (waiting for the
+endpoint's silence, or for the check whose transcript agreed), ``queue`` (the session busy with
+earlier work), ``transcribe``, ``acoustic``, ``vision``, ``text`` (text states), ``model``,
+``voice`` (voice emotion), ``other`` (the rest of the call) and ``output`` (to the printed line).
+Prints a summary, overall and for the two kinds of utterance, with the per-stage p50, and writes
+everything as JSON to ``--out``.
 
 Targets: <= 2 s from the end of an utterance to its output on a 2-core CPU with tiny.en; memory
 flat over 30 minutes.
@@ -80,6 +85,39 @@ def describe(name: str, figures: dict) -> str:
         f"{name}: {n}p50 {figures['p50']:.2f} s, p90 {figures['p90']:.2f} s, "
         f"max {figures['max']:.2f} s"
     )
+
+
+STAGES = (
+    "decision", "queue", "transcribe", "acoustic", "vision", "text", "model", "voice", "other",
+    "output",
+)  # fmt: skip
+
+
+def stage_parts(u, printed_s: float) -> dict[str, float]:
+    """The latency of a :class:`mercli.live.LiveUtterance` split into :data:`STAGES` (they add up
+    to its latency plus ``output``)."""
+    st = u.stages
+    parts = {
+        "decision": st.decided_s - u.wall_end_s,
+        "queue": st.started_s - st.decided_s,
+        "transcribe": st.transcribe_s,
+        "acoustic": st.acoustic_s,
+        "vision": st.vision_s,
+        "text": st.text_s,
+        "model": st.model_s,
+        "voice": st.voice_s,
+    }
+    parts["other"] = u.emitted_s - st.started_s - sum(list(parts.values())[2:])
+    parts["output"] = printed_s - u.emitted_s
+    return parts
+
+
+def stage_medians(rows: list[dict]) -> dict[str, float | None]:
+    return {k: percentile([r["stages"][k] for r in rows], 50) for k in STAGES}
+
+
+def describe_stages(medians: dict[str, float | None]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in medians.items() if v is not None)
 
 
 def main() -> None:
@@ -164,6 +202,7 @@ def main() -> None:
                 }
             )
             r = rows[-1]
+            r["stages"] = stage_parts(u, time.time())
             print(  # progress, so that a run cut short still says what it measured
                 f"{r['end_s']:8.1f} s {'early' if r['early'] else 'end  '} "
                 f"latency {r['latency_s']:.2f} s scoring {r['scoring_s']:.2f} "
@@ -201,6 +240,8 @@ def main() -> None:
         "early_step_s": session.early.step_s if session.early else None,
         "n_checks": session.n_checks,
         "n_skipped_checks": session.n_skipped_checks,
+        "n_pause_checks": session.n_pause_checks,
+        "n_reused": session.n_reused,
         "n_utterances": len(rows),
         "latency_s": spread(latencies),
         "latency_early_s": {"n": len(early), **spread(early)},
@@ -211,6 +252,11 @@ def main() -> None:
             "max": max(scoring_cpu, default=None),
         },
         "backlog_s": {"p50": percentile(backlog, 50), "max": max(backlog, default=None)},
+        "stages_p50_s": {
+            "all": stage_medians(rows),
+            "early": stage_medians([r for r in rows if r["early"]]),
+            "at_stretch_end": stage_medians([r for r in rows if not r["early"]]),
+        },
         "load_1min": {"mean": sum(loads) / max(len(loads), 1), "max": max(loads, default=None)},
         "endpoint_wait_s": session.vad.min_silence_s,
         "rss_mb": {
@@ -229,7 +275,9 @@ def main() -> None:
         f"{result['stream_s'] / 60:.1f} min of stream ({stream.status}), "
         f"{len(rows)} utterances, ASR {config.asr_backend}, max lag {session.max_lag_s} s, "
         f"early step {result['early_step_s']} s ({session.n_checks} checks, "
-        f"{session.n_skipped_checks} skipped late); latency end of utterance -> output: "
+        f"{session.n_pause_checks} of them at pauses, {session.n_skipped_checks} skipped late; "
+        f"{session.n_reused} stretch ends reused a pause's transcript); "
+        "latency end of utterance -> output: "
         f"{describe('all', result['latency_s'])}; "
         f"{describe('emitted early', result['latency_early_s'])}; "
         f"{describe('at stretch end', result['latency_at_stretch_end_s'])} "
@@ -239,6 +287,8 @@ def main() -> None:
         f"{result['backlog_s']['max']:.1f} s; {session.n_joined_calls} Whisper calls joined "
         "late segments"
     )
+    for kind, medians in result["stages_p50_s"].items():
+        print(f"stages p50 (s), {kind}: {describe_stages(medians)}")
     print(f"RSS by minute (MiB): {result['rss_mb']}; peak {result['peak_rss_mb']:.0f} MiB")
     print(
         f"1-min load average during the run: mean {result['load_1min']['mean']:.1f}, max "

@@ -35,7 +35,7 @@ import numpy as np
 
 from mercli.descriptors import Descriptors
 from mercli.features.agreement import LocalAgreement
-from mercli.features.asr import Utterance, Word
+from mercli.features.asr import Utterance, Word, fails_thresholds
 from mercli.features.extract import (
     FrontEnd,
     UtteranceFeatures,
@@ -44,7 +44,7 @@ from mercli.features.extract import (
     window_vision,
 )
 from mercli.features.media import SAMPLE_RATE_HZ, Frame
-from mercli.features.vad import Endpointer, Segment, VadConfig
+from mercli.features.vad import Endpointer, Pause, Segment, VadConfig
 from mercli.prediction import LABEL_NAMES, SCHEMA_VERSION, Prediction
 
 if TYPE_CHECKING:
@@ -73,10 +73,18 @@ class EarlyEmission:
     step_s: float = 2.0  # re-transcribe the open stretch's tail every this much stream time
     min_tail_s: float = 1.0  # ... when the tail holds at least this much audio
     use_draft: bool = True  # with the transcriber's cheaper draft (FrontEnd.transcribe_draft)
+    # Also transcribe the tail at each pause inside the stretch (VadConfig.pad_s of silence, a
+    # vad.Pause): if the stretch ends there, that transcript is its last one (no call after the
+    # endpoint); if speech goes on, the pause is a boundary the next transcript can agree on.
+    use_pauses: bool = True
+    # After a pause check, the next check comes this much later: then the speech after the
+    # pause is long enough (asr.merge_short: 1 s, 3 words) not to be merged into the utterance
+    # before it, so that the newer transcript shows the boundary at the pause.
+    confirm_s: float = 1.5
 
     def __post_init__(self) -> None:
-        if self.step_s <= 0 or self.min_tail_s < 0:
-            raise ValueError("step_s must be positive and min_tail_s non-negative")
+        if self.step_s <= 0 or self.min_tail_s < 0 or self.confirm_s <= 0:
+            raise ValueError("step_s, confirm_s must be positive and min_tail_s non-negative")
 
 
 @dataclass
@@ -86,6 +94,7 @@ class _Stretch:
     start: int  # its first sample: identifies the stretch
     agreement: LocalAgreement
     next_check: int  # the next stream sample at which its tail is re-transcribed
+    last_end: int = -1  # end sample of the last transcribed window (agreement.previous's)
 
     @property
     def tail(self) -> int:
@@ -96,6 +105,27 @@ class _Stretch:
 def iso_time(wall_s: float) -> str:
     """``time.time()`` as ISO 8601 UTC with milliseconds."""
     return datetime.fromtimestamp(wall_s, timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Where the wall time between an utterance's end and its output went (``time.time()``
+    points and durations, seconds; benchmarks/live_latency.py reports them per stage).
+
+    From the arrival of its last sample (``LiveUtterance.wall_end_s``) to ``decided_s`` it
+    waited for the decision: the endpoint (``VadConfig.min_silence_s`` of silence) or the check
+    whose transcript agreed; to ``started_s`` for the session (earlier scoring, reading); then
+    the stages of the call that scored it, shared with the utterances scored with it.
+    """
+
+    decided_s: float  # arrival of the sample at which the endpoint closed, or of the check point
+    started_s: float  # when the transcription that gave it began
+    transcribe_s: float  # that transcription (0 when a transcript made at a pause was reused)
+    acoustic_s: float  # acoustic features
+    vision_s: float  # face features
+    text_s: float  # model inputs, with the text states
+    model_s: float  # the model's forward passes
+    voice_s: float  # voice emotion
 
 
 @dataclass(frozen=True)
@@ -115,6 +145,7 @@ class LiveUtterance:
     wall_end_s: float
     emitted_s: float
     is_early: bool = False  # emitted while its stretch of speech was still open
+    stages: Stages | None = None  # where its latency went
 
     @property
     def latency_s(self) -> float:
@@ -239,10 +270,13 @@ class LiveSession:
     _frames: deque[Frame] = field(init=False)
     _video_end_s: float = field(init=False, default=-1.0)  # time of the last frame seen
     _pending: deque[Segment] = field(init=False)
+    _pauses: deque[Pause] = field(init=False)  # pauses inside speech not yet checked
     _n_emitted: int = field(init=False, default=0)
     n_joined_calls: int = field(init=False, default=0)  # Whisper calls that took late segments
     n_checks: int = field(init=False, default=0)  # early-emission re-transcriptions made
     n_skipped_checks: int = field(init=False, default=0)  # ... and skipped, being late
+    n_pause_checks: int = field(init=False, default=0)  # checks made at pauses (n_checks has them)
+    n_reused: int = field(init=False, default=0)  # stretch ends that reused a pause's transcript
     _stretch: _Stretch | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -251,6 +285,7 @@ class LiveSession:
         self._arrivals = deque()
         self._frames = deque()
         self._pending = deque()
+        self._pauses = deque()
 
     @property
     def n_samples(self) -> int:
@@ -296,6 +331,9 @@ class LiveSession:
         self._audio = np.concatenate([self._audio, samples])
         self._arrivals.append((self.n_samples, self.clock() if wall_s is None else wall_s))
         self._pending.extend(self.endpointer.push(samples))
+        pauses = self.endpointer.take_pauses()
+        if self.early is not None and self.early.use_pauses:
+            self._pauses.extend(pauses)
 
     def insert_frame(self, frame: Frame) -> None:
         """Append a sampled video frame (``time_s`` in stream time)."""
@@ -328,15 +366,46 @@ class LiveSession:
             n = self._n_to_join(ready) if self._is_late() else 1
             self.n_joined_calls += n > 1
             segment = _joined([self._pending[i] for i in range(n)])
-            out.extend(self._score(replace(segment, start=self._tail_of(segment.start))))
+            decided = self._pending[n - 1].closed_at or self._pending[n - 1].end
+            reused = self._reusable(segment) if n == 1 else None
+            segment = replace(segment, start=self._tail_of(segment.start))
+            if reused is not None:
+                out.extend(self._emit_reused(segment, reused, self._wall_at(decided - 1)))
+            else:
+                out.extend(self._score(segment, self._wall_at(decided - 1)))
             for _ in range(n):  # only now: a Ctrl-C while scoring leaves them to finish()
                 self._pending.popleft()
             self._stretch = None
+            while self._pauses and self._pauses[0].at <= decided:
+                self._pauses.popleft()
         open_start = self.endpointer.open_start
         if not self._pending and open_start is not None:
             out.extend(self._check_early(open_start, self.endpointer.n_samples + 1, wait_for_video))
         self.trim()
         return out
+
+    def _reusable(self, segment: Segment) -> list[Utterance] | None:
+        """The last transcript of the stretch's tail, when its window ended where ``segment``
+        ends (a pause check in the silence that closed it), it found speech, and no utterance
+        of it would have gone through Whisper's temperature fallback (drafts decode once): the
+        transcript of the segment's tail, already made."""
+        stretch = self._stretch
+        if stretch is None or stretch.start != segment.start or stretch.last_end != segment.end:
+            return None
+        previous = stretch.agreement.previous
+        if not previous or any(fails_thresholds(u) for u in previous):
+            return None
+        return list(previous)
+
+    def _emit_reused(
+        self, segment: Segment, utterances: list[Utterance], decided_s: float
+    ) -> list[LiveUtterance]:
+        audio = self._audio[segment.start - self._audio_start : segment.end - self._audio_start]
+        offset_s = segment.start_s()
+        relative = [_shifted(u, -offset_s) for u in utterances]
+        self.n_reused += 1
+        timing = _Timing(decided_s, self.clock(), 0.0)
+        return self._emit(relative, audio, offset_s, timing, is_early=False)
 
     def _tail_of(self, start: int) -> int:
         """The first sample not yet emitted of the stretch that starts at ``start``."""
@@ -346,8 +415,10 @@ class LiveSession:
     def _check_early(self, start: int, until: int, wait_for_video: bool) -> list[LiveUtterance]:
         """Re-transcribe the tail of the stretch that starts at ``start`` at each check point
         before ``until`` (exclusive: it was still open there) not yet passed, and emit what the
-        transcripts agree on. Check points are ``start + k * step_s``: the same for any chunking
-        of the stream."""
+        transcripts agree on. Check points are the stretch's pauses (``EarlyEmission.use_pauses``;
+        the window then ends at the pause's ``end``, where the segment ends if it closes there)
+        and, between them, points ``step_s`` apart (``confirm_s`` after a pause): all fixed by
+        the stream's samples, the same for any chunking of the stream."""
         if self.early is None:
             return []
         step, min_tail = (
@@ -359,27 +430,43 @@ class LiveSession:
             stretch = _Stretch(start, LocalAgreement(start / SAMPLE_RATE_HZ), start + step)
             self._stretch = stretch
         out: list[LiveUtterance] = []
-        while stretch.next_check < until:
-            check = stretch.next_check
+        while self._pauses and self._pauses[0].at <= start:  # an earlier stretch's
+            self._pauses.popleft()
+        while True:
+            pause = self._pauses[0] if self._pauses and self._pauses[0].at < until else None
+            if pause is None and stretch.next_check >= until:
+                break
+            is_pause = pause is not None and pause.at <= stretch.next_check
+            check = pause.at if pause is not None and is_pause else stretch.next_check
             if wait_for_video and not self._video_ready_at(check / SAMPLE_RATE_HZ):
                 break
-            stretch.next_check += step
+            if pause is not None and is_pause:
+                self._pauses.popleft()
+                end, need = pause.end, self.vad.samples(self.vad.min_speech_s)
+                stretch.next_check = check + self.vad.samples(self.early.confirm_s)
+            else:
+                end, need = check, min_tail
+                stretch.next_check += step
             tail = stretch.tail
-            if check - tail < min_tail:
+            if end - tail < need:
                 continue
             if self._is_late_at(check):
                 self.n_skipped_checks += 1
                 continue
             self.n_checks += 1
-            audio = self._audio[tail - self._audio_start : check - self._audio_start]
+            self.n_pause_checks += is_pause
+            audio = self._audio[tail - self._audio_start : end - self._audio_start]
             offset_s = tail / SAMPLE_RATE_HZ
             transcribe = self.front_end.transcribe_draft if self.early.use_draft else None
+            started_s = self.clock()
             utterances = transcribe_audio(audio, self.front_end, transcribe)
+            timing = _Timing(self._wall_at(check - 1), started_s, self.clock() - started_s)
             hypothesis = [_shifted(u, offset_s) for u in utterances]
-            final = stretch.agreement.update(hypothesis)
+            final = stretch.agreement.update(hypothesis, paused=is_pause)
+            stretch.last_end = end
             if final:
                 relative = [_shifted(u, -offset_s) for u in final]
-                out.extend(self._emit(relative, audio, offset_s, is_early=True))
+                out.extend(self._emit(relative, audio, offset_s, timing, is_early=True))
         return out
 
     def _video_ready(self, segment: Segment) -> bool:
@@ -420,23 +507,34 @@ class LiveSession:
                 return wall_s
         return self._arrivals[-1][1] if self._arrivals else self.clock()
 
-    def _score(self, segment: Segment) -> list[LiveUtterance]:
+    def _score(self, segment: Segment, decided_s: float) -> list[LiveUtterance]:
+        """Transcribe and score a closed segment (``decided_s``: when its closing sample
+        arrived)."""
         if segment.end <= segment.start:
             return []
         first = segment.start - self._audio_start
         audio = self._audio[max(0, first) : max(0, segment.end - self._audio_start)]
+        started_s = self.clock()
         utterances = transcribe_audio(audio, self.front_end)
-        return self._emit(utterances, audio, segment.start_s(), is_early=False)
+        timing = _Timing(decided_s, started_s, self.clock() - started_s)
+        return self._emit(utterances, audio, segment.start_s(), timing, is_early=False)
 
     def _emit(
-        self, utterances: list[Utterance], audio: np.ndarray, offset_s: float, is_early: bool
+        self,
+        utterances: list[Utterance],
+        audio: np.ndarray,
+        offset_s: float,
+        timing: _Timing,
+        is_early: bool,
     ) -> list[LiveUtterance]:
         """Features, scores and wall times of ``utterances`` (times in seconds of ``audio``,
         which starts at ``offset_s`` of stream time)."""
         from mercli.pipeline import predict
 
         features = []
+        acoustic_s = vision_s = 0.0
         for u in utterances:
+            t0 = time.perf_counter()
             acoustic, pitch_hz, energy_db = utterance_audio(audio, u, self.front_end.config.hop_s)
             start_s, end_s = offset_s + u.start_s, offset_s + u.end_s
             feature = UtteranceFeatures(
@@ -448,12 +546,25 @@ class LiveSession:
                 np.zeros(0, bool),
                 Descriptors(pitch_hz=pitch_hz, energy_db=energy_db),
             )
+            t1 = time.perf_counter()
             self._add_vision(feature)
             features.append(feature)
+            acoustic_s, vision_s = acoustic_s + t1 - t0, vision_s + time.perf_counter() - t1
         if not features:
             return []
-        predictions = predict(features, self.loaded)
+        spent: dict[str, float] = {}
+        predictions = predict(features, self.loaded, timings=spent)
         emitted_s = self.clock()
+        stages = Stages(
+            timing.decided_s,
+            timing.started_s,
+            timing.transcribe_s,
+            acoustic_s,
+            vision_s,
+            spent.get("text", 0.0),
+            spent.get("model", 0.0),
+            spent.get("voice", 0.0),
+        )
         out = []
         for p in predictions:
             p = _renumbered(p, self._n_emitted)
@@ -461,7 +572,7 @@ class LiveSession:
             start = round(p.start_s * SAMPLE_RATE_HZ)
             end = max(start, round(p.end_s * SAMPLE_RATE_HZ) - 1)
             wall_start, wall_end = self._wall_at(start), self._wall_at(end)
-            out.append(LiveUtterance(p, wall_start, wall_end, emitted_s, is_early))
+            out.append(LiveUtterance(p, wall_start, wall_end, emitted_s, is_early, stages))
         return out
 
     def _add_vision(self, u: UtteranceFeatures) -> None:
@@ -495,6 +606,15 @@ class LiveSession:
         keep_s = self._audio_start / SAMPLE_RATE_HZ
         while self._frames and self._frames[0].time_s < keep_s:
             self._frames.popleft()
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """The decision and the transcription behind some utterances (see :class:`Stages`)."""
+
+    decided_s: float
+    started_s: float
+    transcribe_s: float
 
 
 def _joined(segments: list[Segment]) -> Segment:

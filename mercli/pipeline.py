@@ -154,24 +154,33 @@ def predict(
     loaded: LoadedModel,
     batch_size: int = 32,
     use_cache: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> list[Prediction]:
     """Score utterances in batches of at most ``batch_size`` utterances and
     :data:`MAX_BATCH_STEPS` padded steps (results do not depend on the batching).
     ``use_cache``: whether text states may come from (and go to) their disk cache.
+    ``timings``: when given, wall seconds are added to its ``text`` (model inputs, with the text
+    states), ``model`` (the forward passes) and ``voice`` (voice emotion) entries.
 
     Returns:
         one :class:`Prediction` per utterance, same order.
     """
+    import time
+
     import torch
 
     from mercli.features.vocal_emotion import vocal_emotion
     from mercli.metrics import seven_class_label
 
+    spent = timings if timings is not None else {}
     predictions: list[Prediction] = []
     model = loaded.model
     for first, end in batch_spans(utterances, batch_size):
         chunk = utterances[first:end]
+        t0 = time.perf_counter()
         batch = make_batch(chunk, loaded, use_cache).to(loaded.device)
+        t1 = time.perf_counter()
+        spent["text"] = spent.get("text", 0.0) + t1 - t0
         with torch.inference_mode():
             output = model(batch)
             # what each modality moved the score: the score minus the score without it
@@ -180,6 +189,8 @@ def predict(
         gates = None if output.gate is None else output.gate.float().cpu().numpy()  # (B,)
         present = {m: output.present[m].cpu().numpy() for m in loaded.modalities}  # (B,) bool
         effects = {m: scores - p.float().clamp(-3.0, 3.0).cpu().numpy() for m, p in without.items()}
+        t2 = time.perf_counter()
+        spent["model"] = spent.get("model", 0.0) + t2 - t1
         for i, u in enumerate(chunk):
             score = float(scores[i])
             read = tuple(m for m in loaded.modalities if present[m][i])
@@ -206,6 +217,7 @@ def predict(
                     },
                 )
             )
+        spent["voice"] = spent.get("voice", 0.0) + time.perf_counter() - t2
     return predictions
 
 

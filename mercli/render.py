@@ -284,17 +284,19 @@ def analysis_header(model: Any) -> None:
 
 def live_row(utterance: Any) -> None:
     """One utterance of a live stream, printed the moment it is scored: stream times, score,
-    polarity and label, face coverage, latency, and the transcript."""
+    polarity and label, face coverage, latency (followed by ``*`` when it was emitted early,
+    before its stretch of speech ended), and the transcript."""
     from rich.markup import escape
 
     p = utterance.prediction
     d = p.descriptors
     face = "" if d.face_coverage is None else f"  face {100 * d.face_coverage:.0f}%"
     expression = "" if d.expression is None else f" {d.expression}"
+    early = "*" if getattr(utterance, "is_early", False) else " "
     stdout.print(
         f"[dim]{p.start_s:7.1f}-{p.end_s:<7.1f}[/dim] {p.score:+.2f} {score_bar(p.score)} "
         f"{p.polarity:<8} {p.label_name:<17}{face}{expression}  "
-        f"[dim]+{utterance.latency_s:.1f} s[/dim]  {escape(p.text)}",
+        f"[dim]+{utterance.latency_s:.1f} s{early}[/dim] {escape(p.text)}",
         highlight=False,
         soft_wrap=True,
     )

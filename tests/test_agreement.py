@@ -61,6 +61,28 @@ def test_a_sentence_end_needs_no_second_boundary() -> None:
     assert n_agreed([sentence], [sentence]) == 0  # nothing follows it yet
 
 
+def test_a_window_that_ended_in_a_pause_counts_as_a_boundary() -> None:
+    # the older window ended in a pause the VAD saw after A; the newer one ends A there
+    assert n_agreed([A], [A, B], previous_paused=True) == 1
+    assert n_agreed([A, B], [A, B, C], previous_paused=True) == 2
+    assert n_agreed([said(0.0, "the camera is")], [A, B], previous_paused=True) == 0
+    merged = said(0.0, "the camera is great but the battery dies fast")
+    assert n_agreed([A], [merged, C], previous_paused=True) == 0  # no boundary there now
+    assert n_agreed([A], [A], previous_paused=True) == 0  # the last is still never final
+    agreement = LocalAgreement(start_s=0.0)
+    assert agreement.update([A], paused=True) == [] and agreement.previous_paused
+    assert agreement.update([A, said(1.5, "but")]) == [A]
+    assert not agreement.previous_paused
+    # a later window that adds no word after the pause keeps it; one that differs does not
+    agreement = LocalAgreement(start_s=0.0)
+    agreement.update([A], paused=True)
+    agreement.update([said(0.0, "The camera is great,")])
+    assert agreement.previous_paused
+    assert agreement.update([said(0.0, "the camera is grey")]) == []
+    assert not agreement.previous_paused
+    assert n_agreed([said(0.0, "The Camera, is great.")], [A, B], previous_paused=True) == 1
+
+
 def test_the_last_utterance_is_never_final() -> None:
     assert n_agreed([A], [A]) == 0  # the window's end is no boundary
     assert n_agreed([A, B], [A, B]) == 1

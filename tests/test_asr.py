@@ -16,6 +16,7 @@ from mercli.features.asr import (
     Utterance,
     Word,
     drop_hallucinations,
+    fails_thresholds,
     merge_short,
     normalize_text,
     segment_utterances,
@@ -78,6 +79,12 @@ def test_drop_hallucinations_uses_both_signals() -> None:
     empty = Utterance(14.0, 15.0, " ... ")
     kept = drop_hallucinations([speech, silence, confident, unsure_speech, empty])
     assert kept == [speech, confident, unsure_speech]
+
+
+def test_fails_thresholds_flags_unsure_or_repetitive_decodes() -> None:
+    assert not fails_thresholds(utterance("I really liked it, the battery lasts.", 0.0))
+    assert fails_thresholds(utterance("Mumbled words here.", 0.0, avg_logprob=-1.4))
+    assert fails_thresholds(utterance(" ".join(["thank you so much"] * 12), 0.0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -365,8 +367,11 @@ def test_utterances_inside_a_stretch_come_out_before_it_ends(loaded) -> None:
     emitted_at += [(session.stream_s, u) for u in session.finish()]
     stretch_end_s = PHRASES[-1][1] + session.vad.min_silence_s
     early = [u for now_s, u in emitted_at if now_s < stretch_end_s]
-    assert [u.is_early for _, u in emitted_at] == [True, True, False, False]
-    assert len(early) == 2 and session.n_checks >= 2
+    # each phrase is final once the next check sees the next one begin after its pause; the
+    # last one ends the stretch, with the transcript made at its pause
+    assert [u.is_early for _, u in emitted_at] == [True, True, True, False]
+    assert len(early) == 3 and session.n_pause_checks == len(PHRASES)
+    assert session.n_reused == 1
     # the same utterances, texts and scores as when the stretch is scored whole
     whole = fed(phrase_session(loaded, early=None), audio, 1600)
     got = [u for _, u in emitted_at]
@@ -381,7 +386,7 @@ def test_early_emission_does_not_depend_on_chunking(loaded) -> None:
     audio = bursts(PHRASES, 9.0)
     runs = [fed(phrase_session(loaded, max_lag_s=None), audio, chunk)
             for chunk in (len(audio), 1000, 1600)]  # fmt: skip
-    assert [u.is_early for u in runs[0]] == [True, True, False, False]
+    assert [u.is_early for u in runs[0]] == [True, True, True, False]
     for run in runs[1:]:
         assert rows(run) == rows(runs[0])
         assert [u.is_early for u in run] == [u.is_early for u in runs[0]]
@@ -424,13 +429,68 @@ def test_early_emission_streamed_in_real_time_gives_the_files_utterances(loaded,
     stream = LiveStream(parse_source("-"), use_video=False, stdin=sender.stdout)
     live_run = list(run_live(stream, phrase_session(loaded), LiveSummary("-")))
     sender.wait()
-    expected = [True, True, False, False]
+    expected = [True, True, True, False]
     assert [u.is_early for u in live_run] == [u.is_early for u in file_run] == expected
     assert_same_utterances(live_run, file_run, atol=1e-5)
     # the early ones were printed while the stream still played the stretch (which ends 0.6 s
     # after the last phrase)
     stretch_end_wall_s = live_run[-1].wall_end_s + 0.6
-    assert all(u.emitted_s < stretch_end_wall_s for u in live_run[:2])
+    assert all(u.emitted_s < stretch_end_wall_s for u in live_run[:3])
+
+
+class PhraseCounter:
+    """``phrase_transcribe`` with a ``draft``, counting the calls of each (stream seconds of
+    the window's end, from the session's counter, per call)."""
+
+    def __init__(self) -> None:
+        self.full: list[float] = []
+        self.drafts: list[float] = []
+        self.session: LiveSession | None = None
+
+    def __call__(self, audio: np.ndarray) -> list[Utterance]:
+        self.full.append(self.session.stream_s if self.session else 0.0)
+        return phrase_transcribe(audio)
+
+    def draft(self, audio: np.ndarray) -> list[Utterance]:
+        self.drafts.append(self.session.stream_s if self.session else 0.0)
+        return phrase_transcribe(audio)
+
+
+@pytest.mark.parametrize("use_pauses", [True, False])
+def test_a_stretch_that_ends_in_a_checked_pause_is_not_transcribed_again(loaded, use_pauses):
+    audio = bursts(PHRASES, 9.0)
+    transcriber = PhraseCounter()
+    front_end = FrontEnd(ExtractConfig(use_faces=False), transcriber=transcriber)
+    session = LiveSession(loaded, front_end, early=EarlyEmission(use_pauses=use_pauses))
+    transcriber.session = session
+    emitted_at = feed_in_chunks(session, audio) + [(9.0, u) for u in session.finish()]
+    got = [u for _, u in emitted_at]
+    whole = fed(phrase_session(loaded, early=None), audio, 1600)
+    assert_same_utterances(got, whole, atol=1e-3)  # the same utterances either way
+    closed_s = PHRASES[-1][1] + session.vad.min_silence_s
+    if use_pauses:
+        assert transcriber.full == [] and session.n_reused == 1
+        # the last phrase came out at its endpoint, with no Whisper call after it
+        assert emitted_at[-1][0] == pytest.approx(closed_s, abs=0.15)
+        assert emitted_at[-1][1].stages.transcribe_s == 0.0
+    else:  # checks every 2 s; the stretch's end is transcribed after its endpoint
+        assert len(transcriber.full) == 1 and transcriber.full[0] >= closed_s - 0.05
+        assert session.n_reused == 0 and session.n_pause_checks == 0
+        assert [u.is_early for u in got] == [True, True, False, False]
+
+
+def test_an_unsure_draft_is_not_reused_at_the_stretch_end(loaded) -> None:
+    class Unsure(PhraseCounter):
+        def draft(self, audio: np.ndarray) -> list[Utterance]:
+            super().draft(audio)  # counted; each one unsure as Whisper's fallback judges it
+            return [replace(u, avg_logprob=-1.5) for u in phrase_transcribe(audio)]
+
+    transcriber = Unsure()
+    front_end = FrontEnd(ExtractConfig(use_faces=False), transcriber=transcriber)
+    session = LiveSession(loaded, front_end, early=EarlyEmission())
+    out = fed(session, bursts(PHRASES, 9.0), 1600)
+    assert len(out) == len(PHRASES) and session.n_reused == 0
+    assert len(transcriber.full) == 1 and len(transcriber.drafts) >= len(PHRASES)
 
 
 def test_late_checks_are_skipped_when_scoring_falls_behind(loaded) -> None:
@@ -523,9 +583,9 @@ def test_cli_endpoint_silence_sets_where_utterances_end(fake_whisper, clip, sile
 
 @pytest.mark.parametrize(
     ("early", "expected"),
-    # every 2 s (default) phrases 1 and 2 agree at the checks of 6.25 s; every 1 s phrase 3
-    # too, at 7.25 s; the last one ends the stretch
-    [(None, [True, True, False, False]), ("0", [False] * 4), ("1", [True, True, True, False])],
+    # by default each phrase agrees at the check after the next pause; with checks every 1 s
+    # too; the last one ends the stretch
+    [(None, [True, True, True, False]), ("0", [False] * 4), ("1", [True, True, True, False])],
 )
 def test_cli_early_emit_prints_utterances_before_the_pause(monkeypatch, tmp_path, early, expected):
     monkeypatch.setattr("mercli.features.extract.load_transcriber", lambda c: phrase_transcribe)
@@ -536,6 +596,16 @@ def test_cli_early_emit_prints_utterances_before_the_pause(monkeypatch, tmp_path
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()[:-1]]
     assert [line["emitted_early"] for line in lines] == expected
+
+
+def test_cli_table_marks_the_rows_emitted_early(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr("mercli.features.extract.load_transcriber", lambda c: phrase_transcribe)
+    clip = write_wav(tmp_path / "phrases.wav", bursts(PHRASES, 9.0))
+    args = ["analyze", "--live", str(clip), "--no-faces", "--checkpoint"]
+    result = CliRunner().invoke(cli, [*args, str(tiny_models()["text"])])
+    assert result.exit_code == 0, result.output
+    marks = [m.group(1) for m in re.finditer(r"\+\d+\.\d s(\*| ) w", result.stdout)]
+    assert marks == ["*"] * 3 + [" "]
 
 
 def test_cli_refuses_live_with_files_and_reports_bad_sources(fake_whisper, clip, tmp_path):

@@ -87,3 +87,21 @@ def test_the_endpoint_comes_min_silence_after_the_speech() -> None:
     else:
         pytest.fail("no segment closed")
     assert closed_at_s == pytest.approx(1.5 + config.min_silence_s, abs=0.06)
+
+
+def test_a_pause_is_reported_where_the_segment_would_end() -> None:
+    config = VadConfig()
+    audio = bursts([(0.5, 1.5), (1.8, 2.6)], 4.0)  # a 0.3 s gap: a pause, not an endpoint
+    for chunk in (160, 1600, len(audio)):
+        endpointer = Endpointer(config)
+        found, pauses = [], []
+        for i in range(0, len(audio), chunk):
+            found += endpointer.push(audio[i : i + chunk])
+            pauses += endpointer.take_pauses()
+        assert len(found) == 1 and len(pauses) == 2  # in the gap, and in the final silence
+        gap, last = pauses
+        assert gap.end / RATE == pytest.approx(1.5 + config.pad_s, abs=0.05)
+        assert last.end == found[0].end  # the transcript made there is the segment's
+        for pause in pauses:  # seen once pad_s of silence has arrived, never sooner
+            assert pause.end <= pause.at < pause.end + endpointer.frame_len
+        assert endpointer.take_pauses() == []

@@ -5,11 +5,15 @@ A stretch of speech without a long enough pause is one endpointed segment
 stretch to end. Instead the live session re-transcribes the stretch's uncommitted tail at a fixed
 cadence, and an utterance becomes final as soon as two successive transcripts agree on it: the
 LocalAgreement-2 policy of ufal/whisper_streaming (Machacek et al., 2023), which commits the
-longest common prefix of successive hypotheses. Here the prefix runs over the words of the
+longest common prefix of successive hypotheses. Here the prefix runs over the words (compared
+without case and punctuation; what is emitted is the newer transcript's text) of the
 utterances with a boundary token between utterances, so an utterance is final when both
 transcripts hold all its words *and* end it at the same word, with more speech after it; or, one
 check sooner, when both hold all its words, its last word ends a sentence (``.``, ``?``, ``!``)
-and the newer transcript starts another utterance after it. The tail
+and the newer transcript starts another utterance after it; or when the older transcript's
+window ended in a pause that the voice-activity detector saw (``pad_s`` of silence after its
+last word: :class:`mercli.features.vad.Pause`) and the newer one holds all its words and ends
+it there. The tail
 then starts in the pause after it: later transcripts never see its audio again, so a final
 utterance is never re-emitted or changed.
 
@@ -26,18 +30,26 @@ from mercli.features.asr import Utterance
 
 BOUNDARY = "\x00"  # the token between two utterances of a hypothesis (never a word)
 SENTENCE_END = (".", "?", "!")
+_PUNCTUATION = ".,?!;:\"'()[]-…"
 
 
 def hypothesis_tokens(utterances: Sequence[Utterance]) -> list[str]:
     """The words of ``utterances`` in order, with :data:`BOUNDARY` between utterances (not after
     the last one: the end of the window is not a boundary). Utterances without word timings
-    contribute their text split on spaces."""
+    contribute their text split on spaces. Words are compared without case and punctuation
+    (:func:`word_key`): successive drafts often differ only there ("American," / "american")."""
     tokens: list[str] = []
     for i, u in enumerate(utterances):
         if i:
             tokens.append(BOUNDARY)
-        tokens.extend(w.text for w in u.words) if u.words else tokens.extend(u.text.split())
+        words = [w.text for w in u.words] if u.words else u.text.split()
+        tokens.extend(word_key(w) for w in words)
     return tokens
+
+
+def word_key(word: str) -> str:
+    """``word`` lowercased, without the punctuation around it ("Flynn," -> "flynn")."""
+    return word.strip(_PUNCTUATION).lower() or word
 
 
 def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
@@ -50,16 +62,22 @@ def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
     return n
 
 
-def n_agreed(previous: Sequence[Utterance], current: Sequence[Utterance]) -> int:
+def n_agreed(
+    previous: Sequence[Utterance], current: Sequence[Utterance], previous_paused: bool = False
+) -> int:
     """How many leading utterances of ``current`` are final: their words lie in the common
     prefix of both hypotheses' tokens (:func:`hypothesis_tokens`), and so does the boundary
-    after each, or the utterance ends a sentence.
+    after each, or the utterance ends a sentence. ``previous_paused``: ``previous``'s window
+    ended in a pause, which counts as a boundary after its last utterance.
 
     The last utterance of ``current`` is never final (nothing follows it in the window, so its
     end is not known), so the result is at most ``len(current) - 1``; it is 0 when the
     hypotheses disagree before the end of the first utterance.
     """
-    agreed = common_prefix(hypothesis_tokens(previous), hypothesis_tokens(current))
+    before = hypothesis_tokens(previous)
+    if previous_paused and before:
+        before.append(BOUNDARY)
+    agreed = common_prefix(before, hypothesis_tokens(current))
     n, position = 0, 0
     for u in current[:-1]:
         position += len(u.words) if u.words else len(u.text.split())
@@ -90,17 +108,24 @@ class LocalAgreement:
         start_s: where the uncommitted tail starts (stream seconds); the caller transcribes from
             here and passes the utterances with stream times to :meth:`update`.
         previous: the last hypothesis of the tail (what the next one is compared with).
+        previous_paused: its window ended in a pause (see :func:`n_agreed`).
     """
 
     start_s: float
     previous: list[Utterance] = field(default_factory=list)
+    previous_paused: bool = False
 
-    def update(self, hypothesis: Sequence[Utterance]) -> list[Utterance]:
-        """Take a new transcript of the tail; returns the utterances that became final (time
-        order, possibly none) and moves ``start_s`` past them."""
+    def update(self, hypothesis: Sequence[Utterance], paused: bool = False) -> list[Utterance]:
+        """Take a new transcript of the tail (``paused``: its window ends in a pause); returns
+        the utterances that became final (time order, possibly none) and moves ``start_s``
+        past them."""
         hypothesis = list(hypothesis)
-        n = n_agreed(self.previous, hypothesis)
+        n = n_agreed(self.previous, hypothesis, self.previous_paused)
         if n:
             self.start_s = max(self.start_s, cut_point_s(hypothesis[n - 1], hypothesis[n]))
-        self.previous = hypothesis[n:]
+        elif self.previous_paused and hypothesis_tokens(hypothesis) == hypothesis_tokens(
+            self.previous
+        ):
+            paused = True  # the same words and nothing after the pause yet: it still holds
+        self.previous, self.previous_paused = hypothesis[n:], paused
         return hypothesis[:n]

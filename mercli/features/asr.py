@@ -90,6 +90,19 @@ def is_hallucination(
     )
 
 
+def fails_thresholds(
+    utterance: Utterance, logprob_threshold: float = -1.0, compression_threshold: float = 2.4
+) -> bool:
+    """Whether Whisper's temperature fallback would decode this again: an unsure decode
+    (``avg_logprob`` below ``logprob_threshold``) or a repetitive one (its text compresses by
+    more than ``compression_threshold`` with zlib), Whisper's and faster-whisper's defaults."""
+    import zlib
+
+    data = utterance.text.encode()
+    ratio = len(data) / len(zlib.compress(data)) if data else 0.0
+    return utterance.avg_logprob < logprob_threshold or ratio > compression_threshold
+
+
 def drop_hallucinations(
     utterances: Iterable[Utterance],
     no_speech_threshold: float = 0.6,

@@ -13,11 +13,15 @@ Whisper's own hallucination filter already drops segments that hold no words (se
 :class:`Endpointer` turns the per-frame decisions into closed :class:`Segment` s: speech starts
 after ``min_voiced_s`` of consecutive voiced frames, ends after ``min_silence_s`` of silence
 (the endpoint delay a user waits for), and is padded by ``pad_s`` on both sides. Segments longer
-than ``max_segment_s`` are cut, which bounds the audio held in memory.
+than ``max_segment_s`` are cut, which bounds the audio held in memory. It also reports each
+:class:`Pause` inside speech: where ``pad_s`` of silence has followed the last voiced frame, the
+segment would end there if the silence went on to ``min_silence_s``, so live early emission
+can transcribe it before the endpoint is sure (:mod:`mercli.live`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +72,19 @@ class Segment:
         return self.end / rate_hz
 
 
+@dataclass(frozen=True)
+class Pause:
+    """A pause inside open speech: silence for ``pad_s`` after the last voiced frame.
+
+    Attributes:
+        at: the sample at which it was seen (the end of the frame that completed ``pad_s``).
+        end: where the open segment ends if it closes in this pause (its padded end, <= ``at``).
+    """
+
+    at: int
+    end: int
+
+
 def frame_levels_db(samples: np.ndarray) -> np.ndarray:
     """RMS level per row of ``samples`` ``(n_frames, frame_len)``, dBFS, ``(n_frames,)``."""
     power = np.mean(np.square(samples, dtype=np.float64), axis=1)
@@ -93,6 +110,10 @@ class Endpointer:
         self._onset: int | None = None  # first voiced frame of the open segment
         self._last_voiced = 0  # last voiced frame of the open segment
         self._voiced = 0  # voiced frames in the open segment
+        # pauses seen, oldest first, until the caller takes them (bounded if it never does)
+        self.pauses: deque[Pause] = deque(maxlen=256)
+        pad = config.samples(config.pad_s, rate_hz)
+        self._pause_frames = max(1, -(-pad // self.frame_len))  # silent frames that cover pad_s
 
     @property
     def n_samples(self) -> int:
@@ -120,6 +141,12 @@ class Endpointer:
             if segment is not None:
                 closed.append(segment)
         return closed
+
+    def take_pauses(self) -> list[Pause]:
+        """The pauses seen since the last call (see :class:`Pause`), oldest first."""
+        pauses = list(self.pauses)
+        self.pauses.clear()
+        return pauses
 
     def flush(self) -> list[Segment]:
         """End of stream: close the segment in progress, if it holds enough speech."""
@@ -152,6 +179,9 @@ class Endpointer:
             return self._close(self._last_voiced + 1, is_cut=False, closed_at=closed_at)
         if (i + 1 - self._onset) * frames >= c.max_segment_s - 2 * c.pad_s:
             return self._close(i + 1, is_cut=True, closed_at=closed_at)
+        if self._run == self._pause_frames:
+            end = (self._last_voiced + 1) * self.frame_len + c.samples(c.pad_s, self.rate_hz)
+            self.pauses.append(Pause(closed_at, end))
         return None
 
     def _close(self, end_frame: int, is_cut: bool, closed_at: int) -> Segment | None:
