@@ -4,9 +4,10 @@
         [--max-lag S] [--early-step S] [--out FILE]
 
 A local ffmpeg process plays ``--clip`` in a loop at its own pace (``-re -stream_loop -1``) for
-``--minutes`` and pipes it (matroska, streams copied) into the same reader and session that
-``mer analyze --live -`` uses, in this process, with the packaged default model and Whisper
-tiny.en on the backend ``--asr`` (as ``mer analyze --asr``; default auto: ct2 on the CPU). Per
+``--minutes`` and pipes it (matroska, streams copied, in clusters of 0.1 s) into the same reader
+and session that ``mer analyze --live -`` uses, in this process, with the packaged default model
+and Whisper tiny.en on the backend ``--asr`` (as ``mer analyze --asr``; default auto: ct2 on the
+CPU). Per
 utterance it records the latency from the arrival of the utterance's last sample to its result
 (which includes the endpointer's ``min_silence_s`` wait) and the part of it spent scoring
 (Whisper + features + model; wall, and CPU of the whole process, since CTranslate2 computes in
@@ -58,7 +59,10 @@ def sender(clip: Path, seconds: float) -> subprocess.Popen[bytes]:
     command = [
         ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
         "-re", "-stream_loop", "-1", "-i", str(clip), "-t", f"{seconds:g}",
-        "-map", "0:a:0", "-map", "0:v:0?", "-c", "copy", "-f", "matroska", "pipe:1",
+        "-map", "0:a:0", "-map", "0:v:0?", "-c", "copy",
+        # matroska's clusters last about 1 s by default, so the audio would arrive in 1 s
+        # bursts; a live source (a microphone, a stream) delivers it every few tens of ms
+        "-cluster_time_limit", "100", "-f", "matroska", "pipe:1",
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE)
 
