@@ -62,3 +62,23 @@ def test_shipped_backbones_equal_transformers_on_mosi_transcripts(name: str) -> 
         ids, _ = tokenize(texts, load_tokenizer(name), max_tokens)
         assert torch.equal(ids, tokenize(texts, loaded[1], max_tokens)[0])
     _assert_same(folder, texts[:64], 50, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent")
+def test_all_mpnet_base_v2_split_for_tuning_equals_the_whole() -> None:
+    from mercli.model.plain_encoder import load_split_encoder
+    from mercli.model.text_backbone import resolve_backbone
+
+    with open(SHARED / "data" / "cmu-mosi" / "label.csv") as stream:
+        texts = [row["text"] for row in csv.DictReader(stream)][:32]
+    folder = resolve_backbone("all-mpnet-base-v2")
+    whole, split = load_plain_encoder(folder), load_split_encoder(folder, 2)
+    assert whole is not None and split is not None
+    ids, mask = tokenize(texts, whole[1], 50)
+    with torch.no_grad():
+        want = whole[0](input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        lower = split[0](input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        got = split[2](lower, mask)
+    valid = mask[..., None]
+    torch.testing.assert_close(got * valid, want * valid, atol=1e-5, rtol=0)
