@@ -360,3 +360,5 @@ def test_a_draft_transcript_does_not_fall_back_to_higher_temperatures() -> None:
     full, draft = model.calls
     assert full["temperature"][0] == 0.0 and len(full["temperature"]) > 1
     assert draft["temperature"] == [0.0]
+    # and decodes a bounded number of tokens: 1 s of audio, not Whisper's 448
+    assert full["max_new_tokens"] is None and 8 <= draft["max_new_tokens"] <= 32

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from mercli.features.asr import Utterance, cut_utterances, speech_input, utterance_from_segment
+from mercli.features.media import SAMPLE_RATE_HZ
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -52,6 +53,12 @@ PIP_HINT = "pip install 'faster-whisper==1.2.1'"
 # more than the full window.
 DRAFT_MIN_CONTEXT_S = 10.0
 DRAFT_PADDING_S = 4.0
+# A draft decodes at most this many tokens per second of audio (plus DRAFT_EXTRA_TOKENS): speech
+# takes 3-5 (words and timestamps). Without a cap, a window that ends just after a word onset
+# sometimes decodes a repetition up to Whisper's 448 tokens (2-7 s of CPU instead of 0.5 s;
+# compression ratio 4-5, which the temperature fallback that drafts skip would have redone).
+DRAFT_TOKENS_PER_S = 8.0
+DRAFT_EXTRA_TOKENS = 16
 
 
 class AsrLoadError(Exception):
@@ -285,9 +292,15 @@ class Ct2Transcriber:
     def draft(self, audio: np.ndarray) -> list[Utterance]:
         """:meth:`__call__` with a short encoder window (:func:`short_encoder_window`) and no
         temperature fallback (a draft that fails the thresholds is one that gets redone)."""
+        duration_s = len(audio) / SAMPLE_RATE_HZ
         with short_encoder_window(self.model, DRAFT_MIN_CONTEXT_S, DRAFT_PADDING_S):
             return transcribe_ct2(
-                audio, self.model, language=self.language, max_s=self.max_s, temperatures=(0.0,)
+                audio,
+                self.model,
+                language=self.language,
+                max_s=self.max_s,
+                temperatures=(0.0,),
+                max_new_tokens=round(DRAFT_TOKENS_PER_S * duration_s) + DRAFT_EXTRA_TOKENS,
             )
 
 
@@ -299,6 +312,7 @@ def transcribe_ct2(
     min_s: float = 1.0,
     min_words: int = 3,
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+    max_new_tokens: int | None = None,
 ) -> list[Utterance]:
     """:func:`mercli.features.asr.transcribe` with a faster-whisper ``WhisperModel``.
 
@@ -310,6 +324,7 @@ def transcribe_ct2(
             :func:`mercli.features.asr.segment_utterances`.
         temperatures: decoding temperatures, tried in turn while a decode fails Whisper's
             thresholds (the fallback of openai-whisper and faster-whisper by default).
+        max_new_tokens: at most this many tokens per decoded window (None: Whisper's 448).
 
     Returns:
         utterances in time order; empty when there is no speech.
@@ -327,6 +342,7 @@ def transcribe_ct2(
         word_timestamps=True,
         condition_on_previous_text=False,
         vad_filter=False,
+        max_new_tokens=max_new_tokens,
     )
     return cut_utterances(
         (utterance_from_ct2_segment(s) for s in segments),
