@@ -77,6 +77,11 @@ class EarlyEmission:
     # vad.Pause): if the stretch ends there, that transcript is its last one (no call after the
     # endpoint); if speech goes on, the pause is a boundary the next transcript can agree on.
     use_pauses: bool = True
+    # Pause transcripts read the full 30 s window even with ``use_draft``: one may become the
+    # stretch's final transcript, and a short-window draft of a tail that ends where the speech
+    # ends is fragile (whisper_jfk.flac: "ask not" drafted as "S NOT!" or "S n i" for tails a
+    # few tens of ms apart; the full window reads "Ask not!" for each).
+    draft_at_pauses: bool = False
     # After a pause check, the next check comes this much later: then the speech after the
     # pause is long enough (asr.merge_short: 1 s, 3 words) not to be merged into the utterance
     # before it, so that the newer transcript shows the boundary at the pause.
@@ -457,7 +462,8 @@ class LiveSession:
             self.n_pause_checks += is_pause
             audio = self._audio[tail - self._audio_start : end - self._audio_start]
             offset_s = tail / SAMPLE_RATE_HZ
-            transcribe = self.front_end.transcribe_draft if self.early.use_draft else None
+            use_draft = self.early.use_draft and (self.early.draft_at_pauses or not is_pause)
+            transcribe = self.front_end.transcribe_draft if use_draft else None
             started_s = self.clock()
             utterances = transcribe_audio(audio, self.front_end, transcribe)
             timing = _Timing(self._wall_at(check - 1), started_s, self.clock() - started_s)

@@ -469,7 +469,11 @@ def test_a_stretch_that_ends_in_a_checked_pause_is_not_transcribed_again(loaded,
     assert_same_utterances(got, whole, atol=1e-3)  # the same utterances either way
     closed_s = PHRASES[-1][1] + session.vad.min_silence_s
     if use_pauses:
-        assert transcriber.full == [] and session.n_reused == 1
+        # pause checks read the full window (EarlyEmission.draft_at_pauses off), other checks
+        # draft; none comes after the endpoint
+        assert len(transcriber.full) == session.n_pause_checks > 0 and session.n_reused == 1
+        assert len(transcriber.drafts) == session.n_checks - session.n_pause_checks
+        assert max(transcriber.full) < closed_s - 0.05
         # the last phrase came out at its endpoint, with no Whisper call after it
         assert emitted_at[-1][0] == pytest.approx(closed_s, abs=0.15)
         assert emitted_at[-1][1].stages.transcribe_s == 0.0
@@ -487,7 +491,7 @@ def test_an_unsure_draft_is_not_reused_at_the_stretch_end(loaded) -> None:
 
     transcriber = Unsure()
     front_end = FrontEnd(ExtractConfig(use_faces=False), transcriber=transcriber)
-    session = LiveSession(loaded, front_end, early=EarlyEmission())
+    session = LiveSession(loaded, front_end, early=EarlyEmission(draft_at_pauses=True))
     out = fed(session, bursts(PHRASES, 9.0), 1600)
     assert len(out) == len(PHRASES) and session.n_reused == 0
     assert len(transcriber.full) == 1 and len(transcriber.drafts) >= len(PHRASES)
