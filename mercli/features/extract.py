@@ -16,6 +16,7 @@ one utterance over the first ``clip_s`` seconds, its frames described in windows
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -33,6 +34,7 @@ from mercli.features.profile import D_VISION, DEFAULT_FPS, DEFAULT_HOP_S, Featur
 
 if TYPE_CHECKING:
     from mercli.features.faces import VisualFeatures
+    from mercli.features.frame_faces import FaceWorker
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,13 @@ class ExtractConfig:
     use_speakers: bool = False  # diarize: a speaker per utterance, cut at changes of speaker
     n_speakers: int | None = None  # with use_speakers: how many voices (None: decide)
     clip_s: float | None = None  # whole-clip mode: one utterance over the first clip_s seconds
+    # Faces searched in a background thread while Whisper transcribes, then grouped by
+    # utterance (:mod:`mercli.features.frame_faces`), instead of window by window after it:
+    # on, off, or auto = on when torch has 2 or more threads (with one, the overlap would take
+    # a second core that was not given). Not with speakers or in whole-clip mode. Keyframes then
+    # lie on the file's grid, not each window's: features differ within the reference test's
+    # tolerances, so the cache does not tell the two apart.
+    overlap_faces: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.n_speakers is not None and self.n_speakers < 1:
@@ -70,6 +79,8 @@ class ExtractConfig:
             raise ValueError(f"hop_s must be positive, got {self.hop_s}")
         if self.clip_s is not None and self.clip_s <= 0:
             raise ValueError(f"clip_s must be positive, got {self.clip_s}")
+        if self.overlap_faces not in ("auto", "on", "off"):
+            raise ValueError(f"overlap_faces must be auto, on or off, got {self.overlap_faces!r}")
         from mercli.features.asr_ct2 import resolve_backend
 
         resolve_backend(self.asr, self.device, self.whisper)  # raises on an unknown name
@@ -84,6 +95,18 @@ class ExtractConfig:
         from mercli.features.asr_ct2 import resolve_backend
 
         return resolve_backend(self.asr, self.device, self.whisper)
+
+    @property
+    def use_face_overlap(self) -> bool:
+        """Whether faces are searched alongside Whisper (``overlap_faces``, ``auto`` resolved
+        now: torch's thread count may change between files)."""
+        if self.clip_s is not None or self.use_speakers or not self.use_faces:
+            return False
+        if self.overlap_faces == "auto":
+            import torch
+
+            return torch.get_num_threads() >= 2
+        return self.overlap_faces == "on"
 
     @property
     def cache_scope(self) -> str:
@@ -109,6 +132,7 @@ class ExtractConfig:
         """What changes the features (the device does not)."""
         fields = asdict(self)
         fields.pop("device")
+        fields.pop("overlap_faces")  # the same features within tolerances (see the field)
         if not self.use_speakers:  # keys of files analysed without speakers stay as they were
             fields.pop("use_speakers")
             fields.pop("n_speakers")
@@ -172,7 +196,11 @@ class MediaFeatures:
         frame_mask: bool ``(n_frames,)``: a face was found there.
         descriptors: face coverage and dominant expression over those frames (None without
             video, with faces off, or when no frame was sampled; the rest is per utterance).
-        timings_s: seconds per stage (decode, asr, audio, faces) when extracted, {} when cached.
+        timings_s: seconds per stage (decode, asr, audio, faces, and speakers when on) when
+            extracted, {} when cached. With faces searched alongside Whisper
+            (``ExtractConfig.overlap_faces``) ``faces`` is the time that search took while the
+            other stages ran, so the stages add up to more than the whole, and ``faces_wait``
+            how long the rest then waited for it.
         warning: what makes the result partial (decoding stopped early), else None.
     """
 
@@ -448,44 +476,50 @@ def extract(
         raise MediaError(path, "no audio stream" + (" (video only)" if info.has_video else ""))
     if not info.has_audio and not info.has_video:
         raise MediaError(path, "no audio or video stream")
-    decode_errors: list[str] = []
-    audio = decode_audio(path, info, decode_errors)
-    timings["decode"] = time.perf_counter() - started
-    duration_s = info.duration_s
-    clip_s = config.clip_s
-    if clip_s is not None:
-        if audio is None or audio.size == 0:
-            raise MediaError(path, "the audio stream holds no samples")
-        audio_s = len(audio) / SAMPLE_RATE_HZ
-        duration_s = max(audio_s, info.duration_s or 0.0)
-        utterances = [Utterance(0.0, min(audio_s, clip_s), "")]
-    else:
-        utterances = _transcribed(audio, front_end, timings)
-    speakers: list[str | None] = [None] * len(utterances)
-    if config.use_speakers and audio is not None and utterances:
-        utterances, speakers = _diarized(audio, utterances, config, timings)
-    if audio is None:
-        status: Status = "no_audio"
-    else:
-        status = "ok" if utterances else "no_speech"
-    result = MediaFeatures(
-        path=str(path),
-        sha256=sha256,
-        status=status,
-        duration_s=duration_s,
-        has_audio=info.has_audio,
-        has_video=info.has_video,
-        timings_s=timings,
-    )
-    if audio is not None:
-        result.warning = early_end(len(audio) / SAMPLE_RATE_HZ, info.duration_s, decode_errors)
-    result.utterances = _with_audio(utterances, audio, config, timings)
-    for u, speaker in zip(result.utterances, speakers, strict=True):
-        u.descriptors = replace(u.descriptors, speaker=speaker)
-    if clip_s is not None and duration_s is not None:  # the clip's span (audio may end early)
-        result.utterances[0].end_s = min(duration_s, clip_s)
-    if info.has_video and config.use_faces:
-        _add_vision(result, path, front_end, timings, whole_clip=config.clip_s is not None)
+    worker = None  # searches the frames for faces while Whisper runs
+    if info.has_video and info.has_audio and config.use_face_overlap:
+        from mercli.features.frame_faces import FaceWorker
+
+        worker = FaceWorker(path, front_end)
+    with worker or contextlib.nullcontext():
+        decode_errors: list[str] = []
+        audio = decode_audio(path, info, decode_errors)
+        timings["decode"] = time.perf_counter() - started
+        duration_s = info.duration_s
+        clip_s = config.clip_s
+        if clip_s is not None:
+            if audio is None or audio.size == 0:
+                raise MediaError(path, "the audio stream holds no samples")
+            audio_s = len(audio) / SAMPLE_RATE_HZ
+            duration_s = max(audio_s, info.duration_s or 0.0)
+            utterances = [Utterance(0.0, min(audio_s, clip_s), "")]
+        else:
+            utterances = _transcribed(audio, front_end, timings)
+        speakers: list[str | None] = [None] * len(utterances)
+        if config.use_speakers and audio is not None and utterances:
+            utterances, speakers = _diarized(audio, utterances, config, timings)
+        if audio is None:
+            status: Status = "no_audio"
+        else:
+            status = "ok" if utterances else "no_speech"
+        result = MediaFeatures(
+            path=str(path),
+            sha256=sha256,
+            status=status,
+            duration_s=duration_s,
+            has_audio=info.has_audio,
+            has_video=info.has_video,
+            timings_s=timings,
+        )
+        if audio is not None:
+            result.warning = early_end(len(audio) / SAMPLE_RATE_HZ, info.duration_s, decode_errors)
+        result.utterances = _with_audio(utterances, audio, config, timings)
+        for u, speaker in zip(result.utterances, speakers, strict=True):
+            u.descriptors = replace(u.descriptors, speaker=speaker)
+        if clip_s is not None and duration_s is not None:  # the clip's span (audio may end early)
+            result.utterances[0].end_s = min(duration_s, clip_s)
+        if info.has_video and config.use_faces:
+            _add_vision(result, path, front_end, timings, config.clip_s is not None, worker)
     return result
 
 
@@ -545,10 +579,12 @@ def _add_vision(
     front_end: FrontEnd,
     timings: dict[str, float],
     whole_clip: bool = False,
+    worker: FaceWorker | None = None,
 ) -> None:
     """Face features per utterance; without utterances, over the whole file (in chunks of
     ``DESCRIPTOR_WINDOW_S``, so memory stays bounded) for the file's descriptors. In whole-clip
-    mode the clip's utterance is described in such chunks too, concatenated."""
+    mode the clip's utterance is described in such chunks too, concatenated. ``worker``: the
+    frames' faces, searched while the other stages ran (not in whole-clip or speaker mode)."""
     started = time.perf_counter()
     windows = [(u.start_s, u.end_s) for u in result.utterances]
     if not windows:
@@ -572,6 +608,8 @@ def _add_vision(
             from mercli.features.speaker_faces import speaker_vision
 
             visuals = speaker_vision(path, windows, speakers, front_end)
+        elif worker is not None:
+            visuals = worker.visuals(windows)
         else:
             visuals = utterance_vision(path, windows, front_end)
         for u, visual in zip(result.utterances, visuals, strict=False):
@@ -582,6 +620,9 @@ def _add_vision(
     probs = np.concatenate([v.expression_probs for v in visuals])
     result.descriptors = result.descriptors.with_faces(result.frame_mask, probs)
     timings["faces"] = time.perf_counter() - started
+    if worker is not None:  # the search ran alongside the other stages: its time, not the wait
+        timings["faces"] += worker.busy_s - worker.wait_s
+        timings["faces_wait"] = worker.wait_s
 
 
 def _chunks(start_s: float, end_s: float) -> list[tuple[float, float]]:
