@@ -2,7 +2,7 @@
 
     python benchmarks/analyze_speed.py [--media DIR] [--threads 1 2] [--asr ct2 torch]
         [--skip-cold] [--skip-faces] [--skip-speed] [--skip-memory] [--checkpoint PATH]
-        [--device cpu|cuda]
+        [--device cpu|cuda] [--overlap-faces auto on off]
 
 Cold/warm and speed run once per ASR backend of ``--asr`` (``mer analyze --asr``: ct2 and
 ct2-int8 = faster-whisper in float32 / int8, torch = openai-whisper; same tiny.en weights).
@@ -211,6 +211,7 @@ def speed(
     threads: int = 1,
     device: str = "cpu",
     asr: str = "auto",
+    overlap_faces: str = "auto",
 ) -> list[dict]:
     import torch
 
@@ -220,7 +221,7 @@ def speed(
     from mercli.pipeline import Analyzer
 
     torch.set_num_threads(threads)
-    config = ExtractConfig(fps=fps, device=device, asr=asr)
+    config = ExtractConfig(fps=fps, device=device, asr=asr, overlap_faces=overlap_faces)
     analyzer = Analyzer(load_model(checkpoint, device), config, use_cache=False)
     # second tiny.en models, for Whisper alone on the same input: this backend and openai-whisper
     whisper = load_transcriber(ExtractConfig(device=device, asr=asr))
@@ -247,6 +248,7 @@ def speed(
             {
                 "file": path.name,
                 "asr": config.asr_backend,
+                "overlap_faces": config.use_face_overlap,
                 "duration_s": duration,
                 "status": result.status,
                 "rtf": total / duration,
@@ -258,6 +260,7 @@ def speed(
                 "cpu_rtf": total_cpu / duration,
                 "cpu_ratio_to_whisper_alone": total_cpu / max(alone_cpu, 1e-9),
                 **{f"rtf_{s}": result.timings_s.get(s, 0.0) / duration for s in STAGES},
+                "rtf_faces_wait": result.timings_s.get("faces_wait", 0.0) / duration,
             }
         )
         print(json.dumps(rows[-1]), file=sys.stderr)
@@ -379,13 +382,14 @@ def memory(clip: Path, checkpoint: str, fps: float) -> list[dict]:
 
 def print_speed(rows: list[dict], threads: int, fps: float) -> None:
     asr = rows[0]["asr"] if rows else "?"
+    overlap = "alongside Whisper" if rows and rows[0]["overlap_faces"] else "after Whisper"
     print(
-        f"\nspeed, ASR {asr} ({threads} thread(s), fps {fps}; {load()}); "
+        f"\nspeed, ASR {asr}, faces {overlap} ({threads} thread(s), fps {fps}; {load()}); "
         "RTF = compute s / media s; x whisper: on the same backend; x openai: openai-whisper alone"
     )
     header = [
-        "file", "dur s", "RTF", *STAGES, "whisper alone", "x whisper", "x openai", "CPU RTF",
-        "x (CPU)",
+        "file", "dur s", "RTF", *STAGES, "wait", "whisper alone", "x whisper", "x openai",
+        "CPU RTF", "x (CPU)",
     ]  # fmt: skip
     print(" | ".join(header))
     for r in rows:
@@ -396,6 +400,7 @@ def print_speed(rows: list[dict], threads: int, fps: float) -> None:
                     f"{r['duration_s']:.1f}",
                     f"{r['rtf']:.3f}",
                     *(f"{r[f'rtf_{s}']:.3f}" for s in STAGES),
+                    f"{r['rtf_faces_wait']:.3f}",
                     f"{r['whisper_alone_rtf']:.3f}",
                     f"{r['ratio_to_whisper_alone']:.2f}",
                     f"{r['ratio_to_openai_whisper_alone']:.2f}",
@@ -414,6 +419,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
         "--asr", nargs="+", default=["ct2", "torch"], choices=["auto", "ct2", "ct2-int8", "torch"]
+    )
+    parser.add_argument(
+        "--overlap-faces", nargs="+", default=["auto"], choices=["auto", "on", "off"]
     )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fps", type=float, default=5.0)
@@ -449,8 +457,8 @@ def main() -> None:
                     flush=True,
                 )
     if not args.skip_speed:
-        for asr, threads in itertools.product(args.asr, args.threads):
-            rows = speed(args.media, checkpoint, args.fps, threads, args.device, asr)
+        for asr, threads, overlap in itertools.product(args.asr, args.threads, args.overlap_faces):
+            rows = speed(args.media, checkpoint, args.fps, threads, args.device, asr, overlap)
             print_speed(rows, threads, args.fps)
     if not args.skip_memory:
         clip = args.media / "talking_head" / "real3dportrait_May_5s.mp4"
