@@ -240,3 +240,21 @@ def test_the_search_stops_where_told_and_keeps_the_file_grid() -> None:
     assert [len(v.mask) for v in visuals] == [5, 5, 0]
     assert visuals[0].mask.all() and visuals[0].features.any(axis=1).all()
     np.testing.assert_array_equal(visuals[1].times_s, [i / FPS for i in range(40, 45)])
+
+
+def test_media_decoded_ahead_feeds_the_face_thread(
+    clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the media decoded ahead (``--engine ray``) the face thread reads the frames from
+    memory too: no ffmpeg runs, and the features are the file's."""
+    from tests.test_engine import refuse_ffmpeg
+
+    end = front_end([(0.3, 1.5), (1.7, 3.5)])
+    config = replace(end.config, overlap_faces="on")
+    from_file = front.extract(clip, config, end)
+    decoded = front.decode_ahead(clip, config, use_cache=False)
+    assert decoded is not None and decoded.frames is not None
+    with monkeypatch.context() as patched, media.preloaded(decoded):
+        refuse_ffmpeg(patched)
+        from_memory = front.extract(clip, config, end)
+    assert_same_features(from_file, from_memory)
