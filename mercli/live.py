@@ -82,10 +82,18 @@ class EarlyEmission:
     # ends is fragile (whisper_jfk.flac: "ask not" drafted as "S NOT!" or "S n i" for tails a
     # few tens of ms apart; the full window reads "Ask not!" for each).
     draft_at_pauses: bool = False
-    # After a pause check, the next check comes this much later: then the speech after the
-    # pause is long enough (asr.merge_short: 1 s, 3 words) not to be merged into the utterance
-    # before it, so that the newer transcript shows the boundary at the pause.
-    confirm_s: float = 1.5
+    # After a pause check, the next check comes this much later, to see whether the words
+    # before the pause hold once speech follows. Its transcript often keeps the next words in
+    # the same utterance (asr.merge_short: under 1 s or 3 words), which use_pause_split cuts
+    # at the pause when a sentence ends there; 1.5 s (the next sentence then usually stands
+    # alone) printed the early utterances of the shared speech clips 0.5-2.5 s later (README,
+    # "Live input"); 0.75 s changed utterances of the two-speaker call.
+    confirm_s: float = 1.0
+    # Cut the newer transcript at a pause the older one ended in, when it holds all the older
+    # one's words, ends a sentence there and runs on in the same utterance
+    # (agreement.split_at_pause): what the older window heard before the pause is confirmed,
+    # and the VAD heard the boundary, without waiting for Whisper to start a new segment.
+    use_pause_split: bool = True
 
     def __post_init__(self) -> None:
         if self.step_s <= 0 or self.min_tail_s < 0 or self.confirm_s <= 0:
@@ -432,7 +440,10 @@ class LiveSession:
         )
         stretch = self._stretch
         if stretch is None or stretch.start != start:
-            stretch = _Stretch(start, LocalAgreement(start / SAMPLE_RATE_HZ), start + step)
+            agreement = LocalAgreement(
+                start / SAMPLE_RATE_HZ, use_pause_split=self.early.use_pause_split
+            )
+            stretch = _Stretch(start, agreement, start + step)
             self._stretch = stretch
         out: list[LiveUtterance] = []
         while self._pauses and self._pauses[0].at <= start:  # an earlier stretch's

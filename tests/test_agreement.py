@@ -11,6 +11,7 @@ from mercli.features.agreement import (
     cut_point_s,
     hypothesis_tokens,
     n_agreed,
+    split_at_pause,
 )
 from mercli.features.asr import Utterance, Word
 
@@ -120,3 +121,46 @@ def test_agreement_holds_only_the_last_transcript() -> None:
         words = " ".join(f"w{i}" for i in range(n))
         agreement.update([said(0.0, words)])
         assert len(agreement.previous) == 1
+
+
+def test_a_newer_transcript_that_runs_on_past_the_pause_is_cut_there() -> None:
+    # the older window ended in a pause after "...great."; the newer one keeps the next
+    # phrase in the same utterance (Whisper does until that phrase stands alone)
+    sentence = said(0.0, "the camera is great.")
+    merged = said(0.0, "the camera is great. but the")
+    final, rest = split_at_pause([sentence], [merged])
+    assert [u.text for u in final] == ["the camera is great."]
+    assert final[0].end_s == merged.words[3].end_s
+    assert [u.text for u in rest] == ["but the"] and rest[0].start_s == merged.words[4].start_s
+    # earlier utterances come with it; the tokens must all agree
+    assert split_at_pause([A, sentence], [A, merged])[0] == [A, final[0]]
+    assert split_at_pause([said(0.0, "the camera was great.")], [merged]) is None
+    # a boundary there already (n_agreed's case), nothing after the pause, no word timings
+    assert split_at_pause([sentence], [sentence, B]) is None
+    assert split_at_pause([sentence], [sentence]) is None
+    untimed = Utterance(0.0, 2.0, "the camera is great. but the")
+    assert split_at_pause([sentence], [untimed]) is None
+
+
+def test_a_cut_at_a_pause_needs_a_sentence_end_and_leaves_no_fragment() -> None:
+    short = said(0.0, "great.")  # one word: merge_short would not keep it alone
+    assert split_at_pause([short], [said(0.0, "great. but the battery")]) is None
+    # no sentence end at the pause: the next words may finish the sentence ("cause | of crime")
+    assert split_at_pause([A], [said(0.0, "the camera is great but the")]) is None
+    assert split_at_pause([A], [said(0.0, "the camera is great, but the")]) is None
+    assert split_at_pause([A], [said(0.0, "the camera is great! but")]) is not None
+
+
+def test_agreement_cuts_at_a_pause_only_when_told_to() -> None:
+    sentence, merged = said(0.0, "the camera is great."), said(0.0, "the camera is great. but the")
+    for use_pause_split, expected in ((False, []), (True, ["the camera is great."])):
+        agreement = LocalAgreement(start_s=0.0, use_pause_split=use_pause_split)
+        agreement.update([sentence], paused=True)
+        assert [u.text for u in agreement.update([merged])] == expected
+    # the tail then starts in the pause; the rest is the previous transcript
+    assert agreement.start_s == pytest.approx((merged.words[3].end_s + merged.words[4].start_s) / 2)
+    assert [u.text for u in agreement.previous] == ["but the"]
+    # without a pause at the older window's end there is nothing to cut at
+    agreement = LocalAgreement(start_s=0.0, use_pause_split=True)
+    agreement.update([sentence])
+    assert agreement.update([merged]) == []

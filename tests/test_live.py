@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from mercli.cli import cli
-from mercli.features.asr import Utterance, Word
+from mercli.features.asr import Utterance, Word, merge_short
 from mercli.features.extract import ExtractConfig, FrontEnd
 from mercli.features.media import ffmpeg_exe
 from mercli.features.stream import AudioChunk, LiveSourceError, LiveStream, parse_source
@@ -495,6 +495,40 @@ def test_an_unsure_draft_is_not_reused_at_the_stretch_end(loaded) -> None:
     out = fed(session, bursts(PHRASES, 9.0), 1600)
     assert len(out) == len(PHRASES) and session.n_reused == 0
     assert len(transcriber.full) == 1 and len(transcriber.drafts) >= len(PHRASES)
+
+
+def sentence_transcribe(audio: np.ndarray) -> list[Utterance]:
+    """``phrase_transcribe`` with each phrase ending a sentence, and a phrase under 1 s (one
+    the window cuts short) joined to the one before it, as ``merge_short`` does."""
+    out = []
+    for u in phrase_transcribe(audio):
+        last = u.words[-1]
+        words = [*u.words[:-1], Word(f"{last.text}.", last.start_s, last.end_s)]
+        out.append(replace(u, text=" ".join(w.text for w in words), words=words))
+    return merge_short(out)
+
+
+def test_a_transcript_that_runs_on_past_a_pause_is_cut_there(loaded) -> None:
+    audio = bursts(PHRASES, 9.0)
+    front_end = FrontEnd(ExtractConfig(use_faces=False), transcriber=sentence_transcribe)
+    whole = fed(LiveSession(loaded, front_end, early=None), audio, 1600)
+    delays = {}
+    for use_pause_split in (True, False):
+        session = LiveSession(
+            loaded, front_end, early=EarlyEmission(use_pause_split=use_pause_split)
+        )
+        emitted_at = feed_in_chunks(session, audio) + [(9.0, u) for u in session.finish()]
+        got = [u for _, u in emitted_at]
+        # the same utterances either way, and as when the stretch is scored whole
+        assert_same_utterances(got, whole, atol=1e-3)
+        assert [u.is_early for u in got] == [True, True, True, False]
+        delays[use_pause_split] = [now_s - u.prediction.end_s for now_s, u in emitted_at[:3]]
+    # the check confirm_s after each pause holds under 1 s of the next phrase, joined to the
+    # one before it: cut at the pause, the phrase is final there; otherwise it waits for the
+    # next pause, where the next phrase stands alone
+    soon_s = session.vad.pad_s + EarlyEmission().confirm_s + 0.1
+    assert all(d <= soon_s for d in delays[True])
+    assert all(d > soon_s for d in delays[False])
 
 
 def test_late_checks_are_skipped_when_scoring_falls_behind(loaded) -> None:

@@ -13,12 +13,12 @@ check sooner, when both hold all its words, its last word ends a sentence (``.``
 and the newer transcript starts another utterance after it; or when the older transcript's
 window ended in a pause that the voice-activity detector saw (``pad_s`` of silence after its
 last word: :class:`mercli.features.vad.Pause`) and the newer one holds all its words and ends
-it there. The tail
-then starts in the pause after it: later transcripts never see its audio again, so a final
-utterance is never re-emitted or changed.
+it there, or ends a sentence there and runs on in the same utterance (:func:`split_at_pause`).
+The tail then starts in the pause after it: later transcripts never see its audio again, so a
+final utterance is never re-emitted or changed.
 
-Everything here is pure: :func:`n_agreed` compares two hypotheses, :class:`LocalAgreement` keeps
-the previous hypothesis and the tail's start over one stretch.
+Everything here is pure: :func:`n_agreed` and :func:`split_at_pause` compare two hypotheses,
+:class:`LocalAgreement` keeps the previous hypothesis and the tail's start over one stretch.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mercli.features.asr import Utterance
+from mercli.features.asr import Utterance, utterance_from_words
 
 BOUNDARY = "\x00"  # the token between two utterances of a hypothesis (never a word)
 SENTENCE_END = (".", "?", "!")
@@ -94,6 +94,47 @@ def _ends_sentence(u: Utterance) -> bool:
     return u.text.rstrip().endswith(SENTENCE_END)
 
 
+def split_at_pause(
+    previous: Sequence[Utterance],
+    current: Sequence[Utterance],
+    min_s: float = 1.0,
+    min_words: int = 3,
+) -> tuple[list[Utterance], list[Utterance]] | None:
+    """``current`` cut where ``previous``'s window ended in a pause, when ``current`` holds all
+    of ``previous``'s words (:func:`hypothesis_tokens`), its word before the pause ends a
+    sentence, and more words follow *in the same utterance*: Whisper often keeps the start of
+    the next sentence in one segment with the last one (or ``merge_short`` joins it) until it
+    is long enough to stand alone, while the voice-activity detector heard the pause between
+    them. Returns (the utterances up to the pause, the rest), or None when ``current``
+    disagrees, ends at the pause, already has a boundary there (the case of
+    :func:`n_agreed`), lacks word timings, has no sentence end there (cutting at any pause
+    cut sentences in two on the shared speech clips: "the standard of probable cause | of
+    crime"), or when the piece before the pause would be a fragment (shorter than ``min_s``
+    or with fewer than ``min_words`` words: :func:`mercli.features.asr.merge_short` would not
+    keep it alone)."""
+    before, tokens = hypothesis_tokens(previous), hypothesis_tokens(current)
+    k = len(before)  # the index of the first word after the pause
+    if not before or k >= len(tokens) or tokens[k] == BOUNDARY:
+        return None
+    if common_prefix(before, tokens) < k:
+        return None
+    i, position = 0, 0  # the utterance that holds token k, and its first token
+    while position + _n_words(current[i]) <= k:
+        position += _n_words(current[i]) + 1
+        i += 1
+    u, j = current[i], k - position  # j: its word after the pause (> 0: no boundary at k - 1)
+    if len(u.words) != _n_words(u) or j <= 0:
+        return None
+    head, rest = utterance_from_words(u.words[:j], u), utterance_from_words(u.words[j:], u)
+    if head.duration_s < min_s or len(head.words) < min_words or not _ends_sentence(head):
+        return None
+    return [*current[:i], head], [rest, *current[i + 1 :]]
+
+
+def _n_words(u: Utterance) -> int:
+    return len(u.words) if u.words else len(u.text.split())
+
+
 def cut_point_s(final: Utterance, following: Utterance) -> float:
     """Where the tail starts after ``final``: the middle of the pause before ``following``
     (at ``final``'s end when the two touch or overlap)."""
@@ -109,11 +150,15 @@ class LocalAgreement:
             here and passes the utterances with stream times to :meth:`update`.
         previous: the last hypothesis of the tail (what the next one is compared with).
         previous_paused: its window ended in a pause (see :func:`n_agreed`).
+        use_pause_split: also cut the newer transcript at such a pause when it holds all the
+            older one's words, ends a sentence there and goes on in the same utterance
+            (:func:`split_at_pause`).
     """
 
     start_s: float
     previous: list[Utterance] = field(default_factory=list)
     previous_paused: bool = False
+    use_pause_split: bool = False
 
     def update(self, hypothesis: Sequence[Utterance], paused: bool = False) -> list[Utterance]:
         """Take a new transcript of the tail (``paused``: its window ends in a pause); returns
@@ -121,6 +166,14 @@ class LocalAgreement:
         past them."""
         hypothesis = list(hypothesis)
         n = n_agreed(self.previous, hypothesis, self.previous_paused)
+        split = None
+        if self.use_pause_split and self.previous_paused:
+            split = split_at_pause(self.previous, hypothesis)
+        if split is not None and len(split[0]) > n:
+            final, hypothesis = split
+            self.start_s = max(self.start_s, cut_point_s(final[-1], hypothesis[0]))
+            self.previous, self.previous_paused = hypothesis, paused
+            return final
         if n:
             self.start_s = max(self.start_s, cut_point_s(hypothesis[n - 1], hypothesis[n]))
         elif self.previous_paused and hypothesis_tokens(hypothesis) == hypothesis_tokens(
