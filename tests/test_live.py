@@ -636,6 +636,33 @@ def test_cli_early_emit_prints_utterances_before_the_pause(monkeypatch, tmp_path
     assert [line["emitted_early"] for line in lines] == expected
 
 
+def test_cli_no_pause_split_reaches_the_session(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr("mercli.features.extract.load_transcriber", lambda c: sentence_transcribe)
+    import mercli.live
+
+    seen, run_live = [], mercli.live.run_live
+
+    def spy(stream, session, summary, duration_s=None):
+        seen.append(session.early)
+        return run_live(stream, session, summary, duration_s)
+
+    monkeypatch.setattr(mercli.live, "run_live", spy)
+    clip = write_wav(tmp_path / "phrases.wav", bursts(PHRASES, 9.0))
+    args = ["analyze", "--live", str(clip), "--jsonl", "--no-faces"]
+    args += ["--checkpoint", str(tiny_models()["text"])]
+    for flags in ([], ["--no-pause-split"], ["--no-pause-split", "--early-emit", "1"]):
+        result = CliRunner().invoke(cli, args + flags)
+        assert result.exit_code == 0, result.output
+        assert len(result.stdout.splitlines()) == len(PHRASES) + 1
+    assert [(e.use_pause_split, e.step_s) for e in seen] == [
+        (True, 2.0),
+        (False, 2.0),
+        (False, 1.0),
+    ]
+    result = CliRunner().invoke(cli, ["analyze", str(clip), "--no-pause-split"])
+    assert result.exit_code == 2 and "--no-pause-split" in result.output
+
+
 def test_cli_table_marks_the_rows_emitted_early(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr("mercli.features.extract.load_transcriber", lambda c: phrase_transcribe)
     clip = write_wav(tmp_path / "phrases.wav", bursts(PHRASES, 9.0))

@@ -173,6 +173,15 @@ def _extract_config(
     "and print the utterances two transcripts agree on before the pause; 0 turns it off "
     "(README, 'Live input') [default: 2].",
 )
+@click.option(
+    "--no-pause-split",
+    "no_pause_split",
+    is_flag=True,
+    default=None,
+    help="With --live: print an utterance early only where Whisper's own segments end it, not "
+    "where a later transcript runs on past a pause in which the earlier one ended a sentence "
+    "(README, 'Live input').",
+)
 def analyze(
     inputs: tuple[str, ...],
     checkpoint: str,
@@ -197,6 +206,7 @@ def analyze(
     duration: float | None,
     endpoint_silence: float | None,
     early_emit: float | None,
+    no_pause_split: bool | None,
 ) -> None:
     """Per-utterance sentiment of videos or audio files (directories are searched for media).
 
@@ -221,11 +231,11 @@ def analyze(
             "--live reads one source in this process: no files, --json, --out, --plot, "
             "--engine, --workers or --speakers"
         )
-    live_only = (duration, endpoint_silence, early_emit)
+    live_only = (duration, endpoint_silence, early_emit, no_pause_split)
     if live is None and (not inputs or any(option is not None for option in live_only)):
         raise click.UsageError(
-            "give FILES_OR_DIRS, or --live SOURCE (--duration, --endpoint-silence and "
-            "--early-emit need --live)"
+            "give FILES_OR_DIRS, or --live SOURCE (--duration, --endpoint-silence, "
+            "--early-emit and --no-pause-split need --live)"
         )
     _check_outputs({out: "JSON document", plot: "timeline"})  # before any work
     try:
@@ -258,6 +268,7 @@ def analyze(
             duration_s=duration,
             min_silence_s=endpoint_silence,
             early_step_s=early_emit,
+            use_pause_split=not no_pause_split,
         )
         return
     analyzer = Analyzer(

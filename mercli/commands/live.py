@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ def analyze_live(
     stall_timeout_s: float = 10.0,
     min_silence_s: float | None = None,
     early_step_s: float | None = None,
+    use_pause_split: bool = True,
 ) -> None:
     """Read a live source, print each utterance as it ends, then the summary.
 
@@ -25,7 +27,7 @@ def analyze_live(
     stalls ends it with that status. Exit 1 only when the source cannot be opened at all.
     ``min_silence_s``: the endpointing delay (default ``VadConfig``'s); ``early_step_s``: the
     cadence of early emission (:class:`~mercli.live.EarlyEmission`; 0 off; default the
-    session's).
+    session's); ``use_pause_split``: its ``use_pause_split``.
     """
     from mercli import render
     from mercli.features.extract import FrontEnd
@@ -48,8 +50,10 @@ def analyze_live(
     )
     vad = VadConfig() if min_silence_s is None else VadConfig(min_silence_s=min_silence_s)
     session = LiveSession(loaded, FrontEnd(config), vad=vad, use_video=stream.use_video)
-    if early_step_s is not None:
-        session.early = EarlyEmission(early_step_s) if early_step_s > 0 else None
+    early = EarlyEmission(use_pause_split=use_pause_split)
+    if early_step_s:
+        early = replace(early, step_s=early_step_s)
+    session.early = None if early_step_s == 0 else early
     summary = LiveSummary(spec)
 
     def emit(utterance: Any) -> None:
