@@ -1,7 +1,7 @@
 """Latency and memory of ``mer analyze --live`` on a stream played at real-time speed.
 
     python benchmarks/live_latency.py [--clip PATH] [--minutes 30] [--faces] [--asr ct2]
-        [--max-lag S] [--early-step S] [--out FILE]
+        [--max-lag S] [--early-step S] [--confirm S] [--no-pause-split] [--out FILE]
 
 A local ffmpeg process plays ``--clip`` in a loop at its own pace (``-re -stream_loop -1``) for
 ``--minutes`` and pipes it (matroska, streams copied, in clusters of 0.1 s) into the same reader
@@ -150,6 +150,17 @@ def main() -> None:
         default=None,
         help="EarlyEmission.step_s; 0 turns early emission off [default: mercli.live's].",
     )
+    parser.add_argument(
+        "--confirm",
+        type=float,
+        default=None,
+        help="EarlyEmission.confirm_s (the check after a pause) [default: mercli.live's].",
+    )
+    parser.add_argument(
+        "--no-pause-split",
+        action="store_true",
+        help="EarlyEmission.use_pause_split off (as mer analyze --live --no-pause-split).",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "live_latency.json")
     args = parser.parse_args()
 
@@ -164,8 +175,12 @@ def main() -> None:
     loaded = load_model(args.checkpoint, "cpu")
     config = replace(ExtractConfig(asr=args.asr), use_faces=args.faces)
     options: dict = {} if args.max_lag is None else {"max_lag_s": args.max_lag}
-    if args.early_step is not None:
-        options["early"] = EarlyEmission(args.early_step) if args.early_step > 0 else None
+    early = EarlyEmission(use_pause_split=not args.no_pause_split)
+    if args.early_step:
+        early = replace(early, step_s=args.early_step)
+    if args.confirm is not None:
+        early = replace(early, confirm_s=args.confirm)
+    options["early"] = None if args.early_step == 0 else early
     session = LiveSession(loaded, FrontEnd(config), use_video=args.faces, **options)
     session.warm_up()
     seconds = args.minutes * 60
@@ -242,6 +257,8 @@ def main() -> None:
         "max_lag_s": session.max_lag_s,
         "n_joined_calls": session.n_joined_calls,
         "early_step_s": session.early.step_s if session.early else None,
+        "confirm_s": session.early.confirm_s if session.early else None,
+        "use_pause_split": session.early.use_pause_split if session.early else None,
         "n_checks": session.n_checks,
         "n_skipped_checks": session.n_skipped_checks,
         "n_pause_checks": session.n_pause_checks,
