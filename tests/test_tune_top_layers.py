@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 
 from mercli.checkpoint import CheckpointMeta, load_checkpoint, load_model, save_checkpoint
 from mercli.cli import cli
@@ -209,3 +213,40 @@ def test_cli_trains_the_top_layers_on_transcripts(
         for p, q in zip(best.text_top.parameters(), initial[2].parameters(), strict=True)
     ]
     assert any(moved)  # trained, and saved with the checkpoint
+
+
+def test_a_packaged_checkpoint_stores_the_tuned_layers_as_float16(tmp_path: Path) -> None:
+    folder = _backbone(tmp_path, "mpnet")
+    model = EmotionModel(_config(folder, 2)).eval()
+    directory = save_checkpoint(model, tmp_path / "ckpt", CheckpointMeta(model_config={}))
+    out = tmp_path / "packaged"
+    script = Path(__file__).parents[1] / "benchmarks" / "package_checkpoint.py"
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
+    done = subprocess.run(
+        [sys.executable, str(script), str(directory), str(out)], env=env, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    source, packed = (
+        load_file(directory / "weights.safetensors"),
+        load_file(out / "weights.safetensors"),
+    )
+    assert set(packed) == set(source)
+    for key, value in packed.items():  # the tuned layers halved, all else as it was
+        if key.startswith("text_top.") and source[key].is_floating_point():
+            assert value.dtype == torch.float16, key
+            torch.testing.assert_close(value, source[key].half(), atol=0, rtol=0)
+        else:
+            assert value.dtype == source[key].dtype and torch.equal(value, source[key]), key
+    assert any(k.startswith("text_top.") for k in packed)
+    assert (out / "weights.safetensors").stat().st_size < (
+        directory / "weights.safetensors"
+    ).stat().st_size
+    loaded = load_plain_encoder(folder)
+    assert loaded is not None
+    ids, mask = tokenize(TEXTS, loaded[1], 50)
+    again, _ = load_checkpoint(out)  # loads as float32, for training-side tools too
+    assert all(p.dtype == torch.float32 for p in again.parameters())
+    with torch.no_grad():
+        want = model(Batch({"text": ids}, {"text": mask})).prediction
+        got = again(Batch({"text": ids}, {"text": mask})).prediction
+    torch.testing.assert_close(got, want, atol=1e-2, rtol=0)
