@@ -11,6 +11,7 @@ from mercli.checkpoint import WEIGHTS_DIR, available_models, load_model
 
 DEFAULT = WEIGHTS_DIR / "default"
 TEXT_MINILM = WEIGHTS_DIR / "text-minilm"
+TEXT_MPNET_FROZEN = WEIGHTS_DIR / "text-mpnet-frozen"
 VOICE = WEIGHTS_DIR / "voice-preview"
 
 
@@ -25,17 +26,26 @@ def _meta(folder) -> dict:
 
 
 def test_packaged_checkpoints_are_listed() -> None:
-    assert {"default", "text-minilm", "voice-preview"} <= set(available_models())
+    names = {"default", "text-mpnet-frozen", "text-minilm", "voice-preview"}
+    assert names <= set(available_models())
 
 
-def test_default_checkpoint_reads_the_transcript_through_mpnet() -> None:
+def test_default_checkpoint_reads_the_transcript_through_mpnet_top_layers_tuned() -> None:
     meta = _meta(DEFAULT)
     assert meta["feature_profile"]["name"] == "text-only"
     assert meta["model_config"]["modalities"] == ["text"]
     assert meta["model_config"]["text_backbone"] == "all-mpnet-base-v2"
+    assert meta["model_config"]["tune_top_layers"] == 2
 
 
-def test_text_minilm_checkpoint_is_the_earlier_default() -> None:
+def test_text_mpnet_frozen_checkpoint_is_the_earlier_default() -> None:
+    meta = _meta(TEXT_MPNET_FROZEN)
+    assert meta["feature_profile"]["name"] == "text-only"
+    assert meta["model_config"]["text_backbone"] == "all-mpnet-base-v2"
+    assert meta["model_config"].get("tune_top_layers", 0) == 0
+
+
+def test_text_minilm_checkpoint_is_the_first_default() -> None:
     meta = _meta(TEXT_MINILM)
     assert meta["feature_profile"]["name"] == "text-only"
     assert meta["model_config"]["modalities"] == ["text"]
@@ -63,7 +73,7 @@ def _scores(name: str, texts: list[str], audio: torch.Tensor | None = None) -> t
         return loaded.model(Batch(inputs, masks)).prediction
 
 
-@pytest.mark.parametrize("name", ["default", "text-minilm", "voice-preview"])
+@pytest.mark.parametrize("name", ["default", "text-mpnet-frozen", "text-minilm", "voice-preview"])
 def test_packaged_models_read_sentiment_from_text(name: str) -> None:
     positive = [
         "I absolutely loved this movie, it was wonderful.",
