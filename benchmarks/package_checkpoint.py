@@ -2,8 +2,10 @@
 
 The tuned top layers of a frozen text backbone (``ModelConfig.tune_top_layers``, the
 ``text_top.`` weights: 14.2 M values for two all-mpnet-base-v2 layers) are stored as float16,
-which halves the folder; loading casts them back to the model's float32. Everything else is
-copied as it is, so the folder still loads for ``mer evaluate`` and ``mer analyze``. The
+which halves the folder; loading casts them back to the model's float32. The weights only
+training reads (MIC estimators, reconstructors, auxiliary heads) are left out, as
+``save_checkpoint(..., inference_only=True)`` does; everything else is copied as it is, so the
+folder loads for ``mer evaluate`` and ``mer analyze`` (not for training). The
 checkpoint's recorded metrics are the training run's: evaluate the packaged folder
 (``mer evaluate --checkpoint OUT``) for the figures of what ships::
 
@@ -25,13 +27,14 @@ def package(source: Path, out: Path) -> tuple[int, int]:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from mercli.checkpoint import META_FILE, WEIGHTS_FILE, read_meta
+    from mercli.checkpoint import META_FILE, WEIGHTS_FILE, read_meta, training_only
 
     read_meta(source)  # refuses a folder that is not a checkpoint
     state = load_file(str(source / WEIGHTS_FILE))
     state = {
         k: v.to(torch.float16) if k.startswith(HALF_PREFIXES) and v.is_floating_point() else v
         for k, v in state.items()
+        if not training_only(k)
     }
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / WEIGHTS_FILE))

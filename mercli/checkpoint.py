@@ -70,11 +70,11 @@ def _stored_state(model: Any, inference_only: bool = False) -> dict[str, Any]:
     if model.text_backbone is not None and not model.config.finetune_text_backbone:
         state = {k: v for k, v in state.items() if not k.startswith("text_backbone.")}
     if inference_only:
-        state = {k: v for k, v in state.items() if not _training_only(k)}
+        state = {k: v for k, v in state.items() if not training_only(k)}
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def _training_only(key: str) -> bool:
+def training_only(key: str) -> bool:
     """Whether a state-dict key belongs to a module only training reads (MIC, reconstructors,
     auxiliary heads; :data:`mercli.model.emotion.TRAINING_ONLY`)."""
     from mercli.model.emotion import TRAINING_ONLY
@@ -256,7 +256,7 @@ def _check_size(config: Any, weights: Path, inference_only: bool = False) -> Non
             for d in f.get_slice(key).get_shape():
                 n *= int(d)
             stored += n
-            lean = lean and not _training_only(key)
+            lean = lean and not training_only(key)
     if lean and not inference_only:  # a full model always has reconstructors
         raise CheckpointError(
             f"{weights}: an inference-only checkpoint (no MIC or reconstructor weights): it "
@@ -302,7 +302,7 @@ def load_checkpoint(
     try:
         _check_size(config, weights, inference_only)
         with safe_open(str(weights), framework="pt", device="cpu") as f:
-            keys = [k for k in f.keys() if not (inference_only and _training_only(k))]  # noqa: SIM118
+            keys = [k for k in f.keys() if not (inference_only and training_only(k))]  # noqa: SIM118
             state = {k: f.get_tensor(k) for k in keys}
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: unreadable weights ({err})") from err

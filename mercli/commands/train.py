@@ -314,7 +314,8 @@ def evaluate(
     device = resolve_device(device)
     try:
         found = open_checkpoint(checkpoint)
-        model, _ = load_checkpoint(found.directory, device, found.meta)
+        # the modules only training reads are not built: a packaged (inference-only) folder loads
+        model, _ = load_checkpoint(found.directory, device, found.meta, inference_only=True)
         cfg = model.config
         spec = DataSpec(dataset, data_path, (), cfg.text_backbone, finetune_text=True)
         data = load_data(spec, _log)
