@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -221,6 +222,30 @@ def test_extract_writes_npz_and_prints_shapes(tmp_path: Path, monkeypatch) -> No
     summary = json.loads(result.stdout)
     assert summary["status"] == "ok" and summary["utterances"][0]["audio_shape"][1] == 35
     assert read_features(out).utterances[1].text == "but the screen is terrible"
+
+
+@pytest.mark.parametrize("choice", ["on", "off"])
+def test_overlap_faces_option_reaches_the_front_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, choice: str
+) -> None:
+    from mercli.features.media import MediaError
+
+    seen: list[Any] = []
+
+    def record(path: Path, config: Any, use_cache: bool = True) -> None:
+        seen.append(config)
+        raise MediaError(path, "stop here")
+
+    monkeypatch.setattr("mercli.pipeline.load_or_extract", record)
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"fake")
+    args = ["extract", str(clip), "-o", str(tmp_path / "a.npz"), "--overlap-faces", choice]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "stop here" in result.stderr
+    assert seen[0].overlap_faces == choice
+    assert seen[0].use_face_overlap is (choice == "on")
+    bad = CliRunner().invoke(cli, [*args[:-1], "sometimes"])
+    assert bad.exit_code == 2 and "--overlap-faces" in bad.stderr
 
 
 def test_extract_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:

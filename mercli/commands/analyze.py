@@ -60,6 +60,15 @@ def front_end_options(func: Any) -> Any:
             is_flag=True,
             help="Neither read nor write the feature cache (~/.cache/mer/features).",
         ),
+        click.option(
+            "--overlap-faces",
+            "overlap_faces",
+            type=click.Choice(["auto", "on", "off"]),
+            default="auto",
+            show_default=True,
+            help="Search faces in a background thread while Whisper transcribes; auto: when "
+            "torch has 2 or more threads (OMP_NUM_THREADS). Not with --speakers.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -74,6 +83,7 @@ def _extract_config(
     profile: FeatureProfile | None = None,
     language: str = "en",
     asr: str = "auto",
+    overlap_faces: str = "auto",
 ) -> Any:
     from mercli.features.asr_ct2 import AsrLoadError, check_ct2
     from mercli.features.extract import ExtractConfig
@@ -87,6 +97,7 @@ def _extract_config(
             language=None if language.strip().lower() == "auto" else language,
             use_faces=not no_faces,
             device=device,
+            overlap_faces=overlap_faces,
         )
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--language") from error
@@ -195,6 +206,7 @@ def analyze(
     language: str,
     no_faces: bool,
     no_cache: bool,
+    overlap_faces: str,
     batch_size: int,
     speakers: str | None,
     plot: str | None,
@@ -248,7 +260,14 @@ def analyze(
         raise click.ClickException(f"no media files in {', '.join(inputs)}")
     device = resolve_device(device)
     config = _extract_config(
-        fps, whisper, no_faces, device, found.meta.feature_profile, language=language, asr=asr
+        fps,
+        whisper,
+        no_faces,
+        device,
+        found.meta.feature_profile,
+        language=language,
+        asr=asr,
+        overlap_faces=overlap_faces,
     )
     if speakers is not None:
         config = _with_speakers(config, speakers)
@@ -433,6 +452,7 @@ def extract(
     language: str,
     no_faces: bool,
     no_cache: bool,
+    overlap_faces: str,
     speakers: str | None,
 ) -> None:
     """Run only the front end on one file: utterances, timings and feature shapes.
@@ -450,7 +470,13 @@ def extract(
 
     _check_outputs({out: "feature file"})  # before any work
     config = _extract_config(
-        fps, whisper, no_faces, resolve_device(device), language=language, asr=asr
+        fps,
+        whisper,
+        no_faces,
+        resolve_device(device),
+        language=language,
+        asr=asr,
+        overlap_faces=overlap_faces,
     )
     if speakers is not None:
         config = _with_speakers(config, speakers)
