@@ -20,6 +20,19 @@ writes ``OUT/raw/label.csv`` + ``OUT/raw/Raw/Actor_XX/*.wav`` (symbolic links) a
 byte copy of another and is left out), split by actor (:mod:`mercli.data.ravdess`: train 1-16,
 valid 17-20, test 21-24), labels from the declared valence mapping. ``mer train --extra-train
 OUT/ravdess.pkl`` adds its train split. Prints the extraction time.
+
+``--trim`` keeps only each clip's speech span, as ``mer analyze`` reads Whisper's utterance
+windows rather than whole files: a RAVDESS clip holds about 1 s of silence on each side of its
+2 s of speech, and the acoustic features are standardised over the window, so the share of
+silence changes every frame's values. The span is voice activity over 20 ms frames
+(:func:`mercli.data.ravdess.trim_wav`: the live endpointer with its gate 30 dB under the clip's
+loudest frame, and 0.15 s of margin); the trimmed wav files are written into ``OUT/raw/Raw``
+(16-bit, the source's rate and channels) and what was kept of each clip into
+``OUT/raw/trim.csv``. On 44 clips the span's edges lay 0.09 s (start) and 0.13 s (end) from
+Whisper tiny.en's windows on average, leaving out for the start the 10 clips where Whisper's
+window starts at 0.0 s and so holds the leading silence. Off by default: models trained on
+trimmed clips did not read the held-out actors or CREMA-D clearly better (README, "The voice in
+the model").
 """
 
 from __future__ import annotations
@@ -38,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--text-backbone", default="all-MiniLM-L6-v2", help="tokenizer of the recorded token ids"
     )
+    parser.add_argument(
+        "--trim",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="keep each clip's speech span only, as analyze's windows (see above)",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="first N clips only (a dry run)")
     args = parser.parse_args(argv)
@@ -51,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"left out {left}: same bytes as {same}", file=sys.stderr)
     clips = found.clips[: args.limit] if args.limit else found.clips
     raw = args.out / "raw"
-    labels = write_layout(clips, raw)
+    labels = write_layout(clips, raw, use_trim=args.trim)
     print(f"{len(clips)} clips; layout and labels in {raw}", file=sys.stderr)
+    if args.trim:
+        print(trim_summary(raw / "trim.csv"), file=sys.stderr)
     config = PrepareConfig(
         extract=ExtractConfig(use_faces=False),
         text_backbone=args.text_backbone,
@@ -77,6 +98,22 @@ def main(argv: list[str] | None = None) -> int:
         f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; dataset {args.out / 'ravdess.pkl'}"
     )
     return 0 if report.n_prepared else 1
+
+
+def trim_summary(trim_csv: Path) -> str:
+    """One line on what trimming kept (from ``write_layout``'s ``trim.csv``)."""
+    import csv
+
+    with trim_csv.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    kept = sum(float(r["end_s"]) - float(r["start_s"]) for r in rows)
+    total = sum(float(r["duration_s"]) for r in rows)
+    whole = [r["clip_id"] for r in rows if r["speech_found"] != "1"]
+    return (
+        f"trimmed to the speech: {kept / max(1, len(rows)):.2f} s kept of "
+        f"{total / max(1, len(rows)):.2f} s per clip on average; {len(whole)} clips without "
+        f"speech found, kept whole{': ' + ', '.join(whole) if whole else ''}"
+    )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mercli.data.ravdess import (
@@ -14,6 +16,7 @@ from mercli.data.ravdess import (
     find_clips,
     parse_id,
     parse_name,
+    trim_wav,
     valence,
     write_layout,
 )
@@ -137,3 +140,71 @@ def test_find_clips_refuses_other_folders(tmp_path: Path) -> None:
     (wrong / "03-01-01-01-01-01-03.wav").write_bytes(b"x")
     with pytest.raises(ValueError, match="actor 03 in the folder Actor_02"):
         find_clips(tmp_path)
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate_hz: int) -> None:
+    """``samples`` float in [-1, 1], shape = (n_samples, n_channels), as 16-bit PCM."""
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(samples.shape[1])
+        f.setsampwidth(2)
+        f.setframerate(rate_hz)
+        f.writeframes(np.round(samples * 32767).astype("<i2").tobytes())
+
+
+def _acted(rate_hz: int = 48000, gain: float = 0.3) -> np.ndarray:
+    """1 s of silence, 1.5 s of a modulated 220 Hz tone in faint noise, 1 s of silence; stereo."""
+    t = np.arange(round(3.5 * rate_hz)) / rate_hz
+    voice = np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    voice[(t < 1.0) | (t >= 2.5)] = 0.0
+    voice = gain * (voice + np.random.default_rng(0).normal(0, 3e-4, len(t)))
+    return np.stack([voice, 0.5 * voice], axis=1)
+
+
+@pytest.mark.parametrize("gain", [0.3, 2e-3])  # a quiet take (-58 dBFS) is trimmed the same
+def test_trim_wav_keeps_the_speech_and_a_margin_in_the_same_format(
+    tmp_path: Path, gain: float
+) -> None:
+    from mercli.data.ravdess import TRIM_PAD_S
+
+    source, dest = tmp_path / "clip.wav", tmp_path / "trimmed.wav"
+    _write_wav(source, _acted(gain=gain), 48000)
+    kept = trim_wav(source, dest)
+    assert kept.is_speech_found and kept.duration_s == pytest.approx(3.5)
+    assert kept.start_s == pytest.approx(1.0 - TRIM_PAD_S, abs=0.03)
+    assert kept.end_s == pytest.approx(2.5 + TRIM_PAD_S, abs=0.03)
+    with wave.open(str(source)) as a, wave.open(str(dest)) as b:
+        assert (b.getnchannels(), b.getsampwidth(), b.getframerate()) == (2, 2, 48000)
+        start, end = round(kept.start_s * 48000), round(kept.end_s * 48000)
+        assert b.getnframes() == end - start
+        a.setpos(start)  # the kept samples are the source's, untouched
+        assert b.readframes(b.getnframes()) == a.readframes(end - start)
+
+
+def test_trim_wav_keeps_a_clip_without_speech_whole_and_names_a_bad_file(
+    tmp_path: Path,
+) -> None:
+    source, dest = tmp_path / "silent.wav", tmp_path / "out.wav"
+    _write_wav(source, np.zeros((16000, 1)), 16000)
+    kept = trim_wav(source, dest)
+    assert not kept.is_speech_found and (kept.start_s, kept.end_s) == (0.0, 1.0)
+    assert dest.read_bytes() == source.read_bytes()
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not a wav")
+    with pytest.raises(ValueError, match=r"bad\.wav: not a PCM wav file"):
+        trim_wav(bad, dest)
+
+
+def test_write_layout_with_trim_writes_clips_and_what_was_kept(tmp_path: Path) -> None:
+    source = tmp_path / "audio_speech_actors_01-24" / "Actor_03"
+    source.mkdir(parents=True)
+    _write_wav(source / "03-01-04-02-01-01-03.wav", _acted(16000), 16000)
+    clips = find_clips(source.parent).clips
+    write_layout(clips, tmp_path / "raw", use_trim=True)
+    clip = tmp_path / "raw" / "Raw" / "Actor_03" / "03-01-04-02-01-01-03.wav"
+    assert not clip.is_symlink() and clip.stat().st_size < (source / clip.name).stat().st_size
+    with (tmp_path / "raw" / "trim.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["clip_id"] == "Actor_03$_$03-01-04-02-01-01-03" and row["speech_found"] == "1"
+    assert 1.5 < float(row["end_s"]) - float(row["start_s"]) < 2.0
+    write_layout(clips, tmp_path / "raw")  # untrimmed again: links, and no stale trim.csv
+    assert clip.is_symlink() and not (tmp_path / "raw" / "trim.csv").exists()

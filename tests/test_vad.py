@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mercli.features.vad import Endpointer, VadConfig
+from mercli.features.vad import Endpointer, VadConfig, speech_span
 
 RATE = 16000
 
@@ -105,3 +105,30 @@ def test_a_pause_is_reported_where_the_segment_would_end() -> None:
         for pause in pauses:  # seen once pad_s of silence has arrived, never sooner
             assert pause.end <= pause.at < pause.end + endpointer.frame_len
         assert endpointer.take_pauses() == []
+
+
+def test_speech_span_runs_from_the_first_segment_to_the_last_with_the_margin() -> None:
+    config = VadConfig(pad_s=0.15)
+    span = speech_span(bursts([(1.0, 1.8), (2.1, 3.0)], 4.0), RATE, config)  # a pause inside
+    assert span is not None
+    assert span[0] / RATE == pytest.approx(1.0 - 0.15, abs=0.03)
+    assert span[1] / RATE == pytest.approx(3.0 + 0.15, abs=0.03)
+    late = speech_span(bursts([(3.5, 3.95)], 4.0), RATE, config)  # speech up to the end
+    assert late is not None and late[1] <= 4 * RATE
+
+
+def test_speech_span_below_peak_finds_quiet_speech_wherever_the_gain_is() -> None:
+    audio = bursts([(1.0, 2.5)], 4.0, noise=1e-6)
+    quiet = audio * 3e-3  # the tone near -60 dBFS: under the absolute gate (min_level_db)
+    assert speech_span(quiet, RATE, VadConfig()) is None
+    loud_span = speech_span(audio, RATE, VadConfig(), below_peak_db=30.0)
+    assert loud_span is not None
+    assert speech_span(quiet, RATE, VadConfig(), below_peak_db=30.0) == loud_span
+    assert loud_span[0] / RATE == pytest.approx(1.0 - VadConfig().pad_s, abs=0.03)
+
+
+def test_speech_span_of_silence_and_noise_is_none() -> None:
+    assert speech_span(np.zeros(3 * RATE, np.float32), RATE, below_peak_db=30.0) is None
+    noise = np.random.default_rng(1).normal(0, 1e-2, 3 * RATE).astype(np.float32)
+    assert speech_span(noise, RATE) is None  # steady noise becomes the floor
+    assert speech_span(np.zeros(10, np.float32), RATE, below_peak_db=30.0) is None

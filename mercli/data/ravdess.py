@@ -219,19 +219,85 @@ def find_clips(root: str | Path) -> FoundClips:
     return FoundClips(clips, duplicates)
 
 
-def write_layout(clips: list[RavdessClip], out_dir: str | Path) -> Path:
-    """The ``mer prepare`` input for ``clips``: ``out_dir/Raw/Actor_XX/<stem>.wav`` symbolic
-    links to the files and ``out_dir/label.csv`` (text: the sentence; label: :func:`valence`;
-    mode: the actor's split). Returns the label CSV's path."""
+# Trimming (``write_layout(..., use_trim=True)``): a clip holds about 1 s of silence on each side
+# of its speech, while ``mer analyze`` reads Whisper's utterance windows, which hold little; the
+# acoustic features are standardised over the window, so the share of silence changes what the
+# model sees. The gate and margin were chosen to match Whisper tiny.en's windows on RAVDESS
+# clips (benchmarks/ravdess_prepare.py gives the figures).
+TRIM_PAD_S = 0.15  # margin kept on each side of the speech, seconds
+TRIM_BELOW_PEAK_DB = 30.0  # voiced: at most this far under the clip's loudest 20 ms frame
+
+
+@dataclass(frozen=True)
+class TrimmedClip:
+    """What :func:`trim_wav` kept of a clip, in seconds (``is_speech_found`` False: all of it)."""
+
+    start_s: float
+    end_s: float
+    duration_s: float
+    is_speech_found: bool
+
+
+def trim_wav(source: str | Path, dest: str | Path) -> TrimmedClip:
+    """Write the speech span of a 16-bit PCM wav file to ``dest``, in the same format.
+
+    The span is :func:`mercli.features.vad.speech_span` over the channels' mean (``TRIM_PAD_S``,
+    ``TRIM_BELOW_PEAK_DB``); a clip where it finds no speech is copied whole.
+
+    Raises:
+        ValueError: naming the file, when it is not a 16-bit PCM wav file.
+    """
+    import wave
+
+    import numpy as np
+
+    from mercli.features.vad import VadConfig, speech_span
+
+    source = Path(source)
+    try:
+        with wave.open(str(source), "rb") as f:
+            params = f.getparams()
+            frames = f.readframes(params.nframes)
+    except (wave.Error, EOFError) as error:
+        raise ValueError(f"{source}: not a PCM wav file ({error})") from error
+    if params.sampwidth != 2:
+        raise ValueError(f"{source}: {8 * params.sampwidth}-bit samples; trimming reads 16-bit")
+    n_channels, rate_hz = params.nchannels, params.framerate
+    samples = np.frombuffer(frames, "<i2")
+    samples = samples[: len(samples) // n_channels * n_channels].reshape(-1, n_channels)
+    mono = samples.mean(axis=1, dtype=np.float32) / 32768.0
+    span = speech_span(mono, rate_hz, VadConfig(pad_s=TRIM_PAD_S), TRIM_BELOW_PEAK_DB)
+    start, end = span or (0, len(mono))
+    with wave.open(str(dest), "wb") as f:
+        f.setnchannels(n_channels)
+        f.setsampwidth(2)
+        f.setframerate(rate_hz)
+        f.writeframes(samples[start:end].tobytes())
+    return TrimmedClip(start / rate_hz, end / rate_hz, len(mono) / rate_hz, span is not None)
+
+
+def write_layout(clips: list[RavdessClip], out_dir: str | Path, use_trim: bool = False) -> Path:
+    """The ``mer prepare`` input for ``clips``: ``out_dir/Raw/Actor_XX/<stem>.wav`` and
+    ``out_dir/label.csv`` (text: the sentence; label: :func:`valence`; mode: the actor's split).
+    Returns the label CSV's path.
+
+    The wav files are symbolic links to the clips, or with ``use_trim`` their speech spans
+    (:func:`trim_wav`), with what was kept of each in ``out_dir/trim.csv`` (``clip_id,start_s,
+    end_s,duration_s,speech_found``).
+    """
     import csv
 
     out_dir = Path(out_dir)
+    trims: list[tuple[RavdessClip, TrimmedClip]] = []
     for clip in clips:
         link = out_dir / "Raw" / clip.video_id / clip.path.name
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():
             link.unlink()
-        link.symlink_to(clip.path.resolve())
+        if use_trim:
+            trims.append((clip, trim_wav(clip.path, link)))
+        else:
+            link.symlink_to(clip.path.resolve())
     labels = out_dir / "label.csv"
     with labels.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -239,4 +305,14 @@ def write_layout(clips: list[RavdessClip], out_dir: str | Path) -> Path:
         for clip in clips:
             label = f"{clip.valence:.4f}"
             writer.writerow([clip.video_id, clip.stem, clip.text, label, clip.split])
+    trim_csv = out_dir / "trim.csv"
+    if use_trim:
+        with trim_csv.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["clip_id", "start_s", "end_s", "duration_s", "speech_found"])
+            for clip, kept in trims:
+                times = (kept.start_s, kept.end_s, kept.duration_s)
+                writer.writerow([clip.id, *(f"{t:.3f}" for t in times), int(kept.is_speech_found)])
+    elif trim_csv.exists():  # from an earlier trimmed layout in the same folder
+        trim_csv.unlink()
     return labels

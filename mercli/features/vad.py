@@ -22,7 +22,7 @@ can transcribe it before the endpoint is sure (:mod:`mercli.live`).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -195,3 +195,42 @@ class Endpointer:
         if voiced_s < c.min_speech_s:
             return None
         return Segment(start, end, voiced_s, is_cut, closed_at)
+
+
+def speech_span(
+    samples: np.ndarray,
+    rate_hz: int = SAMPLE_RATE_HZ,
+    config: VadConfig = VadConfig(),
+    below_peak_db: float | None = None,
+) -> tuple[int, int] | None:
+    """Where the speech of a whole recording lies, for cutting off its leading and trailing
+    silence.
+
+    The recording goes through :class:`Endpointer`: the span runs from the padded start of its
+    first segment to the padded end of its last (pauses inside are kept), in samples, ``end``
+    exclusive and at most ``len(samples)``.
+
+    Args:
+        samples: mono waveform, shape = (n_samples,).
+        rate_hz: its sample rate.
+        config: the endpointing settings (``pad_s`` is the margin kept on each side).
+        below_peak_db: when given, ``config.min_level_db`` is replaced by the level of the
+            loudest frame minus this many dB: with the whole recording at hand, the gate follows
+            its loudness, so a quietly recorded voice is found and a loud one's breaths and
+            room tail are left out.
+
+    Returns:
+        ``(start, end)``, or None when no segment holds ``min_speech_s`` of voiced time.
+    """
+    if below_peak_db is not None:
+        frame_len = config.samples(config.frame_s, rate_hz)
+        n_frames = len(samples) // frame_len
+        if n_frames == 0:
+            return None
+        levels = frame_levels_db(np.reshape(samples[: n_frames * frame_len], (n_frames, -1)))
+        config = replace(config, min_level_db=float(levels.max()) - below_peak_db)
+    endpointer = Endpointer(config, rate_hz)
+    found = endpointer.push(samples) + endpointer.flush()
+    if not found:
+        return None
+    return found[0].start, min(len(samples), found[-1].end)
