@@ -9,10 +9,14 @@ For each checkpoint given (a run folder's ``seed_N/best`` or a packaged name suc
    mean absolute audio contribution. The clips go through the same inference path as ``mer
    analyze`` (:func:`mercli.pipeline.predict`) with their known sentence as the transcript. A
    text-only model reads only the (neutral) sentence.
+   With ``--ravdess-media DIR`` (the extracted corpus), the same clips also go through ``mer
+   analyze`` whole (:func:`mercli.pipeline.analyze`: Whisper's windows and transcripts), as
+   a user's file would; the features then do not come from the prepared dataset.
 2. **CMU-MOSI test** from its ``label.csv`` (transcripts, no audio): MAE, Corr, Acc-2, Acc-7.
 3. **CREMA-D** (``--crema DIR``, e.g. the shared six video clips and six mp3): ``mer analyze`` on
    each file (Whisper tiny.en transcripts), the score per clip beside its acted emotion (mapped
-   with the RAVDESS valence mapping at normal intensity).
+   with the RAVDESS valence mapping at normal intensity), and the mean audio contribution over
+   the files (how far the voice moves the score, signed).
 
 Usage::
 
@@ -78,28 +82,63 @@ def _sign_accuracy(scores: np.ndarray, valence: np.ndarray) -> float:
 
 
 def ravdess_figures(loaded: Any, utterances: list[Any], clips: list[Any]) -> dict[str, Any]:
-    from mercli.data.ravdess import EMOTIONS
     from mercli.pipeline import predict
 
     predictions = predict(utterances, loaded)
-    scores = np.array([p.score for p in predictions])
+    scores = [p.score for p in predictions]
+    return valence_figures(scores, [p.contributions.get("audio") for p in predictions], clips)
+
+
+def valence_figures(
+    scores: list[float], audio: list[float | None], clips: list[Any]
+) -> dict[str, Any]:
+    """The figures of scored RAVDESS clips (one score and audio contribution per clip)."""
+    from mercli.data.ravdess import EMOTIONS
+
+    score = np.array(scores)
     valence = np.array([c.valence for c in clips])
     emotional = valence != 0
-    audio = [p.contributions.get("audio") for p in predictions]
-    audio_effect = [abs(a) for a in audio if a is not None]
+    audio_effect = [a for a in audio if a is not None]
     per_emotion = {
-        e: float(np.mean([s for s, c in zip(scores, clips, strict=True) if c.emotion == e]))
+        e: float(np.mean([s for s, c in zip(score, clips, strict=True) if c.emotion == e]))
         for e in EMOTIONS.values()
+        if any(c.emotion == e for c in clips)
     }
     clear = np.array([c.emotion not in ("neutral", "calm", "surprised") for c in clips])
     return {
         "n_clips": len(clips),
-        "sign_accuracy_non_neutral": _sign_accuracy(scores[emotional], valence[emotional]),
-        "sign_accuracy_clear": _sign_accuracy(scores[clear], valence[clear]),
-        "pearson_r": _pearson(scores, valence),
+        "sign_accuracy_non_neutral": _sign_accuracy(score[emotional], valence[emotional]),
+        "sign_accuracy_clear": _sign_accuracy(score[clear], valence[clear]),
+        "pearson_r": _pearson(score, valence),
         "mean_score_per_emotion": per_emotion,
-        "mean_abs_audio_contribution": float(np.mean(audio_effect)) if audio_effect else None,
+        "mean_abs_audio_contribution": float(np.mean(np.abs(audio_effect)))
+        if audio_effect
+        else None,
+        "mean_audio_contribution": float(np.mean(audio_effect)) if audio_effect else None,
     }
+
+
+def ravdess_media_figures(checkpoint: str, source: Path, split: str) -> dict[str, Any]:
+    """The split's RAVDESS wav files through ``analyze`` itself (Whisper's windows and
+    transcripts); a clip's score is the mean over its utterances."""
+    from mercli.data.ravdess import find_clips
+    from mercli.pipeline import analyze
+
+    clips = [c for c in find_clips(source).clips if c.split == split]
+    scored, scores, audio, windows = [], [], [], []
+    for clip, result in zip(clips, analyze([c.path for c in clips], checkpoint), strict=True):
+        if not result.predictions:
+            continue
+        scored.append(clip)
+        scores.append(float(np.mean([p.score for p in result.predictions])))
+        contributions = [p.contributions.get("audio") for p in result.predictions]
+        known = [a for a in contributions if a is not None]
+        audio.append(float(np.mean(known)) if known else None)
+        windows.append(sum(p.end_s - p.start_s for p in result.predictions))
+    figures = valence_figures(scores, audio, scored)
+    figures["n_without_speech"] = len(clips) - len(scored)
+    figures["mean_window_s"] = float(np.mean(windows)) if windows else None
+    return figures
 
 
 def mosi_figures(checkpoint: str, loaded: Any, label_csv: Path) -> dict[str, float]:
@@ -148,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", help="run folders (seed_N/best) or names")
     parser.add_argument("--ravdess", type=Path, help="prepared RAVDESS dataset (ravdess.pkl)")
+    parser.add_argument(
+        "--ravdess-media",
+        type=Path,
+        help="the extracted audio_speech_actors_01-24: the split's wav files through analyze",
+    )
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     parser.add_argument("--mosi", type=Path, help="CMU-MOSI label.csv")
     parser.add_argument("--crema", type=Path, help="folder of CREMA-D clips")
@@ -177,6 +221,15 @@ def main(argv: list[str] | None = None) -> int:
                 "  mean score per emotion: "
                 + ", ".join(f"{e} {s:+.2f}" for e, s in r["mean_score_per_emotion"].items())
             )
+        if args.ravdess_media:
+            r = ravdess_media_figures(checkpoint, args.ravdess_media, args.split)
+            entry["ravdess_analyze"] = r
+            print(
+                f"RAVDESS {args.split} actors through analyze, {r['n_clips']} clips with speech "
+                f"(windows {r['mean_window_s']:.2f} s): sign accuracy non-neutral "
+                f"{r['sign_accuracy_non_neutral']:.3f}, Pearson r {r['pearson_r']:.3f}, "
+                f"mean audio contribution {r['mean_audio_contribution']}"
+            )
         if args.mosi:
             m = mosi_figures(checkpoint, loaded, args.mosi)
             entry["mosi_test"] = m
@@ -202,9 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                 r_value = _pearson(
                     np.array([r["score"] for r in scored]), np.array([r["valence"] for r in scored])
                 )
+                audio = [
+                    r["audio_contribution"] for r in scored if r["audio_contribution"] is not None
+                ]
+                moved = f", mean audio contribution {np.mean(audio):+.2f}" if audio else ""
                 print(
                     f"  CREMA-D: sign right on {correct}/{len(emotional)} non-neutral clips, "
-                    f"Pearson r {r_value:.3f} over {len(scored)}"
+                    f"Pearson r {r_value:.3f} over {len(scored)}{moved}"
                 )
         figures[checkpoint] = entry
     if args.json:
