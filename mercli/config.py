@@ -71,6 +71,10 @@ class ModelConfig:
     # the "paper-gate" ablation) the gate learned to restate the score's sign instead.
     bound_branches: bool = True  # each branch's score is b tanh(x / b), b = score_bound
     normalize_gate_input: bool = True  # LayerNorm (no affine) of [u_g; r_e] before the gate
+    # That LayerNorm's mean and variance over the modalities a sample has, not over the zeros
+    # of those it lacks: a sample without audio then gets the gate of a model without audio
+    # (the same as the joint LayerNorm when every modality is there, or only one is read).
+    gate_norm_over_present: bool = True
     fusion_branches: Branches = "both"  # Table 8: "shared" or "specific" branch alone
     score_bound: float = 3.0  # regression labels lie in [-score_bound, score_bound]
     text_backbone: str | None = None  # BERT-family name/path; None = text inputs are states
@@ -163,7 +167,11 @@ class ModelConfig:
 
 
 # Fields added after the first checkpoints, with the values those checkpoints were built with.
-LEGACY_MODEL_FIELDS: dict[str, Any] = {"bound_branches": False, "normalize_gate_input": False}
+LEGACY_MODEL_FIELDS: dict[str, Any] = {
+    "bound_branches": False,
+    "normalize_gate_input": False,
+    "gate_norm_over_present": False,
+}
 LEGACY_LOSS_FIELDS: dict[str, Any] = {"branch": 0.0, "gate_decorrelation": 0.0}
 
 
@@ -249,6 +257,12 @@ class TrainConfig:
     # (benchmarks/batch_order.py, 3 seeds) random batches gave MAE 0.907 against 0.944.
     group_by_length: bool = False
     seeds: tuple[int, ...] = (42, 1, 11, 111, 1111)  # the paper's five seeds
+    # A trained checkpoint (packaged name or folder) whose values the model starts from; the
+    # modalities it lacks start fresh (mercli.model.graft). None: a random start.
+    init: str | None = None
+    # Keep every value taken from ``init`` that predictions read: only what it lacked trains,
+    # so a sample without the added modalities gets exactly ``init``'s prediction.
+    freeze_init: bool = False
     loss_weights: LossWeights = field(default_factory=LossWeights)
     aux_text: AuxTextConfig = field(default_factory=AuxTextConfig)  # none unless asked for
 

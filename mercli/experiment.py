@@ -254,6 +254,11 @@ def run(
     data = load_data(spec, log, preset.model.tune_top_layers)
     require_splits(data, spec.path)
     config = model_config_for(preset, spec, data.info, data.feature_profile)
+    if preset.train.init is not None:
+        from mercli.model.graft import grafted_config, source_config
+
+        source, directory = source_config(preset.train.init)
+        config = grafted_config(config, source, str(directory))
     aux = load_aux_text(spec, preset, config, data, log)
     if aux is not None:
         config = replace(config, aux_heads=aux.names)

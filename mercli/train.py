@@ -141,6 +141,18 @@ def configure_optimizer(model: EmotionModel, training: TrainConfig) -> torch.opt
     )
 
 
+def start_from(model: EmotionModel, training: TrainConfig) -> Any:
+    """Copy ``training.init``'s values into ``model`` (:mod:`mercli.model.graft`); with
+    ``training.freeze_init``, the :class:`~mercli.model.graft.Pins` that keep them."""
+    if training.init is None:
+        return None
+    from mercli.model.graft import Pins, graft, read_weights, source_config
+
+    config, directory = source_config(training.init)
+    masks = graft(model, config, read_weights(directory), str(directory), training.freeze_init)
+    return Pins(model, masks) if training.freeze_init else None
+
+
 # --- distribution -------------------------------------------------------------------------
 
 
@@ -413,7 +425,10 @@ def fit(
     rank, _ = world()
     seed_everything(seed)
     model = EmotionModel(config).to(device)
+    pins = start_from(model, training)
     optimizer = configure_optimizer(model, training)
+    if pins is not None:
+        optimizer.register_step_post_hook(pins.restore)
     state = FitState()
     if resume:
         recover_folder(out_dir / "last")  # a kill during the last save: the whole earlier set

@@ -139,6 +139,20 @@ def data_options(func: Any) -> Any:
     default=None,
     help="Learning rate of everything but the text backbone.",
 )
+@click.option(
+    "--init",
+    "init",
+    metavar="NAME|PATH",
+    default=None,
+    help="Start from a trained checkpoint (a packaged name or a folder) with the same text "
+    "path; modalities it lacks start fresh.",
+)
+@click.option(
+    "--freeze-init",
+    is_flag=True,
+    help="With --init: train only what the checkpoint lacks, so that samples without the added "
+    "modalities keep its predictions exactly.",
+)
 @device_option
 @click.option(
     "--out",
@@ -178,6 +192,8 @@ def train(
     patience: int | None,
     batch_size: int | None,
     lr: float | None,
+    init: str | None,
+    freeze_init: bool,
     device: str,
     out_dir: Path | None,
     resume: bool,
@@ -202,9 +218,13 @@ def train(
             "patience": patience,
             "batch_size": batch_size,
             "lr": lr,
+            "init": init,
         }.items()
         if v is not None
     }
+    if freeze_init and init is None:
+        raise click.BadParameter("freezes what --init gave; add --init", param_hint="--freeze-init")
+    overrides["freeze_init"] = freeze_init
     aux_sets = _aux_sets(aux_text)
     aux_config = replace(
         chosen.train.aux_text,

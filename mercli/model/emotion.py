@@ -130,6 +130,7 @@ class EmotionModel(nn.Module):
                 branches=config.fusion_branches,
                 score_bound=config.score_bound if bounded else None,
                 normalize_gate_input=config.normalize_gate_input,
+                gate_norm_over_present=config.gate_norm_over_present,
             )
         else:
             self.fusion = ConcatFusion(modalities, config.d_half, config.d_out, config.dropout)

@@ -39,6 +39,9 @@ class GatedFusion(nn.Module):
         score_bound: when set (regression), each branch's output is ``b tanh(x / b)``, inside
             the label range [-b, b]; None keeps the paper's unbounded heads.
         normalize_gate_input: LayerNorm (without affine) of [u_g; r_e] before the gate MLP.
+        gate_norm_over_present: that LayerNorm's statistics over the modalities a sample has
+            (:func:`present_layer_norm`), so that a sample lacking one gets the gate of a
+            model without it; otherwise over all of [u_g; r_e], zeros included.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class GatedFusion(nn.Module):
         branches: str = "both",
         score_bound: float | None = None,
         normalize_gate_input: bool = False,
+        gate_norm_over_present: bool = False,
     ):
         super().__init__()
         self.modalities = modalities
@@ -77,6 +81,7 @@ class GatedFusion(nn.Module):
             if normalize_gate_input
             else nn.Identity()
         )
+        self.gate_norm_over_present = normalize_gate_input and gate_norm_over_present
         self.gate = mlp(2 * n * d_half, d_half, 1, dropout) if branches == "both" else None
 
     def _bounded(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,10 +109,37 @@ class GatedFusion(nn.Module):
             only = g_shared if g_specific is None else g_specific
             assert only is not None
             return Fused(only, g_shared, g_specific, None)
-        gate_input = self.gate_norm(torch.cat([u_g, r_e], dim=-1))
+        gate_input = torch.cat([u_g, r_e], dim=-1)  # (B, 2 n d_half)
+        if self.gate_norm_over_present and any(present.get(m) is not None for m in self.modalities):
+            columns = torch.stack([self._present(present, m, u_g) for m in self.modalities], 1)
+            gate_input = present_layer_norm(gate_input, columns.repeat(1, 2))
+        else:
+            gate_input = self.gate_norm(gate_input)
         gamma = torch.sigmoid(self.gate(gate_input))  # (B, 1)
         prediction = gamma * g_shared + (1 - gamma) * g_specific
         return Fused(prediction, g_shared, g_specific, gamma)
+
+    @staticmethod
+    def _present(present: dict[str, torch.Tensor], m: str, like: torch.Tensor) -> torch.Tensor:
+        mask = present.get(m)
+        return torch.ones(len(like), dtype=torch.bool, device=like.device) if mask is None else mask
+
+
+def present_layer_norm(x: torch.Tensor, blocks: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """LayerNorm (no affine) of each row of x over its present blocks; absent blocks give 0.
+
+    Args:
+        x: (B, K * D), K equal blocks of D columns.
+        blocks: (B, K) bool, which blocks of each row are there (at least one per row).
+
+    Equals ``nn.LayerNorm(K * D, elementwise_affine=False)`` on rows with every block there.
+    """
+    n_blocks = blocks.shape[1]
+    keep = blocks.repeat_interleave(x.shape[1] // n_blocks, dim=1).to(x.dtype)  # (B, K * D)
+    count = keep.sum(dim=1, keepdim=True).clamp(min=1.0)
+    mean = (x * keep).sum(dim=1, keepdim=True) / count
+    variance = (((x - mean) * keep) ** 2).sum(dim=1, keepdim=True) / count
+    return (x - mean) * torch.rsqrt(variance + eps) * keep
 
 
 class ConcatFusion(nn.Module):
