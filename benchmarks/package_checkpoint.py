@@ -10,24 +10,43 @@ checkpoint's recorded metrics are the training run's: evaluate the packaged fold
 (``mer evaluate --checkpoint OUT``) for the figures of what ships::
 
     python benchmarks/package_checkpoint.py runs/text-mpnet-top2/seed_42 mercli/weights/default
+
+``--base NAME`` (a checkpoint trained with ``mer train --init NAME``): the tensors equal to the
+base's are left out and read from it when the folder loads, which checks that the base's
+weights are still the ones packaged against (``extra.weights_base`` in ``checkpoint.json``)::
+
+    python benchmarks/package_checkpoint.py runs/voice-graft/seed_42/best \
+        mercli/weights/voice-preview --base default
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 HALF_PREFIXES = ("text_top.",)
 
 
-def package(source: Path, out: Path) -> tuple[int, int]:
-    """Write ``source``'s weights and metadata to ``out``; returns (bytes before, after)."""
+def package(source: Path, out: Path, base: str | None = None) -> tuple[int, int]:
+    """Write ``source``'s weights and metadata to ``out``; returns (bytes before, after).
+
+    ``base``: a packaged name or checkpoint folder whose equal tensors are left out.
+    """
     import torch
     from safetensors.torch import load_file, save_file
 
-    from mercli.checkpoint import META_FILE, WEIGHTS_FILE, read_meta, training_only
+    from mercli.checkpoint import (
+        META_FILE,
+        WEIGHTS_FILE,
+        read_meta,
+        read_weights,
+        resolve_checkpoint,
+        training_only,
+        weights_sha256,
+    )
 
     read_meta(source)  # refuses a folder that is not a checkpoint
     state = load_file(str(source / WEIGHTS_FILE))
@@ -36,18 +55,39 @@ def package(source: Path, out: Path) -> tuple[int, int]:
         for k, v in state.items()
         if not training_only(k)
     }
+    meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
+    if base is not None:
+        folder = resolve_checkpoint(base)
+        given = read_weights(folder, read_meta(folder))
+        state = {k: v for k, v in state.items() if not _same(v, given.get(k))}
+        meta.setdefault("extra", {})["weights_base"] = {
+            "checkpoint": base,
+            "sha256": weights_sha256(folder / WEIGHTS_FILE),
+        }
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / WEIGHTS_FILE))
-    shutil.copyfile(source / META_FILE, out / META_FILE)
+    (out / META_FILE).write_text(
+        json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return (source / WEIGHTS_FILE).stat().st_size, (out / WEIGHTS_FILE).stat().st_size
+
+
+def _same(value: Any, other: Any) -> bool:
+    return (
+        other is not None
+        and value.dtype == other.dtype
+        and value.shape == other.shape
+        and bool((value == other).all())
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="a checkpoint folder from mer train")
     parser.add_argument("out", type=Path, help="the folder to write (its model card is kept)")
+    parser.add_argument("--base", help="leave out the tensors equal to this checkpoint's")
     args = parser.parse_args(argv)
-    before, after = package(args.source, args.out)
+    before, after = package(args.source, args.out, args.base)
     print(f"{args.out}: weights {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB")
     return 0
 

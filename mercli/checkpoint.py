@@ -12,6 +12,7 @@ transcripts. A name or path is resolved and its ``checkpoint.json`` read once
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -238,25 +239,34 @@ def model_config_of(directory: str | Path, meta: CheckpointMeta) -> Any:
         raise CheckpointError(f"{path}: bad model_config ({err})") from err
 
 
-def _check_size(config: Any, weights: Path, inference_only: bool = False) -> None:
-    """Refuse a config that describes more parameters than the weights file holds, before any
-    memory is given to it (the model is first built on the ``meta`` device: shapes only).
-    ``inference_only``: count only the modules inference builds."""
-    from dataclasses import replace
-
-    import torch
+def _value_counts(weights: Path) -> dict[str, int]:
+    """Per tensor of a safetensors file, its number of values (the header only is read)."""
     from safetensors import safe_open
 
-    from mercli.model import EmotionModel
-
-    with safe_open(str(weights), framework="pt") as f:  # reads the header, not the tensors
-        stored, lean = 0, True
+    counts = {}
+    with safe_open(str(weights), framework="pt") as f:
         for key in f.keys():  # noqa: SIM118  safe_open has no __iter__
             n = 1
             for d in f.get_slice(key).get_shape():
                 n *= int(d)
-            stored += n
-            lean = lean and not training_only(key)
+            counts[key] = n
+    return counts
+
+
+def _check_size(
+    config: Any, counts: dict[str, int], weights: Path, inference_only: bool = False
+) -> None:
+    """Refuse a config that describes more parameters than the weights hold (``counts``: values
+    per tensor), before any memory is given to it (the model is first built on the ``meta``
+    device: shapes only). ``inference_only``: count only the modules inference builds."""
+    from dataclasses import replace
+
+    import torch
+
+    from mercli.model import EmotionModel
+
+    stored = sum(counts.values())
+    lean = not any(training_only(key) for key in counts)
     if lean and not inference_only:  # a full model always has reconstructors
         raise CheckpointError(
             f"{weights}: an inference-only checkpoint (no MIC or reconstructor weights): it "
@@ -276,6 +286,72 @@ def _check_size(config: Any, weights: Path, inference_only: bool = False) -> Non
         )
 
 
+def weights_sha256(weights: Path) -> str:
+    """The sha256 of a weights file, hex."""
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _base_weights(directory: Path, meta: CheckpointMeta) -> Path | None:
+    """The weights file that ``directory``'s weights complete (``extra["weights_base"]``: a
+    packaged name or folder and its weights' sha256), checked; None when there is none.
+
+    A packaged checkpoint that adds a modality to another stores only the tensors that differ
+    from it (``benchmarks/package_checkpoint.py --base``); the rest are read from the base.
+    """
+    base = meta.extra.get("weights_base")
+    if base is None:
+        return None
+    where = Path(directory) / META_FILE
+    if not isinstance(base, dict) or not {"checkpoint", "sha256"} <= set(base):
+        raise CheckpointError(f"{where}: extra.weights_base must name a checkpoint and a sha256")
+    try:
+        weights = resolve_checkpoint(str(base["checkpoint"])) / WEIGHTS_FILE
+    except ModelNotFoundError as err:
+        raise CheckpointError(f"{where}: its base weights are missing ({err})") from err
+    if weights_sha256(weights) != base["sha256"]:
+        raise CheckpointError(
+            f"{where}: built on other weights than {weights} holds now (sha256 differs); "
+            "package it again on the current base"
+        )
+    return weights
+
+
+def read_weights(
+    directory: str | Path,
+    meta: CheckpointMeta,
+    config: Any = None,
+    inference_only: bool = False,
+) -> dict[str, Any]:
+    """A checkpoint folder's tensors by state-dict key, its base's included (``_base_weights``).
+
+    ``config``: refuse weights too few for this model config before reading any tensor.
+    ``inference_only``: leave out the tensors only training reads.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    weights = Path(directory) / WEIGHTS_FILE
+    base = _base_weights(Path(directory), meta)
+    keep = (lambda k: not training_only(k)) if inference_only else (lambda k: True)
+    try:
+        own = _value_counts(weights)
+        counts = {**(_value_counts(base) if base is not None else {}), **own}
+        if config is not None:
+            _check_size(config, counts, weights, inference_only)
+        state = {}
+        for path, wanted in ((base, set(counts) - set(own)), (weights, set(own))):
+            if path is None:
+                continue
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                state.update({k: f.get_tensor(k) for k in wanted if keep(k)})
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{weights}: unreadable weights ({err})") from err
+    return state
+
+
 def load_checkpoint(
     directory: str | Path,
     device: str = "cpu",
@@ -291,21 +367,13 @@ def load_checkpoint(
     ``inference_only``: build the model without the modules only training reads, whose
     weights are then neither needed (an inference-only checkpoint loads) nor read.
     """
-    from safetensors import SafetensorError, safe_open
-
     from mercli.model import EmotionModel
     from mercli.split_archive import MissingPartsError
 
     meta = meta or read_meta(directory)
     config = model_config_of(directory, meta)
     weights = Path(directory) / WEIGHTS_FILE
-    try:
-        _check_size(config, weights, inference_only)
-        with safe_open(str(weights), framework="pt", device="cpu") as f:
-            keys = [k for k in f.keys() if not (inference_only and training_only(k))]  # noqa: SIM118
-            state = {k: f.get_tensor(k) for k in keys}
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{weights}: unreadable weights ({err})") from err
+    state = read_weights(directory, meta, config, inference_only)
     try:
         model = EmotionModel(
             config, text_states_width=text_states_width, inference_only=inference_only

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -156,3 +159,42 @@ def test_cli_freeze_init_needs_init(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--init" in result.output
+
+
+def _package(source: Path, out: Path, *more: str) -> None:
+    script = Path(__file__).parents[1] / "benchmarks" / "package_checkpoint.py"
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
+    command = [sys.executable, str(script), str(source), str(out), *more]
+    done = subprocess.run(command, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def test_a_graft_packaged_on_its_base_stores_only_what_differs(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from mercli.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
+
+    source = _text_only_source()
+    base = save_checkpoint(source, tmp_path / "base", CheckpointMeta(model_config={}))
+    model = EmotionModel(grafted_config(tiny_model_config(), source.config, "base"))
+    graft(model, source.config, source.state_dict(), "base", freeze=True)
+    with torch.no_grad():
+        model.encoders["audio"].projection.weight.add_(1.0)  # as if trained
+    whole = save_checkpoint(model.eval(), tmp_path / "graft", CheckpointMeta(model_config={}))
+    _package(whole, tmp_path / "packed", "--base", str(base))
+    stored = load_file(tmp_path / "packed" / "weights.safetensors")
+    assert "encoders.audio.projection.weight" in stored and "fusion.gate.0.weight" in stored
+    assert "encoders.text.projection.weight" not in stored  # read from the base
+    batch = make_batch(model.config, batch_size=5, seed=4)
+    packed, _ = load_checkpoint(tmp_path / "packed", inference_only=True)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(batch).prediction, model(batch).prediction)
+    weights = base / "weights.safetensors"
+    changed = load_file(weights)
+    changed["encoders.text.projection.weight"] += 1e-3
+    save_file(changed, weights)
+    with pytest.raises(CheckpointError, match="sha256 differs"):
+        load_checkpoint(tmp_path / "packed", inference_only=True)
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="base weights are missing"):
+        load_checkpoint(tmp_path / "packed", inference_only=True)

@@ -72,16 +72,11 @@ def source_config(name_or_path: str) -> tuple[ModelConfig, Path]:
 
 
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint folder's weights, as stored."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """A checkpoint folder's weights, its base's included."""
+    from mercli.checkpoint import read_meta
+    from mercli.checkpoint import read_weights as read
 
-    from mercli.checkpoint import WEIGHTS_FILE, CheckpointError
-
-    try:
-        return load_file(str(directory / WEIGHTS_FILE))
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{directory / WEIGHTS_FILE}: unreadable weights ({err})") from err
+    return read(directory, read_meta(directory))
 
 
 def graft(
