@@ -100,6 +100,16 @@ def test_the_voice_preview_model_hears_the_audio() -> None:
     assert not torch.allclose(with_loud, _scores("voice-preview", text, calm), atol=1e-3)
 
 
+def test_the_voice_preview_reads_a_transcript_without_audio_as_the_default() -> None:
+    # voice-preview is the default with a voice grafted on (mer train --init default
+    # --freeze-init) and stores only what differs from it
+    texts = ["It was fine, I guess.", "Never again.", "What a lovely surprise!"]
+    torch.testing.assert_close(
+        _scores("voice-preview", texts), _scores("default", texts), atol=1e-5, rtol=1e-5
+    )
+    assert load_model("voice-preview").meta.extra["weights_base"]["checkpoint"] == "default"
+
+
 @pytest.mark.slow
 def test_demo_sample_through_the_default_model() -> None:
     from pathlib import Path
