@@ -146,10 +146,12 @@ def start_from(model: EmotionModel, training: TrainConfig) -> Any:
     ``training.freeze_init``, the :class:`~mercli.model.graft.Pins` that keep them."""
     if training.init is None:
         return None
-    from mercli.model.graft import Pins, graft, read_weights, source_config
+    from mercli.checkpoint import read_meta, read_weights
+    from mercli.model.graft import Pins, graft, source_config
 
     config, directory = source_config(training.init)
-    masks = graft(model, config, read_weights(directory), str(directory), training.freeze_init)
+    state = read_weights(directory, read_meta(directory))
+    masks = graft(model, config, state, str(directory), training.freeze_init)
     return Pins(model, masks) if training.freeze_init else None
 
 

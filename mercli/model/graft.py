@@ -71,14 +71,6 @@ def source_config(name_or_path: str) -> tuple[ModelConfig, Path]:
     return model_config_of(checkpoint.directory, checkpoint.meta), checkpoint.directory
 
 
-def read_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint folder's weights, its base's included."""
-    from mercli.checkpoint import read_meta
-    from mercli.checkpoint import read_weights as read
-
-    return read(directory, read_meta(directory))
-
-
 def graft(
     model: EmotionModel,
     source_config: ModelConfig,
