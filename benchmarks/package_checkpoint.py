@@ -47,6 +47,7 @@ def package(source: Path, out: Path, base: str | None = None) -> tuple[int, int]
         training_only,
         weights_sha256,
     )
+    from mercli.jsontext import dumps
 
     read_meta(source)  # refuses a folder that is not a checkpoint
     state = load_file(str(source / WEIGHTS_FILE))
@@ -66,9 +67,7 @@ def package(source: Path, out: Path, base: str | None = None) -> tuple[int, int]
         }
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / WEIGHTS_FILE))
-    (out / META_FILE).write_text(
-        json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-    )
+    (out / META_FILE).write_text(dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     return (source / WEIGHTS_FILE).stat().st_size, (out / WEIGHTS_FILE).stat().st_size
 
 

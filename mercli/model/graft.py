@@ -31,8 +31,6 @@ BLOCK_INPUTS = {
 }
 # Config fields the new model takes from the run, not from the checkpoint.
 RUN_FIELDS = ("modalities", "aux_heads", "gate_norm_over_present")
-# Top-level modules only training reads: copied when they fit, never frozen.
-TRAINING_ONLY = ("mic.", "reconstructors.", "aux_heads.")
 
 
 class GraftError(ValueError):
@@ -73,12 +71,13 @@ def source_config(name_or_path: str) -> tuple[ModelConfig, Path]:
 
 def graft(
     model: EmotionModel,
-    source_config: ModelConfig,
+    source: ModelConfig,
     state: dict[str, torch.Tensor],
     where: str,
     freeze: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Copy ``state`` (a model of ``source_config``) into ``model``.
+    """Copy ``state`` (a model of ``source``) into ``model``; the modules only training reads
+    (:func:`~mercli.checkpoint.training_only`) are copied when they fit, never frozen.
 
     Returns:
         per parameter name, a bool mask of the entries taken from ``state`` that predictions
@@ -88,6 +87,8 @@ def graft(
     Raises:
         GraftError: a tensor of ``state`` that fits nowhere in ``model``.
     """
+    from mercli.checkpoint import training_only
+
     target = model.config.modalities
     params = dict(model.named_parameters())
     own = model.state_dict()
@@ -98,8 +99,8 @@ def graft(
                 if name.startswith("text_backbone."):  # a frozen backbone loads on its own
                     continue
                 raise GraftError(f"{where}: its {name} has no place in the new model")
-            mask = _copy(own[name], value, name, source_config.modalities, target, where)
-            if name in params and not name.startswith(TRAINING_ONLY):
+            mask = _copy(own[name], value, name, source.modalities, target, where)
+            if name in params and not training_only(name):
                 masks[name] = mask
     if freeze:
         for name, mask in masks.items():
