@@ -55,10 +55,10 @@ def run(path: Path, early, loaded, front_end) -> dict:
     pause_transcripts: list[list[tuple[float, float, str]]] = []
 
     class Recording(LocalAgreement):
-        def update(self, hypothesis, paused=False):
+        def update(self, hypothesis, paused=False, **kwargs):
             if paused:
                 pause_transcripts.append([(u.start_s, u.end_s, u.text) for u in hypothesis])
-            return super().update(hypothesis, paused)
+            return super().update(hypothesis, paused, **kwargs)
 
     audio = load_audio(path)
     session = live.LiveSession(loaded, front_end, max_lag_s=None, early=early)

@@ -1,7 +1,8 @@
 """Latency and memory of ``mer analyze --live`` on a stream played at real-time speed.
 
     python benchmarks/live_latency.py [--clip PATH] [--minutes 30] [--faces] [--asr ct2]
-        [--max-lag S] [--early-step S] [--confirm S] [--no-pause-split] [--out FILE]
+        [--max-lag S] [--early-step S] [--confirm S] [--no-pause-split] [--threads N]
+        [--out FILE]
 
 A local ffmpeg process plays ``--clip`` in a loop at its own pace (``-re -stream_loop -1``) for
 ``--minutes`` and pipes it (matroska, streams copied, in clusters of 0.1 s) into the same reader
@@ -161,12 +162,19 @@ def main() -> None:
         action="store_true",
         help="EarlyEmission.use_pause_split off (as mer analyze --live --no-pause-split).",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads, which CTranslate2 takes too [default: one per core, as mer analyze "
+        "gets by default].",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "live_latency.json")
     args = parser.parse_args()
 
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     from mercli.checkpoint import load_model
     from mercli.features.extract import ExtractConfig, FrontEnd
     from mercli.features.stream import LiveStream, parse_source
@@ -253,6 +261,7 @@ def main() -> None:
         "status": stream.status,
         "reason": stream.reason,
         "faces": args.faces,
+        "threads": args.threads,
         "asr": config.asr_backend,
         "max_lag_s": session.max_lag_s,
         "n_joined_calls": session.n_joined_calls,
@@ -294,7 +303,8 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1))
     print(
         f"{result['stream_s'] / 60:.1f} min of stream ({stream.status}), "
-        f"{len(rows)} utterances, ASR {config.asr_backend}, max lag {session.max_lag_s} s, "
+        f"{len(rows)} utterances, ASR {config.asr_backend}, {args.threads} threads, "
+        f"max lag {session.max_lag_s} s, "
         f"early step {result['early_step_s']} s ({session.n_checks} checks, "
         f"{session.n_pause_checks} of them at pauses, {session.n_skipped_checks} skipped late; "
         f"{session.n_reused} stretch ends reused a pause's transcript); "

@@ -35,7 +35,7 @@ import numpy as np
 
 from mercli.descriptors import Descriptors
 from mercli.features.agreement import LocalAgreement
-from mercli.features.asr import Utterance, Word, fails_thresholds
+from mercli.features.asr import Utterance, Word, fails_thresholds, join_unfinished
 from mercli.features.extract import (
     FrontEnd,
     UtteranceFeatures,
@@ -268,6 +268,10 @@ class LiveSession:
             skipped; None scores every segment alone and makes every check, however late.
         early: early emission inside stretches of speech; None: each stretch's utterances come
             out when it ends.
+        join_unfinished: when a stretch ends, an utterance of its last transcript that does not
+            end a sentence joins the next one (:func:`mercli.features.asr.join_unfinished`):
+            Whisper cuts segments mid-sentence, and the first piece would otherwise wait for the
+            stretch's end all the same.
     """
 
     loaded: LoadedModel
@@ -277,6 +281,7 @@ class LiveSession:
     clock: Callable[[], float] = time.time
     max_lag_s: float | None = MAX_LAG_S
     early: EarlyEmission | None = field(default_factory=EarlyEmission)
+    join_unfinished: bool = True
     endpointer: Endpointer = field(init=False)
     _audio: np.ndarray = field(init=False)
     _audio_start: int = field(init=False, default=0)  # stream sample index of _audio[0]
@@ -416,7 +421,7 @@ class LiveSession:
     ) -> list[LiveUtterance]:
         audio = self._audio[segment.start - self._audio_start : segment.end - self._audio_start]
         offset_s = segment.start_s()
-        relative = [_shifted(u, -offset_s) for u in utterances]
+        relative = self._sentences([_shifted(u, -offset_s) for u in utterances])
         self.n_reused += 1
         timing = _Timing(decided_s, self.clock(), 0.0)
         return self._emit(relative, audio, offset_s, timing, is_early=False)
@@ -480,7 +485,9 @@ class LiveSession:
             utterances = transcribe_audio(audio, self.front_end, transcribe)
             timing = _Timing(self._wall_at(check - 1), started_s, self.clock() - started_s)
             hypothesis = [_shifted(u, offset_s) for u in utterances]
-            final = stretch.agreement.update(hypothesis, paused=is_pause)
+            final = stretch.agreement.update(
+                hypothesis, paused=is_pause, window_end_s=end / SAMPLE_RATE_HZ
+            )
             stretch.last_end = end
             if final:
                 relative = [_shifted(u, -offset_s) for u in final]
@@ -533,9 +540,14 @@ class LiveSession:
         first = segment.start - self._audio_start
         audio = self._audio[max(0, first) : max(0, segment.end - self._audio_start)]
         started_s = self.clock()
-        utterances = transcribe_audio(audio, self.front_end)
+        utterances = self._sentences(transcribe_audio(audio, self.front_end))
         timing = _Timing(decided_s, started_s, self.clock() - started_s)
         return self._emit(utterances, audio, segment.start_s(), timing, is_early=False)
+
+    def _sentences(self, utterances: list[Utterance]) -> list[Utterance]:
+        """A stretch's last transcript, with the utterances that end mid-sentence joined to the
+        next (``join_unfinished``)."""
+        return join_unfinished(utterances) if self.join_unfinished else utterances
 
     def _emit(
         self,

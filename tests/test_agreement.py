@@ -84,6 +84,27 @@ def test_a_window_that_ended_in_a_pause_counts_as_a_boundary() -> None:
     assert n_agreed([said(0.0, "The Camera, is great.")], [A, B], previous_paused=True) == 1
 
 
+def test_a_sentence_both_windows_end_at_a_pause_is_final() -> None:
+    sentence = said(0.0, "the camera is great.")  # 0.0-1.15; the pause's window ends at 1.4
+    agreement = LocalAgreement(start_s=0.0, use_pause_split=True)
+    assert agreement.update([sentence], paused=True, window_end_s=1.4) == []
+    # the next window read on past the pause and heard no word: the sentence ended there
+    newer = said(0.0, "The camera is great.")
+    assert agreement.update([newer]) == [newer]
+    assert agreement.start_s == 1.4 and agreement.previous == []
+    # it waits without a sentence end in both, without the pause, or without the rule
+    for older, current, paused, rule in (
+        (A, A, True, True),
+        (sentence, said(0.0, "the camera is great"), True, True),
+        (sentence, sentence, False, True),
+        (sentence, sentence, True, False),
+    ):
+        agreement = LocalAgreement(start_s=0.0, use_pause_split=rule)
+        agreement.update([older], paused=paused, window_end_s=1.4)
+        assert agreement.update([current]) == []
+        assert agreement.start_s == 0.0
+
+
 def test_the_last_utterance_is_never_final() -> None:
     assert n_agreed([A], [A]) == 0  # the window's end is no boundary
     assert n_agreed([A, B], [A, B]) == 1

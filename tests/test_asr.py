@@ -17,6 +17,7 @@ from mercli.features.asr import (
     Word,
     drop_hallucinations,
     fails_thresholds,
+    join_unfinished,
     merge_short,
     normalize_text,
     segment_utterances,
@@ -167,6 +168,22 @@ def test_chain_of_fragments_merges_until_long_enough() -> None:
     merged = merge_short(parts, min_s=1.0, min_words=3)
     assert len(merged) == 1
     assert merged[0].text == "Yes. no maybe so."
+
+
+def test_an_utterance_that_ends_mid_sentence_joins_the_next() -> None:
+    a = utterance("If an order was issued, the standard is probable cause that", 0.0)  # 0-4.4
+    b = utterance("the target is a foreign agent.", 4.6)  # 4.6-7.0
+    c = utterance("Which is not enough.", 7.2)
+    (joined, rest) = join_unfinished([a, b, c])
+    assert joined.text == f"{a.text} {b.text}" and joined.words == a.words + b.words
+    assert (joined.start_s, joined.end_s) == (a.start_s, b.end_s) and rest == c
+    # a sentence end, a long pause, or a joined utterance over max_s keeps them apart
+    assert join_unfinished([c, b]) == [c, b]
+    assert join_unfinished([a, utterance(b.text, 5.5)]) == [a, utterance(b.text, 5.5)]
+    assert join_unfinished([a, b], max_s=6.0) == [a, b]
+    # a chain joins until a sentence ends
+    parts = [utterance(t, 1.2 * i) for i, t in enumerate(["so i", "went back", "today.", "Ok."])]
+    assert [u.text for u in join_unfinished(parts)] == ["so i went back today.", "Ok."]
 
 
 def test_merge_keeps_worst_confidence() -> None:

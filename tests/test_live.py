@@ -354,10 +354,23 @@ def phrase_transcribe(audio: np.ndarray) -> list[Utterance]:
 
 
 def phrase_session(loaded, **options) -> LiveSession:
-    """A session that transcribes with ``phrase_transcribe``, early emission on by default."""
+    """A session that transcribes with ``phrase_transcribe``, early emission on by default;
+    its phrases end no sentence, so by default they are not joined at a stretch's end."""
     front_end = FrontEnd(ExtractConfig(use_faces=False), transcriber=phrase_transcribe)
     options.setdefault("early", EarlyEmission())
+    options.setdefault("join_unfinished", False)
     return LiveSession(loaded, front_end, **options)
+
+
+def test_phrases_that_end_no_sentence_are_joined_at_the_stretch_end(loaded) -> None:
+    audio = bursts(PHRASES, 9.0)
+    apart = fed(phrase_session(loaded, early=None), audio, 1600)
+    joined = fed(phrase_session(loaded, early=None, join_unfinished=True), audio, 1600)
+    assert len(apart) == len(PHRASES)
+    (one,) = joined  # no phrase ends a sentence, 0.3 s pauses, 6.5 s in all
+    assert one.prediction.text == " ".join(u.prediction.text for u in apart)
+    assert one.prediction.start_s == apart[0].prediction.start_s
+    assert one.prediction.end_s == apart[-1].prediction.end_s
 
 
 def test_utterances_inside_a_stretch_come_out_before_it_ends(loaded) -> None:
@@ -461,7 +474,9 @@ def test_a_stretch_that_ends_in_a_checked_pause_is_not_transcribed_again(loaded,
     audio = bursts(PHRASES, 9.0)
     transcriber = PhraseCounter()
     front_end = FrontEnd(ExtractConfig(use_faces=False), transcriber=transcriber)
-    session = LiveSession(loaded, front_end, early=EarlyEmission(use_pauses=use_pauses))
+    session = LiveSession(
+        loaded, front_end, early=EarlyEmission(use_pauses=use_pauses), join_unfinished=False
+    )
     transcriber.session = session
     emitted_at = feed_in_chunks(session, audio) + [(9.0, u) for u in session.finish()]
     got = [u for _, u in emitted_at]
@@ -622,8 +637,9 @@ def test_cli_endpoint_silence_sets_where_utterances_end(fake_whisper, clip, sile
 @pytest.mark.parametrize(
     ("early", "expected"),
     # by default each phrase agrees at the check after the next pause; with checks every 1 s
-    # too; the last one ends the stretch
-    [(None, [True, True, True, False]), ("0", [False] * 4), ("1", [True, True, True, False])],
+    # too; the last one ends the stretch. Off, the stretch's phrases come out at its end, as
+    # one utterance since none ends a sentence (LiveSession.join_unfinished)
+    [(None, [True, True, True, False]), ("0", [False]), ("1", [True, True, True, False])],
 )
 def test_cli_early_emit_prints_utterances_before_the_pause(monkeypatch, tmp_path, early, expected):
     monkeypatch.setattr("mercli.features.extract.load_transcriber", lambda c: phrase_transcribe)

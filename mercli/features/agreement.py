@@ -131,6 +131,15 @@ def split_at_pause(
     return [*current[:i], head], [rest, *current[i + 1 :]]
 
 
+def held_sentence(previous: Sequence[Utterance], current: Sequence[Utterance]) -> bool:
+    """Both transcripts end their last utterance with a sentence end (the caller has checked
+    that they hold the same words): with ``previous``'s window ending in a pause and
+    ``current``'s reading on past it without another word, the sentence ends at the pause."""
+    return (
+        bool(previous and current) and _ends_sentence(previous[-1]) and _ends_sentence(current[-1])
+    )
+
+
 def _n_words(u: Utterance) -> int:
     return len(u.words) if u.words else len(u.text.split())
 
@@ -159,11 +168,17 @@ class LocalAgreement:
     previous: list[Utterance] = field(default_factory=list)
     previous_paused: bool = False
     use_pause_split: bool = False
+    previous_end_s: float | None = None  # where ``previous``'s window ended, when known
 
-    def update(self, hypothesis: Sequence[Utterance], paused: bool = False) -> list[Utterance]:
-        """Take a new transcript of the tail (``paused``: its window ends in a pause); returns
-        the utterances that became final (time order, possibly none) and moves ``start_s``
-        past them."""
+    def update(
+        self,
+        hypothesis: Sequence[Utterance],
+        paused: bool = False,
+        window_end_s: float | None = None,
+    ) -> list[Utterance]:
+        """Take a new transcript of the tail (``paused``: its window ends in a pause, at
+        ``window_end_s`` of stream time when given); returns the utterances that became final
+        (time order, possibly none) and moves ``start_s`` past them."""
         hypothesis = list(hypothesis)
         n = n_agreed(self.previous, hypothesis, self.previous_paused)
         split = None
@@ -173,12 +188,20 @@ class LocalAgreement:
             final, hypothesis = split
             self.start_s = max(self.start_s, cut_point_s(final[-1], hypothesis[0]))
             self.previous, self.previous_paused = hypothesis, paused
+            self.previous_end_s = window_end_s
             return final
         if n:
             self.start_s = max(self.start_s, cut_point_s(hypothesis[n - 1], hypothesis[n]))
         elif self.previous_paused and hypothesis_tokens(hypothesis) == hypothesis_tokens(
             self.previous
         ):
+            if self.use_pause_split and held_sentence(self.previous, hypothesis):
+                # the newer window heard more audio after the pause and no word in it: both
+                # end the sentence at the pause, which is the boundary
+                self.start_s = max(self.start_s, self.previous_end_s or hypothesis[-1].end_s)
+                self.previous, self.previous_paused = [], False
+                return hypothesis
             paused = True  # the same words and nothing after the pause yet: it still holds
         self.previous, self.previous_paused = hypothesis[n:], paused
+        self.previous_end_s = window_end_s
         return hypothesis[:n]

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE_HZ = 16000  # whisper.audio.SAMPLE_RATE
 _CLAUSE_END = tuple(".?!;:")
 _PHRASE_END = (",", "\u2014", "-")
+_SENTENCE_END = tuple(".?!")
 
 
 class Word(NamedTuple):
@@ -191,6 +192,28 @@ def merge_pair(first: Utterance, second: Utterance) -> Utterance:
         no_speech_prob=max(first.no_speech_prob, second.no_speech_prob),
         avg_logprob=logprob,
     )
+
+
+def join_unfinished(
+    utterances: Sequence[Utterance], max_s: float = 15.0, max_gap_s: float = 0.5
+) -> list[Utterance]:
+    """Join each utterance whose text does not end a sentence (``.``, ``?``, ``!``) with the
+    next one, when the pause between them is at most ``max_gap_s`` and the joined utterance
+    lasts at most ``max_s``: Whisper ends segments mid-sentence ("... probable cause that" |
+    "the target is associated ..."), and a sentence is the better unit to score."""
+    joined: list[Utterance] = []
+    for u in utterances:
+        last = joined[-1] if joined else None
+        if (
+            last is not None
+            and not last.text.rstrip().endswith(_SENTENCE_END)
+            and u.start_s - last.end_s <= max_gap_s
+            and u.end_s - last.start_s <= max_s
+        ):
+            joined[-1] = merge_pair(last, u)
+        else:
+            joined.append(u)
+    return joined
 
 
 def merge_short(
