@@ -190,8 +190,8 @@ def _extract_config(
     is_flag=True,
     default=None,
     help="With --live: print an utterance early only where Whisper's own segments end it, not "
-    "where a later transcript runs on past a pause in which the earlier one ended a sentence "
-    "(README, 'Live input').",
+    "where a later transcript runs on past, or stops at, a pause in which the earlier one "
+    "ended a sentence (README, 'Live input').",
 )
 def analyze(
     inputs: tuple[str, ...],

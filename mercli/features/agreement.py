@@ -13,7 +13,9 @@ check sooner, when both hold all its words, its last word ends a sentence (``.``
 and the newer transcript starts another utterance after it; or when the older transcript's
 window ended in a pause that the voice-activity detector saw (``pad_s`` of silence after its
 last word: :class:`mercli.features.vad.Pause`) and the newer one holds all its words and ends
-it there, or ends a sentence there and runs on in the same utterance (:func:`split_at_pause`).
+it there, or ends a sentence there and runs on in the same utterance (:func:`split_at_pause`),
+or holds the same words and nothing after them, both transcripts ending the sentence there
+(:func:`held_sentence`: the newer window read on past the pause and heard no word yet).
 The tail then starts in the pause after it: later transcripts never see its audio again, so a
 final utterance is never re-emitted or changed.
 
