@@ -33,6 +33,12 @@ Whisper tiny.en's windows on average, leaving out for the start the 10 clips whe
 window starts at 0.0 s and so holds the leading silence. Off by default: models trained on
 trimmed clips did not read the held-out actors or CREMA-D clearly better (README, "The voice in
 the model").
+
+``--vtlp 0.9 1.1`` adds, for each factor, a copy of every train actor's clip with its pitch and
+formants scaled by it and its duration kept (:func:`mercli.data.ravdess.vtlp_wav`: ffmpeg's
+``asetrate=RATE*F,aresample=RATE,atempo=1/F``), labelled as a train clip of video
+``Actor_XX-vtlpF``: 16 actors' emotions in 48 voices (README, "Speaker augmentation, tried and
+not shipped"). Valid and test clips are never scaled.
 """
 
 from __future__ import annotations
@@ -57,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         default=False,
         help="keep each clip's speech span only, as analyze's windows (see above)",
     )
+    parser.add_argument(
+        "--vtlp",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="FACTOR",
+        help="also write the train actors' clips with pitch and formants scaled by each FACTOR "
+        "(e.g. 0.9 1.1; see above)",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="first N clips only (a dry run)")
     args = parser.parse_args(argv)
@@ -70,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"left out {left}: same bytes as {same}", file=sys.stderr)
     clips = found.clips[: args.limit] if args.limit else found.clips
     raw = args.out / "raw"
-    labels = write_layout(clips, raw, use_trim=args.trim)
-    print(f"{len(clips)} clips; layout and labels in {raw}", file=sys.stderr)
+    labels = write_layout(clips, raw, use_trim=args.trim, vtlp=args.vtlp)
+    n_scaled = len(args.vtlp) * sum(c.split == "train" for c in clips)
+    print(
+        f"{len(clips)} clips (+{n_scaled} with scaled voices); layout and labels in {raw}",
+        file=sys.stderr,
+    )
     if args.trim:
         print(trim_summary(raw / "trim.csv"), file=sys.stderr)
     config = PrepareConfig(
@@ -92,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu = sum(os.times()[:4]) - sum(cpu_started[:4])
     load = os.getloadavg()
     print(
-        f"prepared {report.n_prepared}/{len(clips)} clips ({report.prepared}), "
+        f"prepared {report.n_prepared}/{len(clips) + n_scaled} clips ({report.prepared}), "
         f"{len(report.failed)} failed, {report.from_cache} from cache; "
-        f"wall {wall:.1f} s ({wall / max(1, len(clips)):.3f} s/clip), CPU {cpu:.1f} s, "
+        f"wall {wall:.1f} s ({wall / max(1, len(clips) + n_scaled):.3f} s/clip), CPU {cpu:.1f} s, "
         f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; dataset {args.out / 'ravdess.pkl'}"
     )
     return 0 if report.n_prepared else 1

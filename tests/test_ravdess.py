@@ -208,3 +208,64 @@ def test_write_layout_with_trim_writes_clips_and_what_was_kept(tmp_path: Path) -
     assert 1.5 < float(row["end_s"]) - float(row["start_s"]) < 2.0
     write_layout(clips, tmp_path / "raw")  # untrimmed again: links, and no stale trim.csv
     assert clip.is_symlink() and not (tmp_path / "raw" / "trim.csv").exists()
+
+
+def _peak_hz(path: Path) -> tuple[float, float]:
+    """The strongest frequency of a wav file's first channel, and its duration in seconds."""
+    with wave.open(str(path)) as f:
+        rate_hz, n_channels = f.getframerate(), f.getnchannels()
+        samples = np.frombuffer(f.readframes(f.getnframes()), "<i2").reshape(-1, n_channels)
+    spectrum = np.abs(np.fft.rfft(samples[:, 0].astype(np.float64)))
+    return float(np.argmax(spectrum) * rate_hz / len(samples)), len(samples) / rate_hz
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_vtlp_scales_the_voice_and_keeps_the_duration(tmp_path: Path, factor: float) -> None:
+    from mercli.data.ravdess import vtlp_wav
+
+    source, dest = tmp_path / "clip.wav", tmp_path / "scaled.wav"
+    _write_wav(source, _acted(16000), 16000)
+    vtlp_wav(source, dest, factor)
+    (before_hz, before_s), (after_hz, after_s) = _peak_hz(source), _peak_hz(dest)
+    assert before_hz == pytest.approx(220, abs=2)
+    assert after_hz == pytest.approx(220 * factor, abs=3)
+    assert after_s == pytest.approx(before_s, rel=0.02)
+    with wave.open(str(source)) as a, wave.open(str(dest)) as b:
+        assert (a.getframerate(), a.getnchannels(), a.getsampwidth()) == (
+            b.getframerate(),
+            b.getnchannels(),
+            b.getsampwidth(),
+        )
+    (tmp_path / "bad.wav").write_bytes(b"not a wav")
+    with pytest.raises(ValueError, match=r"bad\.wav"):
+        vtlp_wav(tmp_path / "bad.wav", dest, factor)
+
+
+def test_write_layout_adds_scaled_voices_of_train_actors_only(tmp_path: Path) -> None:
+    root = tmp_path / "audio_speech_actors_01-24"
+    for name, gain in (("03-01-04-02-01-01-03.wav", 0.3), ("03-01-03-01-02-01-22.wav", 0.2)):
+        (root / f"Actor_{name[-6:-4]}").mkdir(parents=True)  # a train actor, a test actor
+        _write_wav(root / f"Actor_{name[-6:-4]}" / name, _acted(16000, gain), 16000)
+    clips = find_clips(root).clips
+    labels = write_layout(clips, tmp_path / "raw", use_trim=True, vtlp=(0.9, 1.1))
+    with labels.open() as f:
+        rows = [(r["video_id"], r["clip_id"], r["mode"], r["label"]) for r in csv.DictReader(f)]
+    label = f"{clips[0].valence:.4f}"
+    assert sorted(rows) == sorted(
+        [
+            ("Actor_03", "03-01-04-02-01-01-03", "train", label),
+            ("Actor_22", "03-01-03-01-02-01-22", "test", f"{clips[1].valence:.4f}"),
+            ("Actor_03-vtlp0.9", "03-01-04-02-01-01-03", "train", label),
+            ("Actor_03-vtlp1.1", "03-01-04-02-01-01-03", "train", label),
+        ]
+    )
+    scaled = tmp_path / "raw" / "Raw" / "Actor_03-vtlp1.1" / "03-01-04-02-01-01-03.wav"
+    assert _peak_hz(scaled)[0] == pytest.approx(242, abs=3)
+    assert 1.5 < _peak_hz(scaled)[1] < 2.0  # trimmed to the speech, as the original
+    with (tmp_path / "raw" / "trim.csv").open() as f:
+        trimmed = {r["clip_id"] for r in csv.DictReader(f)}
+    assert "Actor_03-vtlp0.9$_$03-01-04-02-01-01-03" in trimmed and len(trimmed) == 4
+    from mercli.data.clips import read_clips
+
+    assert all(c.path is not None for c in read_clips(labels, tmp_path / "raw"))
+    assert {parse_id(f"{v}$_${c}").actor for v, c, _, _ in rows} == {3, 22}

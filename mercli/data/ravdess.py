@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -276,43 +277,108 @@ def trim_wav(source: str | Path, dest: str | Path) -> TrimmedClip:
     return TrimmedClip(start / rate_hz, end / rate_hz, len(mono) / rate_hz, span is not None)
 
 
-def write_layout(clips: list[RavdessClip], out_dir: str | Path, use_trim: bool = False) -> Path:
+def vtlp_wav(source: str | Path, dest: str | Path, factor: float) -> None:
+    """Write ``source`` to ``dest`` (16-bit PCM, same rate and channels) with its pitch and
+    formants scaled by ``factor`` and its duration kept: ffmpeg plays it as if recorded at
+    ``factor`` times its rate, resamples to the rate and stretches the tempo back by
+    ``1 / factor``. The voice sounds like another speaker's (vocal tract length perturbation,
+    Jaitly and Hinton 2013, done on the waveform).
+
+    Raises:
+        ValueError: naming the file, when it is not a wav file or ffmpeg cannot convert it.
+    """
+    import subprocess
+    import wave
+
+    from mercli.features.media import ffmpeg_exe
+
+    source = Path(source)
+    if factor <= 0:
+        raise ValueError(f"vtlp factor must be positive, got {factor}")
+    try:
+        with wave.open(str(source), "rb") as f:
+            rate_hz = f.getframerate()
+    except (wave.Error, EOFError) as error:
+        raise ValueError(f"{source}: not a PCM wav file ({error})") from error
+    filters = f"asetrate={rate_hz * factor:g},aresample={rate_hz},atempo={1 / factor:.6f}"
+    command = [
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(source),
+        "-af", filters, "-c:a", "pcm_s16le", str(dest),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ValueError(f"{source}: ffmpeg could not scale its voice ({done.stderr.strip()})")
+
+
+def vtlp_video_id(clip: RavdessClip, factor: float) -> str:
+    """The folder and video id of ``clip``'s copy at ``factor`` (``Actor_XX-vtlp0.9``)."""
+    return f"{clip.video_id}-vtlp{factor:g}"
+
+
+def write_layout(
+    clips: list[RavdessClip],
+    out_dir: str | Path,
+    use_trim: bool = False,
+    vtlp: Sequence[float] = (),
+) -> Path:
     """The ``mer prepare`` input for ``clips``: ``out_dir/Raw/Actor_XX/<stem>.wav`` and
     ``out_dir/label.csv`` (text: the sentence; label: :func:`valence`; mode: the actor's split).
     Returns the label CSV's path.
 
     The wav files are symbolic links to the clips, or with ``use_trim`` their speech spans
     (:func:`trim_wav`), with what was kept of each in ``out_dir/trim.csv`` (``clip_id,start_s,
-    end_s,duration_s,speech_found``).
+    end_s,duration_s,speech_found``). For each factor of ``vtlp``, the train actors' clips are
+    also written with their voice scaled (:func:`vtlp_wav`, then trimmed with ``use_trim``) into
+    ``Raw/Actor_XX-vtlpF/`` and labelled as train clips: more voices for the same actors'
+    emotions; valid and test clips are never scaled.
     """
     import csv
+    import tempfile
 
     out_dir = Path(out_dir)
-    trims: list[tuple[RavdessClip, TrimmedClip]] = []
+    rows: list[tuple[str, RavdessClip]] = []  # (video id, clip)
+    trims: list[tuple[str, TrimmedClip]] = []  # (clip id, what was kept)
+
+    def written(video_id: str, clip: RavdessClip) -> Path:
+        path = out_dir / "Raw" / video_id / clip.path.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        rows.append((video_id, clip))
+        return path
+
     for clip in clips:
-        link = out_dir / "Raw" / clip.video_id / clip.path.name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
+        link = written(clip.video_id, clip)
         if use_trim:
-            trims.append((clip, trim_wav(clip.path, link)))
+            trims.append((clip.id, trim_wav(clip.path, link)))
         else:
             link.symlink_to(clip.path.resolve())
+    for factor in vtlp:
+        for clip in (c for c in clips if c.split == "train"):
+            video_id = vtlp_video_id(clip, factor)
+            dest = written(video_id, clip)
+            if not use_trim:
+                vtlp_wav(clip.path, dest, factor)
+                continue
+            with tempfile.TemporaryDirectory() as scratch:
+                scaled = Path(scratch) / clip.path.name
+                vtlp_wav(clip.path, scaled, factor)
+                trims.append((f"{video_id}$_${clip.stem}", trim_wav(scaled, dest)))
     labels = out_dir / "label.csv"
     with labels.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["video_id", "clip_id", "text", "label", "mode"])
-        for clip in clips:
+        for video_id, clip in rows:
             label = f"{clip.valence:.4f}"
-            writer.writerow([clip.video_id, clip.stem, clip.text, label, clip.split])
+            writer.writerow([video_id, clip.stem, clip.text, label, clip.split])
     trim_csv = out_dir / "trim.csv"
     if use_trim:
         with trim_csv.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["clip_id", "start_s", "end_s", "duration_s", "speech_found"])
-            for clip, kept in trims:
+            for clip_id, kept in trims:
                 times = (kept.start_s, kept.end_s, kept.duration_s)
-                writer.writerow([clip.id, *(f"{t:.3f}" for t in times), int(kept.is_speech_found)])
+                writer.writerow([clip_id, *(f"{t:.3f}" for t in times), int(kept.is_speech_found)])
     elif trim_csv.exists():  # from an earlier trimmed layout in the same folder
         trim_csv.unlink()
     return labels
