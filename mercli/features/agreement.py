@@ -200,10 +200,12 @@ class LocalAgreement:
             if self.use_pause_split and held_sentence(self.previous, hypothesis):
                 # the newer window heard more audio after the pause and no word in it: both
                 # end the sentence at the pause, which is the boundary
-                self.start_s = max(self.start_s, self.previous_end_s or hypothesis[-1].end_s)
+                end_s = self.previous_end_s
+                self.start_s = max(self.start_s, hypothesis[-1].end_s if end_s is None else end_s)
                 self.previous, self.previous_paused = [], False
                 return hypothesis
             paused = True  # the same words and nothing after the pause yet: it still holds
+            window_end_s = self.previous_end_s  # ... and so does where its window ended
         self.previous, self.previous_paused = hypothesis[n:], paused
         self.previous_end_s = window_end_s
         return hypothesis[:n]
