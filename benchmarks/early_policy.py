@@ -136,7 +136,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from mercli.checkpoint import load_model
-    from mercli.features.agreement import SENTENCE_END
+    from mercli.features.asr import SENTENCE_END
     from mercli.features.extract import ExtractConfig, FrontEnd
     from mercli.live import EarlyEmission
 

@@ -28,10 +28,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mercli.features.asr import Utterance, utterance_from_words
+from mercli.features.asr import Utterance, ends_sentence, utterance_from_words
 
 BOUNDARY = "\x00"  # the token between two utterances of a hypothesis (never a word)
-SENTENCE_END = (".", "?", "!")
 _PUNCTUATION = ".,?!;:\"'()[]-…"
 
 
@@ -85,15 +84,11 @@ def n_agreed(
         position += len(u.words) if u.words else len(u.text.split())
         # the boundary token after ``u`` is at index ``position``: both agree on it, or both
         # hold all of ``u``'s words and the sentence ends there
-        if not (position < agreed or (position <= agreed and _ends_sentence(u))):
+        if not (position < agreed or (position <= agreed and ends_sentence(u))):
             break
         n += 1
         position += 1
     return n
-
-
-def _ends_sentence(u: Utterance) -> bool:
-    return u.text.rstrip().endswith(SENTENCE_END)
 
 
 def split_at_pause(
@@ -128,7 +123,7 @@ def split_at_pause(
     if len(u.words) != _n_words(u) or j <= 0:
         return None
     head, rest = utterance_from_words(u.words[:j], u), utterance_from_words(u.words[j:], u)
-    if head.duration_s < min_s or len(head.words) < min_words or not _ends_sentence(head):
+    if head.duration_s < min_s or len(head.words) < min_words or not ends_sentence(head):
         return None
     return [*current[:i], head], [rest, *current[i + 1 :]]
 
@@ -137,9 +132,7 @@ def held_sentence(previous: Sequence[Utterance], current: Sequence[Utterance]) -
     """Both transcripts end their last utterance with a sentence end (the caller has checked
     that they hold the same words): with ``previous``'s window ending in a pause and
     ``current``'s reading on past it without another word, the sentence ends at the pause."""
-    return (
-        bool(previous and current) and _ends_sentence(previous[-1]) and _ends_sentence(current[-1])
-    )
+    return bool(previous and current) and ends_sentence(previous[-1]) and ends_sentence(current[-1])
 
 
 def _n_words(u: Utterance) -> int:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE_HZ = 16000  # whisper.audio.SAMPLE_RATE
 _CLAUSE_END = tuple(".?!;:")
 _PHRASE_END = (",", "\u2014", "-")
-_SENTENCE_END = tuple(".?!")
+SENTENCE_END = (".", "?", "!")
 
 
 class Word(NamedTuple):
@@ -194,6 +194,11 @@ def merge_pair(first: Utterance, second: Utterance) -> Utterance:
     )
 
 
+def ends_sentence(u: Utterance) -> bool:
+    """Whether ``u``'s text ends with a full stop, a question mark or an exclamation mark."""
+    return u.text.rstrip().endswith(SENTENCE_END)
+
+
 def join_unfinished(
     utterances: Sequence[Utterance], max_s: float = 15.0, max_gap_s: float = 0.5
 ) -> list[Utterance]:
@@ -206,7 +211,7 @@ def join_unfinished(
         last = joined[-1] if joined else None
         if (
             last is not None
-            and not last.text.rstrip().endswith(_SENTENCE_END)
+            and not ends_sentence(last)
             and u.start_s - last.end_s <= max_gap_s
             and u.end_s - last.start_s <= max_s
         ):
