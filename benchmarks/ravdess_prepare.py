@@ -72,12 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the train actors' clips with pitch and formants scaled by each FACTOR "
         "(e.g. 0.9 1.1; see above)",
     )
+    parser.add_argument(
+        "--audio-features",
+        choices=["acoustic", "whisper"],
+        default="acoustic",
+        help="mer's acoustic features, or Whisper tiny.en's encoder states (mer prepare's option)",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="first N clips only (a dry run)")
     args = parser.parse_args(argv)
 
     from mercli.data.ravdess import find_clips, write_layout
     from mercli.features.extract import ExtractConfig
+    from mercli.features.profile import AUDIO_FEATURES
     from mercli.prepare import PrepareConfig, prepare
 
     found = find_clips(args.source)
@@ -94,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.trim:
         print(trim_summary(raw / "trim.csv"), file=sys.stderr)
     config = PrepareConfig(
-        extract=ExtractConfig(use_faces=False),
+        extract=ExtractConfig(use_faces=False, audio_extractor=AUDIO_FEATURES[args.audio_features]),
         text_backbone=args.text_backbone,
         workers=args.workers,
     )

@@ -21,9 +21,10 @@ used by ``mer analyze``.
 
 The pickle (written atomically) holds per split ``raw_text`` (N,), ``text_bert`` (N, 3, 50) token
 ids / attention mask / segment ids as floats (the tokenizer of the profile's text backbone),
-``audio`` (N, T_a, 35), ``vision`` (N, T_v, 154), ``audio_lengths`` / ``vision_lengths`` (N,),
-``vision_mask`` (N, T_v) bool (False on frames without a face), ``id`` (N,)
-``"<video_id>$_$<clip_id>"``, ``regression_labels`` (N,) and ``annotations`` (N,); and a top-level
+``audio`` (N, T_a, 35) (or (N, T_a, 384), Whisper's encoder states, with
+``ExtractConfig.audio_extractor`` Whisper's), ``vision`` (N, T_v, 154), ``audio_lengths`` /
+``vision_lengths`` (N,), ``vision_mask`` (N, T_v) bool (False on frames without a face), ``id``
+(N,) ``"<video_id>$_$<clip_id>"``, ``regression_labels`` (N,) and ``annotations`` (N,); and a top-level
 ``feature_profile`` (:func:`mercli.features.profile.raw_profile`). Steps past a length are zeros.
 The writer is :func:`mercli.data.mmsa.build_dataset`, beside the reader.
 """
@@ -77,7 +78,12 @@ class PrepareConfig:
 
     def feature_profile(self) -> FeatureProfile:
         """The features the dataset holds (recorded in the pickle and then in checkpoints)."""
-        profile = raw_profile(self.text_backbone, fps=self.extract.fps, hop_s=self.extract.hop_s)
+        profile = raw_profile(
+            self.text_backbone,
+            fps=self.extract.fps,
+            hop_s=self.extract.hop_s,
+            audio_extractor=self.extract.audio_extractor,
+        )
         profile = replace(
             profile,
             text=TextProfile(self.text_backbone, self.max_text_tokens),

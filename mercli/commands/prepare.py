@@ -35,6 +35,14 @@ from mercli.commands.options import device_option, engine_options, json_option
 )
 @click.option("--no-faces", is_flag=True, help="Skip face detection (the dataset has no vision).")
 @click.option(
+    "--audio-features",
+    type=click.Choice(["acoustic", "whisper"]),
+    default="acoustic",
+    show_default=True,
+    help="The audio branch's input: mer's acoustic features (35 per 20 ms), or Whisper "
+    "tiny.en's encoder states (384 per 20 ms); a model trained on either is analysed with it.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
@@ -68,6 +76,7 @@ def prepare(
     out: Path,
     fps: float,
     no_faces: bool,
+    audio_features: str,
     workers: int | None,
     text_backbone: str,
     max_clip_s: float,
@@ -94,6 +103,7 @@ def prepare(
     from mercli.engine import EngineError
     from mercli.features.extract import ExtractConfig
     from mercli.features.media import FfmpegNotFoundError
+    from mercli.features.profile import AUDIO_FEATURES
     from mercli.jsontext import dumps
     from mercli.prepare import PrepareConfig, PrepareError, report_path
     from mercli.prepare import prepare as run_prepare
@@ -106,7 +116,12 @@ def prepare(
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     config = PrepareConfig(
-        extract=ExtractConfig(fps=fps, use_faces=not no_faces, device=resolve_device(device)),
+        extract=ExtractConfig(
+            fps=fps,
+            use_faces=not no_faces,
+            device=resolve_device(device),
+            audio_extractor=AUDIO_FEATURES[audio_features],
+        ),
         text_backbone=text_backbone,
         max_clip_s=max_clip_s,
         workers=workers or 1,

@@ -370,10 +370,12 @@ def split_arrays(
     n_vision: int,
     tokenizer: Any,
     max_tokens: int,
+    d_audio: int = D_AUDIO,
 ) -> dict[str, np.ndarray]:
-    """One split in the MMSA layout, audio/vision zero-padded to ``n_audio``/``n_vision``."""
+    """One split in the MMSA layout, audio/vision zero-padded to ``n_audio``/``n_vision``;
+    ``d_audio``: the audio features' width (the profile's)."""
     n = len(rows)
-    audio = np.zeros((n, n_audio, D_AUDIO), np.float32)
+    audio = np.zeros((n, n_audio, d_audio), np.float32)
     vision = np.zeros((n, n_vision, D_VISION), np.float32)
     vision_mask = np.zeros((n, n_vision), bool)
     audio_lengths = np.zeros(n, np.int64)
@@ -416,6 +418,7 @@ def build_dataset(
             n_vision,
             tokenizer,
             max_tokens,
+            (feature_profile.audio and feature_profile.audio.d) or D_AUDIO,
         )
         for split in SPLITS
     }

