@@ -1,14 +1,17 @@
 """Train the vocal-emotion descriptor on RAVDESS and print its accuracy on held-out actors.
 
 Reads a dataset made by ``benchmarks/ravdess_prepare.py`` (mer's own acoustic features, the ones
-``analyze`` computes); fits a standardisation + multinomial logistic regression
-(:mod:`mercli.features.vocal_emotion`) on the train actors (1-16) for each regularisation
-strength, keeps the one with the best accuracy on the valid actors (17-20), and prints that
-model's accuracy on valid and on the test actors (21-24), per class too. ``--out`` writes its
-weights as JSON (the packaged file is ``mercli/weights/vocal_emotion/classifier.json``)::
+``analyze`` computes, or with ``--audio-features whisper`` Whisper's encoder states); fits a
+standardisation + multinomial logistic regression (:mod:`mercli.features.vocal_emotion`) on the
+train actors (1-16) for each regularisation strength, keeps the one with the best accuracy on the
+valid actors (17-20), and prints that model's accuracy on valid and on the test actors (21-24), per
+class too. ``--out`` writes its weights as JSON (the packaged file is
+``mercli/weights/vocal_emotion/classifier.json``)::
 
     python benchmarks/vocal_emotion_train.py /data/ravdess_prepared/ravdess.pkl \\
         --out mercli/weights/vocal_emotion/classifier.json
+    python benchmarks/vocal_emotion_train.py /data/ravdess_whisper_trim/ravdess.pkl \\
+        --out mercli/weights/vocal_emotion/classifier_whisper.json
 """
 
 from __future__ import annotations

@@ -169,7 +169,6 @@ def predict(
 
     import torch
 
-    from mercli.features.acoustic import D_AUDIO
     from mercli.features.vocal_emotion import vocal_emotion
     from mercli.metrics import seven_class_label
 
@@ -195,8 +194,7 @@ def predict(
         for i, u in enumerate(chunk):
             score = float(scores[i])
             read = tuple(m for m in loaded.modalities if present[m][i])
-            # the packaged voice-emotion classifier reads mer's acoustic features only
-            voice = vocal_emotion(u.audio) if u.audio.shape[-1] == D_AUDIO else None
+            voice = vocal_emotion(u.audio)
             descriptors = u.descriptors  # completed with the voice emotion of its audio
             if voice is not None:
                 descriptors = replace(

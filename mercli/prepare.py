@@ -24,8 +24,9 @@ ids / attention mask / segment ids as floats (the tokenizer of the profile's tex
 ``audio`` (N, T_a, 35) (or (N, T_a, 384), Whisper's encoder states, with
 ``ExtractConfig.audio_extractor`` Whisper's), ``vision`` (N, T_v, 154), ``audio_lengths`` /
 ``vision_lengths`` (N,), ``vision_mask`` (N, T_v) bool (False on frames without a face), ``id``
-(N,) ``"<video_id>$_$<clip_id>"``, ``regression_labels`` (N,) and ``annotations`` (N,); and a top-level
-``feature_profile`` (:func:`mercli.features.profile.raw_profile`). Steps past a length are zeros.
+(N,) ``"<video_id>$_$<clip_id>"``, ``regression_labels`` (N,) and ``annotations`` (N,); and a
+top-level ``feature_profile`` (:func:`mercli.features.profile.raw_profile`). Steps past a length
+are zeros.
 The writer is :func:`mercli.data.mmsa.build_dataset`, beside the reader.
 """
 

@@ -78,3 +78,22 @@ def test_packaged_weights_cover_the_ravdess_emotions() -> None:
     assert set(classifier.classes) == set(EMOTIONS.values())
     result = vocal_emotion(_frames())
     assert result is not None and result[0] in classifier.classes and 0 < result[1] <= 1
+
+
+def test_whisper_states_get_their_own_classifier() -> None:
+    from mercli.features.vocal_emotion import D_STATES, WEIGHTS_FILES
+
+    states = np.random.default_rng(3).normal(size=(60, D_STATES)).astype(np.float32)
+    pooled = pooled_features(states)
+    assert pooled.shape == (2 * D_STATES,)
+    wide = states.astype(np.float64)
+    np.testing.assert_allclose(pooled[:D_STATES], wide.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(pooled[D_STATES:], wide.std(axis=0), rtol=1e-12)
+    classifier = load_classifier(WEIGHTS_FILES[D_STATES])
+    assert classifier is not None, "mercli/weights/vocal_emotion/classifier_whisper.json is missing"
+    assert set(classifier.classes) == set(EMOTIONS.values()) and len(classifier.mean) == 768
+    result = vocal_emotion(states)
+    assert result is not None and result == classifier.predict(states)
+    assert load_classifier() is not classifier  # the acoustic frames keep theirs
+    assert vocal_emotion(np.zeros((60, 5), np.float32)) is None  # no classifier for the width
+    assert vocal_emotion(states[: MIN_FRAMES - 1]) is None

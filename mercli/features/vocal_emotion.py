@@ -10,6 +10,11 @@ voiced frames; plus the voicing level and the voiced share. Trained on RAVDESS s
 weights (``mercli/weights/vocal_emotion/classifier.json``, a few thousand numbers) derive from
 RAVDESS, CC BY-NC-SA 4.0: non-commercial research use.
 
+For models that read Whisper's encoder states instead (:mod:`mercli.features.whisper_states`,
+384 per 20 ms) the same kind of classifier reads the states' mean and standard deviation over the
+utterance (``classifier_whisper.json``, trained the same way on those states): the classifier is
+chosen by the width of the frames it is given.
+
 Inference is numpy only (no scikit-learn): standardise, an affine map, a softmax.
 """
 
@@ -23,11 +28,19 @@ from pathlib import Path
 import numpy as np
 
 from mercli.features.acoustic import AUDIO_FEATURE_NAMES, D_AUDIO, VOICING_THRESHOLD
+from mercli.features.profile import AUDIO_EXTRACTORS, WHISPER_AUDIO_EXTRACTOR
 
-WEIGHTS_FILE = Path(__file__).resolve().parents[1] / "weights" / "vocal_emotion" / "classifier.json"
+_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "vocal_emotion"
+WEIGHTS_FILE = _WEIGHTS / "classifier.json"  # on mer's acoustic features
+D_STATES = AUDIO_EXTRACTORS[WHISPER_AUDIO_EXTRACTOR]  # Whisper tiny.en's encoder states, 384
+WEIGHTS_FILES: dict[int, Path] = {  # per frame width
+    D_AUDIO: WEIGHTS_FILE,
+    D_STATES: _WEIGHTS / "classifier_whisper.json",
+}
 MIN_FRAMES = 10  # shorter windows (0.2 s at a 20 ms hop) get no vocal emotion
 _VOICING = AUDIO_FEATURE_NAMES.index("voicing")
 D_POOLED = 6 * D_AUDIO + 3
+POOLED_WIDTHS: dict[int, int] = {D_AUDIO: D_POOLED, D_STATES: 2 * D_STATES}
 
 
 def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,15 +58,18 @@ def pooled_features(audio: np.ndarray) -> np.ndarray:
     """Statistics of one utterance's frames.
 
     Args:
-        audio: ``(T, 35)`` acoustic features (T >= 2).
+        audio: ``(T, 35)`` acoustic features or ``(T, 384)`` Whisper encoder states (T >= 2).
 
     Returns:
-        float64 ``(D_POOLED,)``: skewness, kurtosis, mean |delta|, 10-90 % spread, voiced mean,
-        voiced std (35 each), then voicing mean, voicing std and voiced share.
+        float64 ``(POOLED_WIDTHS[width],)``. Acoustic features: skewness, kurtosis, mean
+        |delta|, 10-90 % spread, voiced mean, voiced std (35 each), then voicing mean, voicing
+        std and voiced share. Encoder states: their mean, then their standard deviation.
     """
     a = np.asarray(audio, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != D_AUDIO or len(a) < 2:
-        raise ValueError(f"expected (T >= 2, {D_AUDIO}) frames, got {a.shape}")
+    if a.ndim != 2 or a.shape[1] not in POOLED_WIDTHS or len(a) < 2:
+        raise ValueError(f"expected (T >= 2, {D_AUDIO} or {D_STATES}) frames, got {a.shape}")
+    if a.shape[1] == D_STATES:
+        return np.concatenate([a.mean(axis=0), a.std(axis=0)])
     skewness, kurtosis = _moments(a)
     change = np.abs(np.diff(a, axis=0)).mean(axis=0)
     low, high = np.percentile(a, [10, 90], axis=0)
@@ -91,8 +107,9 @@ class VocalEmotionClassifier:
         return p / p.sum(axis=1, keepdims=True)
 
     def predict(self, audio: np.ndarray) -> tuple[str, float] | None:
-        """The most likely emotion of one utterance's ``(T, 35)`` frames and its probability,
-        or None when the window is shorter than :data:`MIN_FRAMES`."""
+        """The most likely emotion of one utterance's frames (of the width this classifier
+        reads) and its probability, or None when the window is shorter than
+        :data:`MIN_FRAMES`."""
         if len(audio) < MIN_FRAMES:
             return None
         p = self.probabilities(pooled_features(audio)[None])[0]
@@ -117,8 +134,11 @@ class VocalEmotionClassifier:
             np.asarray(data["coef"], dtype=np.float64),
             np.asarray(data["intercept"], dtype=np.float64),
         )
-        n, d = len(classifier.classes), D_POOLED
+        n, d = len(classifier.classes), len(classifier.mean)
         shapes = (classifier.mean.shape, classifier.scale.shape, classifier.coef.shape)
+        if d not in POOLED_WIDTHS.values():
+            raise ValueError(f"vocal emotion weights for {d} pooled features; mer pools to "
+                             f"{sorted(POOLED_WIDTHS.values())}")  # fmt: skip
         if shapes != ((d,), (d,), (n, d)) or classifier.intercept.shape != (n,):
             raise ValueError(f"vocal emotion weights do not fit {n} classes x {d} features")
         return classifier
@@ -133,7 +153,9 @@ def load_classifier(path: Path = WEIGHTS_FILE) -> VocalEmotionClassifier | None:
 
 
 def vocal_emotion(audio: np.ndarray) -> tuple[str, float] | None:
-    """(emotion, probability) of one utterance's frames by the packaged classifier, or None
-    (window too short, or no packaged weights)."""
-    classifier = load_classifier()
+    """(emotion, probability) of one utterance's frames by the packaged classifier for their
+    width (:data:`WEIGHTS_FILES`), or None (window too short, a width no classifier reads, or
+    no packaged weights)."""
+    path = WEIGHTS_FILES.get(audio.shape[-1]) if audio.ndim == 2 else None
+    classifier = None if path is None else load_classifier(path)
     return None if classifier is None else classifier.predict(audio)
