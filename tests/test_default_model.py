@@ -57,6 +57,9 @@ def test_voice_preview_checkpoint_reads_the_transcript_and_the_voice() -> None:
     assert meta["model_config"]["modalities"] == ["text", "audio"]
     assert meta["model_config"]["text_backbone"] == "all-mpnet-base-v2"
     assert meta["feature_profile"]["name"] == "mer-raw-v1"  # audio analyze can reproduce
+    # Whisper tiny.en's encoder states, 384 per 20 ms (mercli/features/whisper_states.py)
+    assert meta["feature_profile"]["audio"]["extractor"] == "whisper-encoder:tiny.en"
+    assert meta["model_config"]["audio"]["d_in"] == meta["feature_profile"]["audio"]["d"] == 384
 
 
 def _scores(name: str, texts: list[str], audio: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,9 +93,10 @@ def test_packaged_models_read_sentiment_from_text(name: str) -> None:
 
 def test_the_voice_preview_model_hears_the_audio() -> None:
     text = ["Kids are talking by the door."] * 2
+    d = json.loads((VOICE / "checkpoint.json").read_text())["feature_profile"]["audio"]["d"]
     calm, loud = (
-        torch.zeros(2, 100, 35),
-        torch.randn(2, 100, 35, generator=torch.Generator().manual_seed(0)),
+        torch.zeros(2, 100, d),
+        torch.randn(2, 100, d, generator=torch.Generator().manual_seed(0)),
     )
     without = _scores("voice-preview", text)
     with_loud = _scores("voice-preview", text, loud)
