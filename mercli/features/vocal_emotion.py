@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from mercli.features.acoustic import AUDIO_FEATURE_NAMES, D_AUDIO, VOICING_THRESHOLD
-from mercli.features.profile import AUDIO_EXTRACTORS, WHISPER_AUDIO_EXTRACTOR
+from mercli.features.whisper_states import D_STATES
 
 _WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "vocal_emotion"
 WEIGHTS_FILE = _WEIGHTS / "classifier.json"  # on mer's acoustic features
-D_STATES = AUDIO_EXTRACTORS[WHISPER_AUDIO_EXTRACTOR]  # Whisper tiny.en's encoder states, 384
-WEIGHTS_FILES: dict[int, Path] = {  # per frame width
+WEIGHTS_FILES: dict[int, Path] = {  # per frame width (D_STATES: Whisper tiny.en's encoder states)
     D_AUDIO: WEIGHTS_FILE,
     D_STATES: _WEIGHTS / "classifier_whisper.json",
 }
@@ -134,11 +133,11 @@ class VocalEmotionClassifier:
             np.asarray(data["coef"], dtype=np.float64),
             np.asarray(data["intercept"], dtype=np.float64),
         )
-        n, d = len(classifier.classes), len(classifier.mean)
+        n, d = len(classifier.classes), classifier.mean.size
         shapes = (classifier.mean.shape, classifier.scale.shape, classifier.coef.shape)
         if d not in POOLED_WIDTHS.values():
-            raise ValueError(f"vocal emotion weights for {d} pooled features; mer pools to "
-                             f"{sorted(POOLED_WIDTHS.values())}")  # fmt: skip
+            widths = sorted(POOLED_WIDTHS.values())
+            raise ValueError(f"vocal emotion weights for {d} pooled features, not one of {widths}")
         if shapes != ((d,), (d,), (n, d)) or classifier.intercept.shape != (n,):
             raise ValueError(f"vocal emotion weights do not fit {n} classes x {d} features")
         return classifier
