@@ -69,6 +69,20 @@ def run_prepare(raw: Path, labels: Path, out: Path, *args: str):
     )
 
 
+def train_one_epoch(data: Path, out: Path) -> Path:
+    """`mer train` for one epoch (seed 1, batch 2) on a prepared dataset; its best checkpoint."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("train", "--dataset", "mosi", "--data", str(data), "--epochs", "1"),
+            *("--seed", "1", "--batch-size", "2", "--out", str(out), "--json"),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    return out / "seed_1" / "best"
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     """One prepare run (fake faces, tiny backbone) and a second, counted, on the same cache."""
@@ -275,16 +289,7 @@ def test_train_on_prepared_data_and_analyze_with_it(
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     runner = CliRunner()
-    result = runner.invoke(
-        cli,
-        [
-            *("train", "--dataset", "mosi", "--data", str(prepared["out"]), "--epochs", "1"),
-            *("--seed", "1", "--batch-size", "2", "--out", str(tmp_path / "run"), "--json"),
-        ],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    checkpoint = tmp_path / "run" / "seed_1" / "best"
+    checkpoint = train_one_epoch(prepared["out"], tmp_path / "run")
     meta = json.loads((checkpoint / "checkpoint.json").read_text())
     profile = meta["feature_profile"]
     assert profile["name"] == "mer-raw-v1" and profile["vision"]["fps"] == 5.0

@@ -109,7 +109,7 @@ def test_prepare_train_and_analyze_with_whisper_states(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.fakes import CountingTranscriber, tiny_backbone
-    from tests.test_prepare import make_raw_dir, run_prepare
+    from tests.test_prepare import make_raw_dir, run_prepare, train_one_epoch
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     raw, labels = make_raw_dir(tmp_path)
@@ -132,17 +132,7 @@ def test_prepare_train_and_analyze_with_whisper_states(
     # clips of 1.0-1.3 s: one state per 20 ms of each (the m4a's length is its own)
     assert set(train["audio_lengths"]) <= set(range(49, 67)) and train["audio"].any()
 
-    runner = CliRunner()
-    result = runner.invoke(
-        cli,
-        [
-            *("train", "--dataset", "mosi", "--data", str(out), "--epochs", "1"),
-            *("--seed", "1", "--batch-size", "2", "--out", str(tmp_path / "run"), "--json"),
-        ],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    checkpoint = tmp_path / "run" / "seed_1" / "best"
+    checkpoint = train_one_epoch(out, tmp_path / "run")
     meta = json.loads((checkpoint / "checkpoint.json").read_text())
     assert meta["feature_profile"]["audio"]["extractor"] == WHISPER_AUDIO_EXTRACTOR
     config = json.loads((tmp_path / "run" / "results.json").read_text())["model_config"]
@@ -151,7 +141,7 @@ def test_prepare_train_and_analyze_with_whisper_states(
     transcriber = CountingTranscriber()
     monkeypatch.setattr("mercli.features.extract.load_transcriber", lambda config: transcriber)
     clip = raw / "Raw" / "vidA" / "1.mp4"
-    result = runner.invoke(
+    result = CliRunner().invoke(
         cli,
         ["analyze", str(clip), "--checkpoint", str(checkpoint), "--json", "--device", "cpu"],
         catch_exceptions=False,
