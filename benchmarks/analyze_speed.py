@@ -223,8 +223,11 @@ def speed(
     from mercli.pipeline import Analyzer
 
     torch.set_num_threads(threads)
-    config = ExtractConfig(fps=fps, device=device, asr=asr, overlap_faces=overlap_faces)
-    analyzer = Analyzer(load_model(checkpoint, device), config, use_cache=False)
+    loaded = load_model(checkpoint, device)
+    config = ExtractConfig.for_profile(
+        loaded.meta.feature_profile, fps=fps, device=device, asr=asr, overlap_faces=overlap_faces
+    )
+    analyzer = Analyzer(loaded, config, use_cache=False)
     # second tiny.en models, for Whisper alone on the same input: this backend and openai-whisper
     whisper = load_transcriber(ExtractConfig(device=device, asr=asr))
     openai_whisper = load_transcriber(ExtractConfig(device=device, asr="torch"))
@@ -343,7 +346,9 @@ def memory_child(path: str, checkpoint: str, fps: float) -> None:
     threading.Thread(target=sample, daemon=True).start()
     torch.set_num_threads(1)
     started = time.perf_counter()
-    analyzer = Analyzer(load_model(checkpoint, "cpu"), ExtractConfig(fps=fps), use_cache=False)
+    loaded = load_model(checkpoint, "cpu")
+    config = ExtractConfig.for_profile(loaded.meta.feature_profile, fps=fps)
+    analyzer = Analyzer(loaded, config, use_cache=False)
     stage[0] = "other"
     result = analyzer.analyze_file(path)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

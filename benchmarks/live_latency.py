@@ -181,7 +181,9 @@ def main() -> None:
     from mercli.live import EarlyEmission, LiveSession, LiveSummary, reads_ahead
 
     loaded = load_model(args.checkpoint, "cpu")
-    config = replace(ExtractConfig(asr=args.asr), use_faces=args.faces)
+    config = ExtractConfig.for_profile(
+        loaded.meta.feature_profile, asr=args.asr, use_faces=args.faces
+    )
     options: dict = {} if args.max_lag is None else {"max_lag_s": args.max_lag}
     early = EarlyEmission(use_pause_split=not args.no_pause_split)
     if args.early_step:

@@ -70,11 +70,20 @@ def load_or_extract(
 
 
 def _padded(arrays: Sequence[np.ndarray], d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stack ``(T_i, d)`` arrays into ``(B, T_max, d)`` (T_max >= 1) and a ``(B, T_max)`` mask."""
+    """Stack ``(T_i, d)`` arrays into ``(B, T_max, d)`` (T_max >= 1) and a ``(B, T_max)`` mask
+    (an empty array, whatever its width, is an all-masked row).
+
+    Raises:
+        ValueError: a non-empty array is not ``d`` wide.
+    """
     steps = max([len(a) for a in arrays] + [1])
     x = np.zeros((len(arrays), steps, d), np.float32)
     mask = np.zeros((len(arrays), steps), bool)
     for i, a in enumerate(arrays):
+        if len(a) == 0:
+            continue
+        if a.shape[-1] != d:
+            raise ValueError(f"features {a.shape[-1]} wide where the model reads {d}")
         x[i, : len(a)] = a
         mask[i, : len(a)] = True
     return x, mask
@@ -88,9 +97,14 @@ def make_batch(
     text: token ids ``(B, T_t)`` long (tokenizer of the backbone, truncated as in training),
     or, with ``loaded.text_states``, the frozen backbone's states ``(B, T_t, H)`` float32 (from
     its cache unless ``use_cache`` is False);
-    audio: ``(B, T_a, 35)``; vision: ``(B, T_v, 154)`` with frames without a face masked.
-    An utterance with no valid step of a modality (no face in any frame, no video) lacks it:
-    the model scores it from the modalities it has.
+    audio: ``(B, T_a, 35)`` (``(B, T_a, 384)`` for Whisper's encoder states); vision:
+    ``(B, T_v, 154)`` with frames without a face masked. An utterance with no valid step of a
+    modality (no face in any frame, no video) lacks it: the model scores it from the modalities
+    it has.
+
+    Raises:
+        ValueError: the features are not the ones the model reads (made with another
+            extractor than its feature profile's: see ``ExtractConfig.for_profile``).
     """
     import torch
 
@@ -112,10 +126,17 @@ def make_batch(
             )
             inputs[m], masks[m] = ids, mask
             continue
-        if m == "audio":
-            x, mask_np = _padded([u.audio for u in utterances], loaded.model.config.audio.d_in)
-        else:
-            x, mask_np = _padded([u.vision for u in utterances], loaded.model.config.vision.d_in)
+        arrays = [u.audio if m == "audio" else u.vision for u in utterances]
+        try:
+            x, mask_np = _padded(arrays, loaded.model.config.encoder(m).d_in)
+        except ValueError as error:
+            profile = loaded.meta.feature_profile
+            extractor = getattr(profile and getattr(profile, m), "extractor", None)
+            raise ValueError(
+                f"{m} {error} ({extractor or 'extractor not recorded'}): extract them with "
+                "ExtractConfig.for_profile(<the checkpoint's feature profile>)"
+            ) from error
+        if m == "vision":
             for i, u in enumerate(utterances):  # frames without a face carry no data
                 mask_np[i, : len(u.vision_mask)] &= u.vision_mask
         inputs[m], masks[m] = torch.from_numpy(x), torch.from_numpy(mask_np)

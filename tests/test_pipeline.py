@@ -261,6 +261,22 @@ def test_make_batch_masks_frames_without_face(loaded_all) -> None:
     assert batch.masks["vision"][0].tolist() == [False, True, True, True, True]
 
 
+def test_features_of_another_extractor_are_refused_by_name(loaded_all) -> None:
+    from dataclasses import replace
+
+    from mercli.pipeline import make_batch
+
+    good = fake_features("x").utterances
+    states = [replace(u, audio=np.ones((30, 384), np.float32)) for u in good]
+    said = r"audio features 384 wide where the model reads 35 \(librosa\): extract them with"
+    with pytest.raises(ValueError, match=said):
+        make_batch(states, loaded_all)
+    # an utterance without audio steps is masked whatever its array's width
+    silent = [good[0], replace(good[1], audio=np.zeros((0, 384), np.float32))]
+    batch = make_batch(silent, loaded_all)
+    assert batch.masks["audio"][1].sum() == 0 and batch.masks["audio"][0].sum() > 0
+
+
 def test_predictions_do_not_depend_on_batching(loaded_all) -> None:
     from mercli.pipeline import predict
 
