@@ -6,7 +6,7 @@ in with :meth:`LiveSession.insert_audio_chunk` / :meth:`LiveSession.insert_frame
 :meth:`LiveSession.finish` the rest. Endpointing is by voice activity
 (:mod:`mercli.features.vad`): when a stretch of speech ends, its audio goes through the same front
 end and model as a file's (:func:`mercli.features.extract.transcribe_audio`,
-:func:`~mercli.features.extract.utterance_inputs`, :func:`~mercli.features.extract.window_vision`,
+:func:`~mercli.features.extract.utterance_audio`, :func:`~mercli.features.extract.window_vision`,
 :func:`mercli.pipeline.predict`), and its utterances come out at once. While a stretch is still
 open, its tail is re-transcribed every ``EarlyEmission.step_s`` of stream and the utterances that
 two successive transcripts agree on come out before the stretch ends
@@ -40,7 +40,7 @@ from mercli.features.extract import (
     FrontEnd,
     UtteranceFeatures,
     transcribe_audio,
-    utterance_inputs,
+    utterance_audio,
     window_vision,
 )
 from mercli.features.media import SAMPLE_RATE_HZ, Frame
@@ -338,7 +338,7 @@ class LiveSession:
         self.front_end.transcribe(noise)
         from mercli.pipeline import predict
 
-        acoustic, _, _ = utterance_inputs(noise, Utterance(0.0, 1.0, "warm up"), self.front_end)
+        acoustic, _, _ = utterance_audio(noise, Utterance(0.0, 1.0, "warm up"), self.front_end)
         empty = np.zeros((0, _d_vision()), np.float32)
         warm = UtteranceFeatures(0.0, 1.0, "warm up", acoustic, empty, np.zeros(0, bool))
         predict([warm], self.loaded)
@@ -566,7 +566,7 @@ class LiveSession:
         acoustic_s = vision_s = 0.0
         for u in utterances:
             t0 = time.perf_counter()
-            acoustic, pitch_hz, energy_db = utterance_inputs(audio, u, self.front_end)
+            acoustic, pitch_hz, energy_db = utterance_audio(audio, u, self.front_end)
             start_s, end_s = offset_s + u.start_s, offset_s + u.end_s
             feature = UtteranceFeatures(
                 start_s,

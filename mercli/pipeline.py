@@ -131,7 +131,8 @@ def make_batch(
             x, mask_np = _padded(arrays, loaded.model.config.encoder(m).d_in)
         except ValueError as error:
             profile = loaded.meta.feature_profile
-            extractor = getattr(profile and getattr(profile, m), "extractor", None)
+            part = None if profile is None else getattr(profile, m)
+            extractor = None if part is None else part.extractor
             raise ValueError(
                 f"{m} {error} ({extractor or 'extractor not recorded'}): extract them with "
                 "ExtractConfig.for_profile(<the checkpoint's feature profile>)"

@@ -2,9 +2,9 @@
 
 1. :func:`decode_audio`: 16 kHz mono waveform, or None when the file has no audio stream.
 2. :func:`transcribe_audio`: Whisper segments -> utterances (:mod:`mercli.features.asr`).
-3. :func:`utterance_audio`: acoustic features + pitch/energy descriptors per utterance
-   (:func:`utterance_inputs`: with Whisper's encoder states as the model's audio input instead,
-   when ``ExtractConfig.audio_extractor`` asks for them, :mod:`mercli.features.whisper_states`).
+3. :func:`utterance_audio`: acoustic features (or Whisper's encoder states, when
+   ``ExtractConfig.audio_extractor`` asks for them: :mod:`mercli.features.whisper_states`) +
+   pitch/energy descriptors per utterance.
 4. :func:`utterance_vision`: frames streamed once from ffmpeg, each assigned to the utterance
    window it falls in as it arrives (:func:`assign_frames`); faces and expressions per window.
 
@@ -352,35 +352,25 @@ def transcribe_audio(
 
 
 def utterance_audio(
-    audio: np.ndarray, utterance: Utterance, hop_s: float
+    audio: np.ndarray, utterance: Utterance, front_end: FrontEnd
 ) -> tuple[np.ndarray, float | None, float]:
-    """Acoustic features of one utterance window.
+    """The audio branch's input for one utterance window, and its pitch and energy.
 
     Returns:
-        ``features`` float32 ``(n_frames, 35)``, mean pitch in Hz (None if unvoiced), mean
-        energy in dBFS.
+        ``features``: mer's acoustic features float32 ``(n_frames, 35)`` (hop
+        ``config.hop_s``), or with Whisper's ``config.audio_extractor`` its encoder states
+        float32 ``(n_steps, 384)``; mean pitch in Hz (None if unvoiced); mean energy in dBFS.
     """
     from mercli.features.acoustic import features_from_measures, measure_frames, summarise
 
-    measures = measure_frames(audio, SAMPLE_RATE_HZ, utterance.start_s, utterance.end_s, hop_s)
-    summary = summarise(measures)
-    return features_from_measures(measures), summary.mean_pitch_hz, summary.mean_energy_db
-
-
-def utterance_inputs(
-    audio: np.ndarray, utterance: Utterance, front_end: FrontEnd
-) -> tuple[np.ndarray, float | None, float]:
-    """The audio branch's input for one utterance window and its pitch and energy.
-
-    Returns:
-        ``features``: the acoustic features of :func:`utterance_audio`, or with Whisper's
-        ``config.audio_extractor`` its encoder states float32 ``(n_steps, 384)``; mean pitch in
-        Hz (None if unvoiced); mean energy in dBFS.
-    """
-    features, pitch_hz, energy_db = utterance_audio(audio, utterance, front_end.config.hop_s)
-    if front_end.config.audio_extractor != AUDIO_EXTRACTOR:
-        features = front_end.audio_states(audio, utterance.start_s, utterance.end_s)
-    return features, pitch_hz, energy_db
+    start_s, end_s = utterance.start_s, utterance.end_s
+    measures = measure_frames(audio, SAMPLE_RATE_HZ, start_s, end_s, front_end.config.hop_s)
+    summary = summarise(measures)  # the descriptors, whichever features the model reads
+    if front_end.config.audio_extractor == AUDIO_EXTRACTOR:
+        features = features_from_measures(measures)
+    else:
+        features = front_end.audio_states(audio, start_s, end_s)
+    return features, summary.mean_pitch_hz, summary.mean_energy_db
 
 
 def assign_frames(
@@ -611,7 +601,7 @@ def _with_audio(
     out = []
     for u in utterances:
         assert audio is not None  # utterances come from audio
-        features, pitch_hz, energy_db = utterance_inputs(audio, u, front_end)
+        features, pitch_hz, energy_db = utterance_audio(audio, u, front_end)
         vision, mask = _empty_vision()
         out.append(
             UtteranceFeatures(
@@ -721,6 +711,5 @@ __all__ = [
     "extract",
     "transcribe_audio",
     "utterance_audio",
-    "utterance_inputs",
     "utterance_vision",
 ]

@@ -1,4 +1,4 @@
-"""Whisper's encoder states as the audio branch's input (``ExtractConfig.audio_features``).
+"""Whisper's encoder states as the audio branch's input (``ExtractConfig.audio_extractor``).
 
 mer's own acoustic features (:mod:`mercli.features.acoustic`: MFCCs, pitch, energy, spectral
 shape, standardised over the utterance) read the voice through a few hand-made measures. The
