@@ -241,6 +241,9 @@ class AuxTextConfig:
             raise ValueError(f"max_train_rows must be >= 1, not {self.max_train_rows}")
 
 
+LR_SCHEDULES = ("constant", "linear")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and protocol (paper 3.2, Table 2)."""
@@ -251,6 +254,9 @@ class TrainConfig:
     weight_decay: float = 5e-5
     max_epochs: int = 40
     patience: int = 8  # epochs without a better validation loss before stopping
+    # "constant", or "linear": every learning rate falls linearly, step by step, to zero at the
+    # end of ``max_epochs`` (the BERT fine-tuning schedule), so late epochs move the weights less.
+    lr_schedule: str = "constant"
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     # Batch utterances of similar lengths (less padding, faster epochs). Off by default: CMD,
     # HSIC, InfoNCE and the kNN negatives then see length-sorted batches, and on MOSI text
@@ -265,6 +271,10 @@ class TrainConfig:
     freeze_init: bool = False
     loss_weights: LossWeights = field(default_factory=LossWeights)
     aux_text: AuxTextConfig = field(default_factory=AuxTextConfig)  # none unless asked for
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -141,6 +141,25 @@ def configure_optimizer(model: EmotionModel, training: TrainConfig) -> torch.opt
     )
 
 
+def scale_lr(optimizer: torch.optim.Optimizer, scale: float) -> None:
+    """Set each group's learning rate to ``scale`` times the one it was built with (kept in the
+    group as ``base_lr``, so that it travels with the optimizer's state to a resumed run)."""
+    for group in optimizer.param_groups:
+        group.setdefault("base_lr", group["lr"])
+        group["lr"] = group["base_lr"] * scale
+
+
+def linear_decay(training: TrainConfig, epoch: int, steps: int) -> Callable[[int], float] | None:
+    """The learning-rate scale of epoch ``epoch``'s step ``i`` (of ``steps``) under
+    ``training.lr_schedule``: None when constant; linear: 1 at the first step of the run, falling
+    by the same amount each step to ``1 / total`` at the last step of ``max_epochs``."""
+    if training.lr_schedule == "constant":
+        return None
+    total = training.max_epochs * steps
+    done = (epoch - 1) * steps
+    return lambda i: 1.0 - (done + i) / total
+
+
 def start_from(model: EmotionModel, training: TrainConfig) -> Any:
     """Copy ``training.init``'s values into ``model`` (:mod:`mercli.model.graft`); with
     ``training.freeze_init``, the :class:`~mercli.model.graft.Pins` that keep them."""
@@ -289,11 +308,13 @@ def train_epoch(
     grad_clip: float,
     progress: Callable[[int, float], None] | None = None,
     aux: Iterator[AuxBatch] | None = None,
+    lr_scale: Callable[[int], float] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """One pass over the train split; the mean total loss and mean of each term.
 
     ``progress(batches_done, mean_loss_so_far)`` is called after every batch; ``aux`` gives
-    one batch of auxiliary text rows per step (their loss joins the step's).
+    one batch of auxiliary text rows per step (their loss joins the step's); ``lr_scale(i)``
+    scales every group's learning rate for the epoch's ``i``-th step (:func:`scale_lr`).
     """
     step.train()
     sums: dict[str, float] = {}
@@ -309,6 +330,8 @@ def train_epoch(
         loss.backward()
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(step.parameters(), grad_clip)
+        if lr_scale is not None:
+            scale_lr(optimizer, lr_scale(n))
         optimizer.step()
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -464,8 +487,9 @@ def fit(
             # seeded per epoch, like the main loader, so that a resumed run draws the same rows
             aux_size = training.aux_text.batch_size or training.batch_size
             aux_rows = aux_batches(aux, aux_size, seed + epoch)
+        lr_scale = linear_decay(training, epoch, len(train_loader))
         train_loss, terms = train_epoch(
-            step, train_loader, optimizer, device, training.grad_clip, progress, aux_rows
+            step, train_loader, optimizer, device, training.grad_clip, progress, aux_rows, lr_scale
         )
         valid_loss, valid_metrics = evaluate(model, valid_loader, device)
         state.history.append(

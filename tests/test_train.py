@@ -17,7 +17,7 @@ from mercli.cli import cli
 from mercli.config import LossWeights, ModelConfig, TrainConfig
 from mercli.data import load_dataset
 from mercli.data.synthetic import SMALL_LAYOUT, write_mmsa_pickle
-from mercli.train import fit
+from mercli.train import fit, linear_decay, scale_lr
 from tests.conftest import tiny_model_config
 
 # per-sample terms only (the batch statistics CMD, HSIC, MI and gate correlation are off)
@@ -66,13 +66,22 @@ def _predictions(checkpoint: Path, data) -> torch.Tensor:
     )
 
 
-def test_resume_continues_where_the_run_stopped(small_pickle: Path, tmp_path: Path) -> None:
+def _killed_after_an_epoch(line: str) -> None:
+    if " valid " in line:  # the epoch's line, logged once last/ is written
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_resume_continues_where_the_run_stopped(
+    small_pickle: Path, tmp_path: Path, schedule: str
+) -> None:
     data = load_dataset("mosi", small_pickle)
     config = small_model(data.info)
-    cfg = TrainConfig(batch_size=16, lr=1e-3, max_epochs=3, patience=10)
+    cfg = TrainConfig(batch_size=16, lr=1e-3, max_epochs=3, patience=10, lr_schedule=schedule)
     whole = fit(config, data, cfg, tmp_path / "whole", seed=5, log=lambda s: None)
     # A run killed after its first epoch left last/ behind; resuming finishes the other two.
-    fit(config, data, replace(cfg, max_epochs=1), tmp_path / "killed", seed=5, log=lambda s: None)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data, cfg, tmp_path / "killed", seed=5, log=_killed_after_an_epoch)
     lines: list[str] = []
     resumed = fit(config, data, cfg, tmp_path / "killed", seed=5, resume=True, log=lines.append)
     assert any("resuming" in line for line in lines)
@@ -85,6 +94,46 @@ def test_resume_continues_where_the_run_stopped(small_pickle: Path, tmp_path: Pa
         atol=1e-5,
         rtol=1e-5,
     )
+
+
+def test_a_linear_schedule_falls_step_by_step_to_zero_at_the_last_epoch() -> None:
+    weights, backbone = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW(
+        [{"params": [weights], "lr": 1e-3}, {"params": [backbone], "lr": 2e-5}]
+    )
+    cfg = TrainConfig(max_epochs=2, lr_schedule="linear")
+    seen = []
+    for epoch in (1, 2):
+        scale = linear_decay(cfg, epoch, steps=3)
+        assert scale is not None
+        for i in range(3):
+            scale_lr(optimizer, scale(i))
+            seen.append([group["lr"] for group in optimizer.param_groups])
+    # 6 steps: 1, 5/6, ..., 1/6 of each group's own rate; the rates it was built with are kept
+    expected = [[1e-3 * (6 - k) / 6, 2e-5 * (6 - k) / 6] for k in range(6)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)
+    assert [group["base_lr"] for group in optimizer.param_groups] == [1e-3, 2e-5]
+    assert linear_decay(TrainConfig(), 1, steps=3) is None
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="cosine")
+
+
+def test_the_linear_schedule_changes_training(small_pickle: Path, tmp_path: Path) -> None:
+    data = load_dataset("mosi", small_pickle)
+    config = small_model(data.info)
+    cfg = TrainConfig(batch_size=16, lr=1e-3, max_epochs=2, patience=10)
+    losses = {}
+    for schedule in ("constant", "linear"):
+        run = fit(
+            config,
+            data,
+            replace(cfg, lr_schedule=schedule),
+            tmp_path / schedule,
+            seed=5,
+            log=lambda s: None,
+        )
+        losses[schedule] = [h.valid_loss for h in run.history]
+    assert losses["constant"] != pytest.approx(losses["linear"], rel=1e-6)
 
 
 def _free_port() -> int:
@@ -175,7 +224,7 @@ def test_cli_train_evaluate_and_compare(small_pickle: Path, tmp_path: Path) -> N
                 "--out",
                 str(tmp_path / name),
                 "--json",
-                *(["--ablation", "no-mic"] if name == "b" else []),
+                *(["--ablation", "no-mic", "--lr-schedule", "linear"] if name == "b" else []),
             ],
             catch_exceptions=False,
         )
@@ -197,6 +246,9 @@ def test_cli_train_evaluate_and_compare(small_pickle: Path, tmp_path: Path) -> N
     meta = json.loads((tmp_path / "a" / "seed_1" / "best" / "checkpoint.json").read_text())
     assert meta["feature_profile"]["name"] == "cmu-benchmark-mosi"
     assert set(meta["metrics"]) == {"test", "valid"}
+    assert meta["train_config"]["lr_schedule"] == "constant"
+    other = json.loads((tmp_path / "b" / "seed_1" / "best" / "checkpoint.json").read_text())
+    assert other["train_config"]["lr_schedule"] == "linear"
 
     result = runner.invoke(
         cli,

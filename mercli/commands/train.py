@@ -18,6 +18,7 @@ from mercli.commands.options import (
     preset_option,
     resolve_device,
 )
+from mercli.config import LR_SCHEDULES
 from mercli.data import BENCHMARKS
 
 if TYPE_CHECKING:
@@ -140,6 +141,13 @@ def data_options(func: Any) -> Any:
     help="Learning rate of everything but the text backbone.",
 )
 @click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES),
+    default=None,
+    help="constant, or linear: every learning rate falls step by step to zero at the last "
+    "epoch (preset: constant).",
+)
+@click.option(
     "--init",
     "init",
     metavar="NAME|PATH",
@@ -192,6 +200,7 @@ def train(
     patience: int | None,
     batch_size: int | None,
     lr: float | None,
+    lr_schedule: str | None,
     init: str | None,
     freeze_init: bool,
     device: str,
@@ -218,6 +227,7 @@ def train(
             "patience": patience,
             "batch_size": batch_size,
             "lr": lr,
+            "lr_schedule": lr_schedule,
             "init": init,
         }.items()
         if v is not None
