@@ -149,7 +149,7 @@ def scale_lr(optimizer: torch.optim.Optimizer, scale: float) -> None:
         group["lr"] = group["base_lr"] * scale
 
 
-def linear_decay(training: TrainConfig, epoch: int, steps: int) -> Callable[[int], float] | None:
+def schedule_scales(training: TrainConfig, epoch: int, steps: int) -> Callable[[int], float] | None:
     """The learning-rate scale of epoch ``epoch``'s step ``i`` (of ``steps``) under
     ``training.lr_schedule``: None when constant; linear: 1 at the first step of the run, falling
     by the same amount each step to ``1 / total`` at the last step of ``max_epochs``."""
@@ -487,7 +487,7 @@ def fit(
             # seeded per epoch, like the main loader, so that a resumed run draws the same rows
             aux_size = training.aux_text.batch_size or training.batch_size
             aux_rows = aux_batches(aux, aux_size, seed + epoch)
-        lr_scale = linear_decay(training, epoch, len(train_loader))
+        lr_scale = schedule_scales(training, epoch, len(train_loader))
         train_loss, terms = train_epoch(
             step, train_loader, optimizer, device, training.grad_clip, progress, aux_rows, lr_scale
         )

@@ -17,7 +17,7 @@ from mercli.cli import cli
 from mercli.config import LossWeights, ModelConfig, TrainConfig
 from mercli.data import load_dataset
 from mercli.data.synthetic import SMALL_LAYOUT, write_mmsa_pickle
-from mercli.train import fit, linear_decay, scale_lr
+from mercli.train import fit, scale_lr, schedule_scales
 from tests.conftest import tiny_model_config
 
 # per-sample terms only (the batch statistics CMD, HSIC, MI and gate correlation are off)
@@ -104,7 +104,7 @@ def test_a_linear_schedule_falls_step_by_step_to_zero_at_the_last_epoch() -> Non
     cfg = TrainConfig(max_epochs=2, lr_schedule="linear")
     seen = []
     for epoch in (1, 2):
-        scale = linear_decay(cfg, epoch, steps=3)
+        scale = schedule_scales(cfg, epoch, steps=3)
         assert scale is not None
         for i in range(3):
             scale_lr(optimizer, scale(i))
@@ -113,7 +113,7 @@ def test_a_linear_schedule_falls_step_by_step_to_zero_at_the_last_epoch() -> Non
     expected = [[1e-3 * (6 - k) / 6, 2e-5 * (6 - k) / 6] for k in range(6)]
     np.testing.assert_allclose(seen, expected, rtol=1e-12)
     assert [group["base_lr"] for group in optimizer.param_groups] == [1e-3, 2e-5]
-    assert linear_decay(TrainConfig(), 1, steps=3) is None
+    assert schedule_scales(TrainConfig(), 1, steps=3) is None
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="cosine")
 
