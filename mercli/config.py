@@ -257,6 +257,10 @@ class TrainConfig:
     # "constant", or "linear": every learning rate falls linearly, step by step, to zero at the
     # end of ``max_epochs`` (the BERT fine-tuning schedule), so late epochs move the weights less.
     lr_schedule: str = "constant"
+    # Decay of an exponential moving average of the trained weights (mercli/weight_average.py),
+    # which validation, the choice of epoch and the checkpoint read; 0: off, the weights as
+    # they are at the end of each epoch. 0.99 averages over about the last 100 steps.
+    weight_average: float = 0.0
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     # Batch utterances of similar lengths (less padding, faster epochs). Off by default: CMD,
     # HSIC, InfoNCE and the kNN negatives then see length-sorted batches, and on MOSI text
@@ -275,6 +279,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
+        if not 0.0 <= self.weight_average < 1.0:
+            raise ValueError(f"weight_average must lie in [0, 1), not {self.weight_average}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,6 +10,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from mercli.losses import total_loss
 from mercli.metrics import compute_metrics
 from mercli.model import EmotionModel
 from mercli.schema import Batch
+from mercli.weight_average import WeightAverage
 
 if TYPE_CHECKING:
     from mercli.data.aux_text import AuxBatch, AuxTextData
@@ -454,11 +456,15 @@ def fit(
     optimizer = configure_optimizer(model, training)
     if pins is not None:
         optimizer.register_step_post_hook(pins.restore)
+    average = None
+    if training.weight_average:  # after the pins: it averages the weights they left
+        average = WeightAverage(model, training.weight_average)
+        optimizer.register_step_post_hook(average.update)
     state = FitState()
     if resume:
         recover_folder(out_dir / "last")  # a kill during the last save: the whole earlier set
     if resume and (out_dir / "last" / RESUME_FILE).is_file():
-        state = _restore(model, optimizer, out_dir / "last", device)
+        state = _restore(model, optimizer, out_dir / "last", device, average)
         log(f"resuming seed {seed} after epoch {state.epoch}")
     step = _distributed(
         TrainingStep(model, training.loss_weights, training.aux_text.weight), device, data.train
@@ -491,26 +497,27 @@ def fit(
         train_loss, terms = train_epoch(
             step, train_loader, optimizer, device, training.grad_clip, progress, aux_rows, lr_scale
         )
-        valid_loss, valid_metrics = evaluate(model, valid_loader, device)
+        with average.applied() if average is not None else nullcontext():
+            valid_loss, valid_metrics = evaluate(model, valid_loader, device)
+            improved = valid_loss < state.best_valid_loss
+            if rank == 0 and improved:
+                save_checkpoint(
+                    model,
+                    out_dir / "best",
+                    _with_metrics(meta, config, training, valid_metrics, "valid"),
+                )
         state.history.append(
             EpochLog(
                 epoch, train_loss, valid_loss, valid_metrics, time.perf_counter() - start, terms
             )
         )
         state.epoch = epoch
-        improved = valid_loss < state.best_valid_loss
         if improved:
             state.best_epoch, state.best_valid_loss, state.bad_epochs = epoch, valid_loss, 0
         else:
             state.bad_epochs += 1
         if rank == 0:
-            if improved:
-                save_checkpoint(
-                    model,
-                    out_dir / "best",
-                    _with_metrics(meta, config, training, valid_metrics, "valid"),
-                )
-            _save_state(model, optimizer, state, out_dir / "last", meta, config, training)
+            _save_state(model, optimizer, state, out_dir / "last", meta, config, training, average)
         log(_epoch_line(seed, state.history[-1], improved))
         _barrier()
     best, _ = load_checkpoint(out_dir / "best", device)
@@ -641,12 +648,15 @@ def _save_state(
     meta: CheckpointMeta | None,
     config: ModelConfig,
     training: TrainConfig,
+    average: WeightAverage | None = None,
 ) -> None:
     payload = {
         "optimizer": optimizer.state_dict(),
         "state": {**asdict(state), "history": [asdict(h) for h in state.history]},
         "rng": {"torch": torch.get_rng_state()},  # dropout masks; loaders are seeded per epoch
     }
+    if average is not None:
+        payload["weight_average"] = average.state_dict()
     # weights, metadata and trainer state are committed together: one epoch's, all of them
     save_checkpoint(
         model,
@@ -657,9 +667,13 @@ def _save_state(
 
 
 def _restore(
-    model: EmotionModel, optimizer: torch.optim.Optimizer, directory: Path, device: str
+    model: EmotionModel,
+    optimizer: torch.optim.Optimizer,
+    directory: Path,
+    device: str,
+    average: WeightAverage | None = None,
 ) -> FitState:
-    """The model, optimizer and loop state of ``directory`` (``last/``).
+    """The model, optimizer, weight average and loop state of ``directory`` (``last/``).
 
     Raises:
         CheckpointError: the set is damaged (truncated, not written by mer, or of another model),
@@ -671,6 +685,8 @@ def _restore(
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
         optimizer.load_state_dict(payload["optimizer"])
+        if average is not None:  # a run saved without one has none to give
+            average.load_state_dict(payload["weight_average"])
         torch.set_rng_state(payload["rng"]["torch"].cpu())
         raw = dict(payload["state"])
         history = [EpochLog(**h) for h in raw.pop("history")]

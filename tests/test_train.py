@@ -18,6 +18,7 @@ from mercli.config import LossWeights, ModelConfig, TrainConfig
 from mercli.data import load_dataset
 from mercli.data.synthetic import SMALL_LAYOUT, write_mmsa_pickle
 from mercli.train import fit, scale_lr, schedule_scales
+from mercli.weight_average import WeightAverage
 from tests.conftest import tiny_model_config
 
 # per-sample terms only (the batch statistics CMD, HSIC, MI and gate correlation are off)
@@ -71,13 +72,22 @@ def _killed_after_an_epoch(line: str) -> None:
         raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("schedule", ["constant", "linear"])
+@pytest.mark.parametrize(
+    ("schedule", "average"), [("constant", 0.0), ("linear", 0.0), ("constant", 0.9)]
+)
 def test_resume_continues_where_the_run_stopped(
-    small_pickle: Path, tmp_path: Path, schedule: str
+    small_pickle: Path, tmp_path: Path, schedule: str, average: float
 ) -> None:
     data = load_dataset("mosi", small_pickle)
     config = small_model(data.info)
-    cfg = TrainConfig(batch_size=16, lr=1e-3, max_epochs=3, patience=10, lr_schedule=schedule)
+    cfg = TrainConfig(
+        batch_size=16,
+        lr=1e-3,
+        max_epochs=3,
+        patience=10,
+        lr_schedule=schedule,
+        weight_average=average,
+    )
     whole = fit(config, data, cfg, tmp_path / "whole", seed=5, log=lambda s: None)
     # A run killed after its first epoch left last/ behind; resuming finishes the other two.
     with pytest.raises(KeyboardInterrupt):
@@ -134,6 +144,58 @@ def test_the_linear_schedule_changes_training(small_pickle: Path, tmp_path: Path
         )
         losses[schedule] = [h.valid_loss for h in run.history]
     assert losses["constant"] != pytest.approx(losses["linear"], rel=1e-6)
+
+
+def test_the_weight_average_follows_each_step_after_a_warm_up() -> None:
+    layer = torch.nn.Linear(2, 1)
+    layer.bias.requires_grad_(False)  # not trained: not averaged
+    average = WeightAverage(layer, decay=0.5)
+    assert set(average.shadow) == {"weight"}
+    for value in (1.0, 3.0, -2.0, 4.0):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        average.update()
+    # the mean of the first two steps' weights (the initial ones left out), then halved per step
+    expected = torch.full_like(layer.weight, ((1.0 + 3.0) / 2 * 0.5 - 2.0 * 0.5) * 0.5 + 4.0 * 0.5)
+    torch.testing.assert_close(average.shadow["weight"], expected)
+    with average.applied():  # the model holds the average inside, its own weights after
+        torch.testing.assert_close(layer.weight.detach(), expected)
+    assert torch.all(layer.weight == 4.0)
+    again = WeightAverage(layer, decay=0.5)
+    again.load_state_dict(average.state_dict())
+    torch.testing.assert_close(again.shadow["weight"], expected)
+    assert again.n_steps == 4
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(layer, decay=1.0)
+    with pytest.raises(ValueError, match="weight_average"):
+        TrainConfig(weight_average=-0.1)
+
+
+def test_an_averaged_run_selects_and_saves_the_average(small_pickle: Path, tmp_path: Path) -> None:
+    from mercli.checkpoint import load_checkpoint
+    from mercli.train import evaluate, make_loader
+
+    data = load_dataset("mosi", small_pickle)
+    cfg = TrainConfig(batch_size=16, lr=1e-3, max_epochs=2, patience=10, weight_average=0.9)
+    run = fit(small_model(data.info), data, cfg, tmp_path / "run", seed=5, log=lambda s: None)
+    valid = make_loader(data.valid, data.collate, 16, shuffle=False, seed=0)
+    best, _ = load_checkpoint(run.checkpoint)
+    last, _ = load_checkpoint(tmp_path / "run" / "last")  # the weights training stepped
+    best_loss, _ = evaluate(best, valid, "cpu")
+    assert best_loss == pytest.approx(run.history[run.best_epoch - 1].valid_loss, rel=1e-5)
+    # the last epoch's validation loss is the average's, not that of the weights it stepped
+    assert evaluate(last, valid, "cpu")[0] != pytest.approx(run.history[-1].valid_loss, rel=1e-4)
+    plain = fit(
+        small_model(data.info),
+        data,
+        replace(cfg, weight_average=0.0),
+        tmp_path / "plain",
+        seed=5,
+        log=lambda s: None,
+    )
+    assert [h.valid_loss for h in plain.history] != pytest.approx(
+        [h.valid_loss for h in run.history], rel=1e-6
+    )
 
 
 def _free_port() -> int:
@@ -224,7 +286,11 @@ def test_cli_train_evaluate_and_compare(small_pickle: Path, tmp_path: Path) -> N
                 "--out",
                 str(tmp_path / name),
                 "--json",
-                *(["--ablation", "no-mic", "--lr-schedule", "linear"] if name == "b" else []),
+                *(
+                    ["--ablation", "no-mic", "--lr-schedule", "linear", "--weight-average", "0.9"]
+                    if name == "b"
+                    else []
+                ),
             ],
             catch_exceptions=False,
         )
@@ -247,8 +313,10 @@ def test_cli_train_evaluate_and_compare(small_pickle: Path, tmp_path: Path) -> N
     assert meta["feature_profile"]["name"] == "cmu-benchmark-mosi"
     assert set(meta["metrics"]) == {"test", "valid"}
     assert meta["train_config"]["lr_schedule"] == "constant"
+    assert meta["train_config"]["weight_average"] == 0.0
     other = json.loads((tmp_path / "b" / "seed_1" / "best" / "checkpoint.json").read_text())
     assert other["train_config"]["lr_schedule"] == "linear"
+    assert other["train_config"]["weight_average"] == 0.9
 
     result = runner.invoke(
         cli,

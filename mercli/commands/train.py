@@ -148,6 +148,14 @@ def data_options(func: Any) -> Any:
     "epoch (preset: constant).",
 )
 @click.option(
+    "--weight-average",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=None,
+    metavar="DECAY",
+    help="Validate, select and save an exponential moving average of the trained weights with "
+    "this decay per step, e.g. 0.99 (preset: 0, off).",
+)
+@click.option(
     "--init",
     "init",
     metavar="NAME|PATH",
@@ -201,6 +209,7 @@ def train(
     batch_size: int | None,
     lr: float | None,
     lr_schedule: str | None,
+    weight_average: float | None,
     init: str | None,
     freeze_init: bool,
     device: str,
@@ -228,6 +237,7 @@ def train(
             "batch_size": batch_size,
             "lr": lr,
             "lr_schedule": lr_schedule,
+            "weight_average": weight_average,
             "init": init,
         }.items()
         if v is not None
