@@ -5,10 +5,11 @@ speaker, as speech recognisers do per speaker or per channel).
 A voice model trained on 16 RAVDESS actors learns their voices as much as their emotions, and a
 new voice moves its score before any emotion does: ``voice-preview`` scores the demo's
 synthetic voice -2.29 on the audio alone. Read relative to the speaker, what is left is how an
-utterance departs from that speaker's usual voice. Tried on ``voice-preview``'s recipe (seed 11,
-``benchmarks/speaker_norm_trial.py``): RAVDESS's held-out actors, each normalised over their own
-60 clips, sign accuracy 0.875 and Pearson r 0.785 (without: 0.808 and 0.697); the demo's
-positive sentence +2.63 (audio +0.34) instead of -0.00 (audio -2.29), each file normalised over
+utterance departs from that speaker's usual voice. Tried on ``voice-preview``'s recipe (seeds
+42, 1 and 11, ``benchmarks/speaker_norm_trial.py``, README "The voice relative to the
+speaker"): RAVDESS's held-out actors, each normalised over their own 60 clips, sign accuracy
+0.875 and Pearson r 0.784 on the mean of the seeds (without: 0.763 and 0.685); the demo's
+positive sentence +2.05 to +2.63 instead of -0.00 (its audio -2.29), each file normalised over
 its own utterances. The model is not shipped: which frames make a speaker at inference (a file,
 a diarised speaker, a live session so far) is still to be settled, and a file of one utterance
 has no other speech to be relative to.
