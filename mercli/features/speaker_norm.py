@@ -46,11 +46,11 @@ def normalise(arrays: Sequence[np.ndarray], groups: Sequence[Hashable]) -> list[
     shapes, empty arrays as they are."""
     if len(arrays) != len(groups):
         raise ValueError(f"{len(arrays)} arrays but {len(groups)} groups")
-    stats = {
-        g: speaker_stats([a for a, h in zip(arrays, groups, strict=True) if h == g])
-        for g in dict.fromkeys(groups)
-        if any(len(a) for a, h in zip(arrays, groups, strict=True) if h == g)
-    }
+    members: dict[Hashable, list[np.ndarray]] = {}
+    for a, g in zip(arrays, groups, strict=True):
+        if len(a):
+            members.setdefault(g, []).append(a)
+    stats = {g: speaker_stats(frames) for g, frames in members.items()}
     out = []
     for a, g in zip(arrays, groups, strict=True):
         if not len(a):
