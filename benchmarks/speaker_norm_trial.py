@@ -33,8 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
-CREMA_EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy",
-                  "NEU": "neutral", "SAD": "sad"}  # fmt: skip
 
 
 def actor(clip_id: str) -> str:
@@ -103,17 +101,16 @@ def media_rows(checkpoint: str, crema: Path, use_norm: bool) -> list[dict[str, A
 
 
 def crema_figures(rows: list[dict[str, Any]]) -> str:
+    """``voice_eval.py``'s CREMA-D summary over the CREMA-D rows."""
+    from voice_eval import CREMA_EMOTIONS, crema_summary  # beside this script
+
     from mercli.data.ravdess import valence
 
     crema = [r for r in rows if r["group"].startswith("crema-")]
     if not crema:
         return "no CREMA-D clips"
-    target = np.array([valence(CREMA_EMOTIONS[r["file"].split("_")[2]]) for r in crema])
-    score = np.array([r["score"] for r in crema])
-    clear = target != 0
-    right = int((np.sign(score[clear]) == np.sign(target[clear])).sum())
-    r = float(np.corrcoef(score, target)[0, 1])
-    return f"CREMA-D: sign right {right} of {int(clear.sum())} non-neutral, Pearson r {r:+.2f}"
+    valences = [valence(CREMA_EMOTIONS[r["file"].split("_")[2]]) for r in crema]
+    return "CREMA-D: " + crema_summary([r["score"] for r in crema], valences)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -183,6 +183,18 @@ def crema_figures(checkpoint: str, folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def crema_summary(scores: list[float], valences: list[float]) -> str:
+    """How many non-neutral clips' scores have their mapped valence's sign, and Pearson r over
+    all of them."""
+    score, valence = np.array(scores), np.array(valences)
+    emotional = valence != 0
+    correct = int(np.sum((score[emotional] > 0) == (valence[emotional] > 0)))
+    return (
+        f"sign right on {correct}/{int(emotional.sum())} non-neutral clips, "
+        f"Pearson r {_pearson(score, valence):.3f} over {len(score)}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", help="run folders (seed_N/best) or names")
@@ -249,20 +261,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"voice {voice:10s} {row['text']!r}"
                 )
             scored = [r for r in rows if r["score"] is not None and r["valence"] is not None]
-            emotional = [r for r in scored if r["valence"] != 0]
-            if emotional:
-                correct = sum((r["score"] > 0) == (r["valence"] > 0) for r in emotional)
-                r_value = _pearson(
-                    np.array([r["score"] for r in scored]), np.array([r["valence"] for r in scored])
-                )
+            if any(r["valence"] != 0 for r in scored):
                 audio = [
                     r["audio_contribution"] for r in scored if r["audio_contribution"] is not None
                 ]
                 moved = f", mean audio contribution {np.mean(audio):+.2f}" if audio else ""
-                print(
-                    f"  CREMA-D: sign right on {correct}/{len(emotional)} non-neutral clips, "
-                    f"Pearson r {r_value:.3f} over {len(scored)}{moved}"
+                summary = crema_summary(
+                    [r["score"] for r in scored], [r["valence"] for r in scored]
                 )
+                print(f"  CREMA-D: {summary}{moved}")
         figures[checkpoint] = entry
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=float))
