@@ -44,6 +44,7 @@ from mercli.features.extract import (
     window_vision,
 )
 from mercli.features.media import SAMPLE_RATE_HZ, Frame
+from mercli.features.speaker_norm import RunningStats
 from mercli.features.vad import Endpointer, Pause, Segment, VadConfig
 from mercli.prediction import LABEL_NAMES, SCHEMA_VERSION, Prediction
 
@@ -300,6 +301,8 @@ class LiveSession:
     n_pause_checks: int = field(init=False, default=0)  # checks made at pauses (n_checks has them)
     n_reused: int = field(init=False, default=0)  # stretch ends that reused a pause's transcript
     _stretch: _Stretch | None = field(init=False, default=None)
+    # the voice so far, for a model that reads it relative to the speaker (one speaker a session)
+    voice: RunningStats = field(init=False, default_factory=RunningStats)
 
     def __post_init__(self) -> None:
         self.endpointer = Endpointer(self.vad)
@@ -341,7 +344,7 @@ class LiveSession:
         acoustic, _, _ = utterance_audio(noise, Utterance(0.0, 1.0, "warm up"), self.front_end)
         empty = np.zeros((0, _d_vision()), np.float32)
         warm = UtteranceFeatures(0.0, 1.0, "warm up", acoustic, empty, np.zeros(0, bool))
-        predict([warm], self.loaded)
+        predict([warm], self.loaded, audio=[acoustic])  # the audio branch too, whatever the model
 
     # -- the three verbs -----------------------------------------------------------------------
 
@@ -584,7 +587,9 @@ class LiveSession:
         if not features:
             return []
         spent: dict[str, float] = {}
-        predictions = predict(features, self.loaded, timings=spent)
+        predictions = predict(
+            features, self.loaded, timings=spent, audio=self._model_audio(features)
+        )
         emitted_s = self.clock()
         stages = Stages(
             timing.decided_s,
@@ -605,6 +610,19 @@ class LiveSession:
             wall_start, wall_end = self._wall_at(start), self._wall_at(end)
             out.append(LiveUtterance(p, wall_start, wall_end, emitted_s, is_early, stages))
         return out
+
+    def _model_audio(self, features: list[UtteranceFeatures]) -> list[np.ndarray] | None:
+        """For a model that reads the voice relative to the speaker: the utterances' frames
+        standardised by the session's statistics so far, these utterances included (None for
+        other models: their frames as they are). The first utterance of a session is scored
+        without its voice, later ones against less speech than a whole file's."""
+        from mercli.features.profile import SPEAKER_NORM, audio_normalisation
+
+        if audio_normalisation(self.loaded.meta.feature_profile) != SPEAKER_NORM:
+            return None
+        for u in features:
+            self.voice.add(u.audio)
+        return [self.voice.relative(u.audio) for u in features]
 
     def _add_vision(self, u: UtteranceFeatures) -> None:
         if not (self.use_video and self.front_end.config.use_faces):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -171,18 +171,49 @@ def batch_spans(
     return spans
 
 
+def model_audio(
+    utterances: Sequence[UtteranceFeatures],
+    loaded: LoadedModel,
+    speakers: Sequence[Hashable] | None = None,
+) -> list[np.ndarray]:
+    """The audio frames the model reads of each utterance: its own, or, for a model that reads
+    the voice relative to the speaker (its profile's ``audio.normalise``), the frames
+    standardised over all of ``utterances`` of the same speaker (:mod:`mercli.features
+    .speaker_norm`), empty (so the model scores without the voice) for a speaker with fewer
+    than ``MIN_UTTERANCES`` utterances.
+
+    ``speakers``: each utterance's speaker; by default the diarised speaker of its descriptors,
+    and without diarisation all of them are one speaker.
+    """
+    from mercli.features.profile import SPEAKER_NORM, audio_normalisation
+    from mercli.features.speaker_norm import relative
+
+    arrays = [u.audio for u in utterances]
+    if audio_normalisation(loaded.meta.feature_profile) != SPEAKER_NORM:
+        return arrays
+    if speakers is None:
+        speakers = [u.descriptors.speaker for u in utterances]
+    return relative(arrays, speakers)
+
+
 def predict(
     utterances: Sequence[UtteranceFeatures],
     loaded: LoadedModel,
     batch_size: int = 32,
     use_cache: bool = True,
     timings: dict[str, float] | None = None,
+    speakers: Sequence[Hashable] | None = None,
+    audio: Sequence[np.ndarray] | None = None,
 ) -> list[Prediction]:
     """Score utterances in batches of at most ``batch_size`` utterances and
     :data:`MAX_BATCH_STEPS` padded steps (results do not depend on the batching).
     ``use_cache``: whether text states may come from (and go to) their disk cache.
     ``timings``: when given, wall seconds are added to its ``text`` (model inputs, with the text
     states), ``model`` (the forward passes) and ``voice`` (voice emotion) entries.
+    ``speakers``: each utterance's speaker, for a model that reads the voice relative to the
+    speaker (:func:`model_audio`); ``audio``: the audio frames the model reads instead of
+    :func:`model_audio`'s (a live session's running statistics). The voice-emotion descriptor
+    always reads the utterances' own frames.
 
     Returns:
         one :class:`Prediction` per utterance, same order.
@@ -197,10 +228,17 @@ def predict(
     spent = timings if timings is not None else {}
     predictions: list[Prediction] = []
     model = loaded.model
-    for first, end in batch_spans(utterances, batch_size):
+    if audio is None:
+        audio = model_audio(utterances, loaded, speakers)
+    if len(audio) != len(utterances):
+        raise ValueError(f"{len(audio)} audio arrays for {len(utterances)} utterances")
+    inputs = [
+        u if a is u.audio else replace(u, audio=a) for u, a in zip(utterances, audio, strict=True)
+    ]
+    for first, end in batch_spans(inputs, batch_size):
         chunk = utterances[first:end]
         t0 = time.perf_counter()
-        batch = make_batch(chunk, loaded, use_cache).to(loaded.device)
+        batch = make_batch(inputs[first:end], loaded, use_cache).to(loaded.device)
         t1 = time.perf_counter()
         spent["text"] = spent.get("text", 0.0) + t1 - t0
         with torch.inference_mode():
@@ -243,6 +281,18 @@ def predict(
     return predictions
 
 
+def _voices_not_read(
+    utterances: Sequence[UtteranceFeatures], predictions: Sequence[Prediction], loaded: LoadedModel
+) -> int:
+    """How many utterances with audio frames were scored without them."""
+    if "audio" not in loaded.modalities:
+        return 0
+    return sum(
+        bool(len(u.audio)) and "audio" not in p.modalities_read
+        for u, p in zip(utterances, predictions, strict=True)
+    )
+
+
 def model_info(loaded: LoadedModel) -> ModelInfo:
     return ModelInfo(
         checkpoint=loaded.source,
@@ -267,6 +317,9 @@ class Analyzer:
         batch_size: utterances per model call.
         use_cache: read and write the feature cache.
         log: progress messages (stderr in the CLI).
+        same_speaker: the files are one speaker's: a model that reads the voice relative to
+            the speaker reads every file's utterances against all of them (:meth:`analyze`
+            scores the files once all are extracted), not each file's against its own.
     """
 
     loaded: LoadedModel | Future[LoadedModel]
@@ -274,6 +327,7 @@ class Analyzer:
     batch_size: int = 32
     use_cache: bool = True
     log: Callable[[str], None] = lambda message: None
+    same_speaker: bool = False
     front_end: FrontEnd = field(init=False)
     frames: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, init=False)
 
@@ -297,6 +351,15 @@ class Analyzer:
         Raises:
             FfmpegNotFoundError: no ffmpeg at all (nothing could be analysed).
         """
+        found = self._features(path)
+        if isinstance(found, FileResult):
+            return found
+        started = time.perf_counter()
+        predictions = predict(found[0].utterances, self.model, self.batch_size, self.use_cache)
+        return self._result(path, *found, predictions, time.perf_counter() - started)
+
+    def _features(self, path: str | os.PathLike[str]) -> tuple[MediaFeatures, bool] | FileResult:
+        """(features, whether from the cache), or the result of a file that cannot be read."""
         from mercli.features.media import FfmpegNotFoundError, MediaError
 
         try:
@@ -317,7 +380,7 @@ class Analyzer:
         except (ValueError, RuntimeError) as error:  # reported per file, reason kept
             return FileResult(str(path), "error", f"{type(error).__name__}: {error}")
         self.frames[str(path)] = (features.frame_times_s, features.frame_mask)  # for timelines
-        return self._result(path, features, cached)
+        return features, cached
 
     def _prefetch_text_backbone(self) -> None:
         """Before features are extracted: start loading a text backbone that the model was
@@ -336,11 +399,20 @@ class Analyzer:
             start(self.loaded)
 
     def _result(
-        self, path: str | os.PathLike[str], features: MediaFeatures, cached: bool
+        self,
+        path: str | os.PathLike[str],
+        features: MediaFeatures,
+        cached: bool,
+        predictions: list[Prediction],
+        model_s: float,
     ) -> FileResult:
-        started = time.perf_counter()
-        predictions = predict(features.utterances, self.model, self.batch_size, self.use_cache)
-        timings = {**features.timings_s, "model": time.perf_counter() - started}
+        timings = {**features.timings_s, "model": model_s}
+        unheard = _voices_not_read(features.utterances, predictions, self.model)
+        if unheard:
+            self.log(
+                f"{path}: the voice of {unheard} utterance(s) not read: this model reads a "
+                "voice relative to the same speaker's other utterances, and there were none"
+            )
         reasons = {"no_speech": "no speech found in the audio", "no_audio": "no audio stream"}
         return FileResult(
             path=str(path),
@@ -357,7 +429,11 @@ class Analyzer:
         )
 
     def analyze(self, paths: Sequence[str | os.PathLike[str]]) -> Iterator[FileResult]:
-        """Results file by file, each as soon as it is done."""
+        """Results file by file, each as soon as it is done (with ``same_speaker``, once all
+        are extracted)."""
+        if self.same_speaker:
+            yield from self._analyze_together(paths)
+            return
         for i, path in enumerate(paths, start=1):
             self.log(f"[{i}/{len(paths)}] {path}")
             started = time.perf_counter()
@@ -370,6 +446,28 @@ class Analyzer:
             )
             if result.is_analysed and result.reason:  # partial: decoding stopped early
                 self.log(f"[{i}/{len(paths)}] {path}: warning: {result.reason}")
+            yield result
+
+    def _analyze_together(self, paths: Sequence[str | os.PathLike[str]]) -> Iterator[FileResult]:
+        """Every file's features, then all their utterances scored as one speaker's."""
+        found = []
+        for i, path in enumerate(paths, start=1):
+            self.log(f"[{i}/{len(paths)}] {path}")
+            found.append(self._features(path))
+        utterances = [u for f in found if not isinstance(f, FileResult) for u in f[0].utterances]
+        started = time.perf_counter()
+        scored = predict(
+            utterances, self.model, self.batch_size, self.use_cache, speakers=[0] * len(utterances)
+        )
+        share_s = (time.perf_counter() - started) / max(1, len(utterances))
+        for path, f in zip(paths, found, strict=True):
+            if isinstance(f, FileResult):
+                yield f
+                continue
+            mine, scored = scored[: len(f[0].utterances)], scored[len(f[0].utterances) :]
+            mine = [replace(p, index=k) for k, p in enumerate(mine)]
+            result = self._result(path, *f, mine, share_s * len(mine))
+            self.log(f"{path}: {result.status}, {len(mine)} utterances")
             yield result
 
 

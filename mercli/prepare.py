@@ -44,7 +44,7 @@ from mercli.data.clips import Clip, ClipFinder, read_clips
 from mercli.engine import EngineConfig
 from mercli.features.extract import ExtractConfig, FrontEnd, MediaFeatures, UtteranceFeatures
 from mercli.features.media import MediaError
-from mercli.features.profile import FeatureProfile, TextProfile, raw_profile
+from mercli.features.profile import SPEAKER_NORM, FeatureProfile, TextProfile, raw_profile
 from mercli.jsontext import dumps
 from mercli.schema import MAX_TEXT_TOKENS
 
@@ -65,6 +65,9 @@ class PrepareConfig:
     max_clip_s: float = MAX_CLIP_S  # clips are truncated to this many seconds
     workers: int = 1  # processes extracting clips; 1 = in this process
     use_cache: bool = True  # read and write the per-clip feature cache
+    # each video's audio frames standardised over all its clips (the video is the speaker;
+    # mercli.features.speaker_norm), recorded in the profile so analyze reads voices the same way
+    voice_relative: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -90,6 +93,8 @@ class PrepareConfig:
             text=TextProfile(self.text_backbone, self.max_text_tokens),
             max_clip_s=self.max_clip_s,
         )
+        if self.voice_relative and profile.audio is not None:
+            profile = replace(profile, audio=replace(profile.audio, normalise=SPEAKER_NORM))
         if not self.extract.use_faces:  # no vision features were extracted
             profile = profile.with_modalities(("text", "audio"))
         return profile
@@ -294,6 +299,8 @@ def prepare(
             status = f"failed: {outcome.reason}"
         log(f"[{done}/{len(todo)}] {clips[i].id}: {status}")
     rows = _collect(clips, outcomes, config, report)
+    if rows and config.voice_relative:
+        rows = relative_voices(rows)
     if rows:
         data = build_dataset(rows, config.feature_profile(), tokenizer, config.max_text_tokens)
         write_mmsa(out, data)
@@ -301,6 +308,20 @@ def prepare(
     text = dumps(report.to_dict(), indent=2)
     write_atomically(report_path(out), lambda f: f.write(text.encode() + b"\n"))
     return report
+
+
+def relative_voices(
+    rows: Sequence[tuple[Clip, UtteranceFeatures]],
+) -> list[tuple[Clip, UtteranceFeatures]]:
+    """``rows`` with each clip's audio frames standardised over all the clips of its video (as
+    ``analyze`` reads a file's utterances; a video of one clip keeps no audio): the features
+    the cache holds stay as extracted."""
+    from mercli.data.clips import split_id
+    from mercli.features.speaker_norm import relative
+
+    videos = [split_id(clip.id)[0] for clip, _ in rows]
+    audio = relative([u.audio for _, u in rows], videos)
+    return [(clip, replace(u, audio=a)) for (clip, u), a in zip(rows, audio, strict=True)]
 
 
 def _collect(

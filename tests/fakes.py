@@ -234,9 +234,13 @@ def tiny_models() -> dict[str, Path]:
     """Tiny backbone and checkpoints, built once per test process in a temporary folder.
 
     Keys: ``text`` (text-only profile), ``all`` (mer-raw-v1, text+audio+vision), ``cmu`` (a
-    CMU-MOSI benchmark profile that analyze must refuse).
+    CMU-MOSI benchmark profile that analyze must refuse), ``relative`` (text+audio, the voice
+    read relative to the speaker).
     """
     import tempfile
+    from dataclasses import replace
+
+    from mercli.features.profile import SPEAKER_NORM, raw_profile
 
     if not _BUILT:
         root = Path(tempfile.mkdtemp(prefix="mer-test-models-"))
@@ -251,6 +255,11 @@ def tiny_models() -> dict[str, Path]:
             "vision": {"extractor": "facet"},
         }
         _BUILT["cmu"] = tiny_checkpoint(root / "cmu", backbone, ("text", "audio", "vision"), cmu)
+        relative = raw_profile(str(backbone)).with_modalities(("text", "audio"))
+        relative = replace(relative, audio=replace(relative.audio, normalise=SPEAKER_NORM))
+        _BUILT["relative"] = tiny_checkpoint(
+            root / "relative", backbone, ("text", "audio"), relative
+        )
     return dict(_BUILT)
 
 

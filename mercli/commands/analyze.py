@@ -137,6 +137,13 @@ def _extract_config(
 )
 @speakers_option
 @click.option(
+    "--same-speaker",
+    is_flag=True,
+    help="The files are all one person's (e.g. short clips): a model that reads the voice "
+    "relative to the speaker (voice-preview) reads each file's voice against all of them, "
+    "not against that file's alone. The files are scored once all are extracted.",
+)
+@click.option(
     "--plot",
     "plot",
     type=click.Path(dir_okay=False),
@@ -209,6 +216,7 @@ def analyze(
     overlap_faces: str,
     batch_size: int,
     speakers: str | None,
+    same_speaker: bool,
     plot: str | None,
     engine: str,
     address: str | None,
@@ -237,11 +245,16 @@ def analyze(
         raise click.UsageError("choose one of --json and --jsonl")
     engine_setup = engine_config(engine, address, gpus_per_worker, workers)
     if live is not None and (
-        inputs or json_ or out or plot or engine != "local" or workers or speakers
+        inputs or json_ or out or plot or engine != "local" or workers or speakers or same_speaker
     ):
         raise click.UsageError(
             "--live reads one source in this process: no files, --json, --out, --plot, "
-            "--engine, --workers or --speakers"
+            "--engine, --workers, --speakers or --same-speaker"
+        )
+    if same_speaker and (speakers or engine != "local" or (workers or 1) > 1):
+        raise click.UsageError(
+            "--same-speaker scores all the files together in this process: not with "
+            "--speakers, --engine or --workers"
         )
     live_only = (duration, endpoint_silence, early_emit, no_pause_split)
     if live is None and (not inputs or any(option is not None for option in live_only)):
@@ -298,6 +311,7 @@ def analyze(
         log=lambda message: render.stderr.print(
             message, markup=False, highlight=False, soft_wrap=True
         ),
+        same_speaker=same_speaker,
     )
     results = []
     if engine_setup.name == "local" and (workers or 1) == 1:

@@ -43,6 +43,13 @@ from mercli.commands.options import device_option, engine_options, json_option
     "tiny.en's encoder states (384 per 20 ms); a model trained on either is analysed with it.",
 )
 @click.option(
+    "--voice-relative",
+    is_flag=True,
+    help="Read each video's voice relative to its own speech: its clips' audio frames "
+    "standardised over all of them (the video is the speaker). Recorded, so `mer analyze` reads "
+    "a file's utterances the same way.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
@@ -77,6 +84,7 @@ def prepare(
     fps: float,
     no_faces: bool,
     audio_features: str,
+    voice_relative: bool,
     workers: int | None,
     text_backbone: str,
     max_clip_s: float,
@@ -126,6 +134,7 @@ def prepare(
         max_clip_s=max_clip_s,
         workers=workers or 1,
         use_cache=not no_cache,
+        voice_relative=voice_relative,
     )
 
     def log(message: str) -> None:

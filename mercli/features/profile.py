@@ -28,6 +28,9 @@ VISION_EXTRACTOR = "mtcnn+fer-mini-xception+landmarks"
 D_VISION = 154  # mercli.features.faces.D_VISION; kept literal so this module imports no torch
 DEFAULT_FPS = 5.0
 DEFAULT_HOP_S = 0.02
+# AudioProfile.normalise: each speaker's frames standardised over all their speech
+# (mercli.features.speaker_norm); the only normalisation mer knows
+SPEAKER_NORM = "speaker"
 
 
 class ProfileError(ValueError):
@@ -44,6 +47,7 @@ _KINDS: dict[str, type] = {
     "hop_s": float,
     "fps": float,
     "max_clip_s": float,
+    "normalise": str,
 }
 
 
@@ -91,9 +95,18 @@ class AudioProfile:
     extractor: str | None = None  # ``librosa`` for mer's own; ``covarep`` ... for CMU's
     d: int | None = None  # feature width
     hop_s: float | None = None  # frame step, seconds
+    # ``speaker``: read relative to the speaker (:data:`SPEAKER_NORM`); None: as extracted
+    normalise: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _without_none({"extractor": self.extractor, "d": self.d, "hop_s": self.hop_s})
+        return _without_none(
+            {
+                "extractor": self.extractor,
+                "d": self.d,
+                "hop_s": self.hop_s,
+                "normalise": self.normalise,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -288,6 +301,9 @@ def _check_raw(profile: FeatureProfile) -> None:
             have = None if got is None else getattr(got, key)
             if have != getattr(want, key):
                 differences.append(f"{m} {key} {have!r} (mer computes {getattr(want, key)!r})")
+    normalisation = audio_normalisation(profile)
+    if normalisation not in (None, SPEAKER_NORM):
+        differences.append(f"audio normalise {normalisation!r} (mer knows {SPEAKER_NORM!r})")
     if differences:
         raise ProfileError(
             f"this checkpoint's features differ from what this version of mer computes: "
@@ -303,6 +319,14 @@ def profile_audio_extractor(profile: FeatureProfile | None) -> str:
         return AUDIO_EXTRACTOR
     recorded = profile.audio.extractor
     return recorded if recorded in AUDIO_EXTRACTORS else AUDIO_EXTRACTOR
+
+
+def audio_normalisation(profile: FeatureProfile | None) -> str | None:
+    """How the model reads its audio frames (``AudioProfile.normalise``) when it reads audio:
+    :data:`SPEAKER_NORM` or None (as extracted)."""
+    if profile is None or profile.audio is None or "audio" not in profile.modalities:
+        return None
+    return profile.audio.normalise
 
 
 def max_text_tokens(profile: FeatureProfile | None) -> int:
