@@ -39,6 +39,12 @@ formants scaled by it and its duration kept (:func:`mercli.data.ravdess.vtlp_wav
 ``asetrate=RATE*F,aresample=RATE,atempo=1/F``), labelled as a train clip of video
 ``Actor_XX-vtlpF``: 16 actors' emotions in 48 voices (README, "Speaker augmentation, tried and
 not shipped"). Valid and test clips are never scaled.
+
+``--voice-relative`` standardises each actor's audio frames over all of that actor's clips
+(``mer prepare --voice-relative``: the video, here the actor, is the speaker), and the dataset's
+profile records it, so that a model trained on it reads ``analyze``'s files the same way, each
+file's (or diarised speaker's) utterances together (:mod:`mercli.features.speaker_norm`).
+``voice-preview`` is trained on ``--trim --audio-features whisper --voice-relative``.
 """
 
 from __future__ import annotations
@@ -78,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         default="acoustic",
         help="mer's acoustic features, or Whisper tiny.en's encoder states (mer prepare's option)",
     )
+    parser.add_argument(
+        "--voice-relative",
+        action="store_true",
+        help="each actor's audio frames standardised over all their clips (mer prepare's "
+        "option; see above)",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="first N clips only (a dry run)")
     args = parser.parse_args(argv)
@@ -104,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         extract=ExtractConfig(use_faces=False, audio_extractor=AUDIO_FEATURES[args.audio_features]),
         text_backbone=args.text_backbone,
         workers=args.workers,
+        voice_relative=args.voice_relative,
     )
     started = time.perf_counter()
     cpu_started = os.times()

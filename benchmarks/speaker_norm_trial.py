@@ -1,6 +1,9 @@
-"""Voice states read relative to the speaker (:mod:`mercli.features.speaker_norm`), a trial.
+"""Voice states read relative to the speaker (:mod:`mercli.features.speaker_norm`): the trial
+that led to ``mer prepare --voice-relative`` (which ``ravdess_prepare.py --voice-relative``
+runs, writing the same frames to 3e-5 and recording the normalisation) and ``voice-preview``.
 
-Two steps, outside ``mer``'s own paths (no checkpoint records the normalisation yet)::
+Two steps, each normalising by hand, so that a checkpoint trained on frames as extracted can be
+read both ways::
 
     python benchmarks/speaker_norm_trial.py dataset RAVDESS_PKL OUT_PKL
     python benchmarks/speaker_norm_trial.py media CHECKPOINT [--normalise] [--crema DIR]
@@ -92,7 +95,8 @@ def media_rows(checkpoint: str, crema: Path, use_norm: bool) -> list[dict[str, A
             utterances = [
                 (p, replace(u, audio=a)) for (p, u), a in zip(utterances, audio, strict=True)
             ]
-        predictions = predict([u for _, u in utterances], loaded)
+        inputs = [u for _, u in utterances]  # the frames as this script made them
+        predictions = predict(inputs, loaded, audio=[u.audio for u in inputs])
         for (p, _), pr in zip(utterances, predictions, strict=True):
             rows.append({"group": group, "file": p.name, "score": round(pr.score, 2),
                          "audio": round(pr.contributions.get("audio", float("nan")), 2),

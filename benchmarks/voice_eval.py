@@ -10,13 +10,14 @@ For each checkpoint given (a run folder's ``seed_N/best`` or a packaged name suc
    analyze`` (:func:`mercli.pipeline.predict`) with their known sentence as the transcript. A
    text-only model reads only the (neutral) sentence.
    With ``--ravdess-media DIR`` (the extracted corpus), the same clips also go through ``mer
-   analyze`` whole (:func:`mercli.pipeline.analyze`: Whisper's windows and transcripts), as
-   a user's file would; the features then do not come from the prepared dataset.
+   analyze`` whole (Whisper's windows and transcripts), as a user's file would, each actor's
+   files as one speaker's (``--same-speaker``); the features then do not come from the
+   prepared dataset.
 2. **CMU-MOSI test** from its ``label.csv`` (transcripts, no audio): MAE, Corr, Acc-2, Acc-7.
-3. **CREMA-D** (``--crema DIR``, e.g. the shared six video clips and six mp3): ``mer analyze`` on
-   each file (Whisper tiny.en transcripts), the score per clip beside its acted emotion (mapped
-   with the RAVDESS valence mapping at normal intensity), and the mean audio contribution over
-   the files (how far the voice moves the score, signed).
+3. **CREMA-D** (``--crema DIR``, e.g. the shared six video clips and six mp3): ``mer analyze
+   --same-speaker`` on each actor's files (Whisper tiny.en transcripts), the score per clip
+   beside its acted emotion (mapped with the RAVDESS valence mapping at normal intensity), and
+   the mean audio contribution over the files (how far the voice moves the score, signed).
 
 Usage::
 
@@ -84,7 +85,9 @@ def _sign_accuracy(scores: np.ndarray, valence: np.ndarray) -> float:
 def ravdess_figures(loaded: Any, utterances: list[Any], clips: list[Any]) -> dict[str, Any]:
     from mercli.pipeline import predict
 
-    predictions = predict(utterances, loaded)
+    # the prepared frames are what the model reads (a dataset of ``--voice-relative`` is
+    # already read relative to each actor, as its profile records)
+    predictions = predict(utterances, loaded, audio=[u.audio for u in utterances])
     scores = [p.score for p in predictions]
     return valence_figures(scores, [p.contributions.get("audio") for p in predictions], clips)
 
@@ -120,13 +123,15 @@ def valence_figures(
 
 def ravdess_media_figures(checkpoint: str, source: Path, split: str) -> dict[str, Any]:
     """The split's RAVDESS wav files through ``analyze`` itself (Whisper's windows and
-    transcripts); a clip's score is the mean over its utterances."""
+    transcripts), each actor's files as one speaker's (``--same-speaker``); a clip's score is
+    the mean over its utterances."""
     from mercli.data.ravdess import find_clips
-    from mercli.pipeline import analyze
 
     clips = [c for c in find_clips(source).clips if c.split == split]
+    clips.sort(key=lambda c: c.actor)
     scored, scores, audio, windows = [], [], [], []
-    for clip, result in zip(clips, analyze([c.path for c in clips], checkpoint), strict=True):
+    results = analyze_per_speaker(checkpoint, [c.path for c in clips], [c.actor for c in clips])
+    for clip, result in zip(clips, results, strict=True):
         if not result.predictions:
             continue
         scored.append(clip)
@@ -139,6 +144,25 @@ def ravdess_media_figures(checkpoint: str, source: Path, split: str) -> dict[str
     figures["n_without_speech"] = len(clips) - len(scored)
     figures["mean_window_s"] = float(np.mean(windows)) if windows else None
     return figures
+
+
+def analyze_per_speaker(checkpoint: str, paths: list[Path], speakers: list[Any]) -> list[Any]:
+    """``mer analyze --same-speaker`` on each speaker's files (``paths`` grouped by speaker,
+    in order); their results in the order of ``paths``."""
+    from itertools import groupby
+
+    from mercli.checkpoint import load_model, open_checkpoint
+    from mercli.features.extract import ExtractConfig
+    from mercli.pipeline import Analyzer
+
+    found = open_checkpoint(checkpoint)
+    config = ExtractConfig.for_profile(found.meta.feature_profile, device="cpu")
+    analyzer = Analyzer(load_model(found, "cpu", text_states=True), config, same_speaker=True)
+    results = []
+    pairs = list(zip(paths, speakers, strict=True))
+    for _, group in groupby(pairs, key=lambda pair: pair[1]):
+        results += list(analyzer.analyze([p for p, _ in group]))
+    return results
 
 
 def mosi_figures(checkpoint: str, loaded: Any, label_csv: Path) -> dict[str, float]:
@@ -155,13 +179,13 @@ def mosi_figures(checkpoint: str, loaded: Any, label_csv: Path) -> dict[str, flo
 
 def crema_figures(checkpoint: str, folder: Path) -> list[dict[str, Any]]:
     from mercli.data.ravdess import valence
-    from mercli.pipeline import analyze
 
     paths = sorted(
         p for p in folder.iterdir() if p.suffix.lower() in (".flv", ".mp3", ".mp4", ".wav")
     )
     rows = []
-    for result in analyze(paths, checkpoint, device="cpu"):
+    actors = [p.name.split("_")[0] for p in paths]  # each actor's files as one speaker's
+    for result in analyze_per_speaker(checkpoint, paths, actors):
         name = Path(result.path).name
         emotion = CREMA_EMOTIONS.get(name.split("_")[2], "?")
         scores = [p.score for p in result.predictions]

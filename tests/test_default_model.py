@@ -60,6 +60,8 @@ def test_voice_preview_checkpoint_reads_the_transcript_and_the_voice() -> None:
     # Whisper tiny.en's encoder states, 384 per 20 ms (mercli/features/whisper_states.py)
     assert meta["feature_profile"]["audio"]["extractor"] == "whisper-encoder:tiny.en"
     assert meta["model_config"]["audio"]["d_in"] == meta["feature_profile"]["audio"]["d"] == 384
+    # read relative to the speaker (mercli/features/speaker_norm.py), as it was trained
+    assert meta["feature_profile"]["audio"]["normalise"] == "speaker"
 
 
 def _scores(name: str, texts: list[str], audio: torch.Tensor | None = None) -> torch.Tensor:
