@@ -438,36 +438,41 @@ class Analyzer:
             self.log(f"[{i}/{len(paths)}] {path}")
             started = time.perf_counter()
             result = self.analyze_file(path)
-            note = " (features from cache)" if result.cached else ""
-            self.log(
-                f"[{i}/{len(paths)}] {path}: {result.status}, "
-                f"{len(result.predictions)} utterances in "
-                f"{time.perf_counter() - started:.1f} s{note}"
-            )
-            if result.is_analysed and result.reason:  # partial: decoding stopped early
-                self.log(f"[{i}/{len(paths)}] {path}: warning: {result.reason}")
+            self._log_done(f"[{i}/{len(paths)}] {path}", result, time.perf_counter() - started)
             yield result
+
+    def _log_done(self, where: str, result: FileResult, seconds: float) -> None:
+        note = " (features from cache)" if result.cached else ""
+        self.log(
+            f"{where}: {result.status}, {len(result.predictions)} utterances in "
+            f"{seconds:.1f} s{note}"
+        )
+        if result.is_analysed and result.reason:  # partial: decoding stopped early
+            self.log(f"{where}: warning: {result.reason}")
 
     def _analyze_together(self, paths: Sequence[str | os.PathLike[str]]) -> Iterator[FileResult]:
         """Every file's features, then all their utterances scored as one speaker's."""
-        found = []
+        found, seconds = [], []
         for i, path in enumerate(paths, start=1):
             self.log(f"[{i}/{len(paths)}] {path}")
+            started = time.perf_counter()
             found.append(self._features(path))
+            seconds.append(time.perf_counter() - started)
         utterances = [u for f in found if not isinstance(f, FileResult) for u in f[0].utterances]
         started = time.perf_counter()
         scored = predict(
             utterances, self.model, self.batch_size, self.use_cache, speakers=[0] * len(utterances)
         )
         share_s = (time.perf_counter() - started) / max(1, len(utterances))
-        for path, f in zip(paths, found, strict=True):
+        for i, (path, f) in enumerate(zip(paths, found, strict=True)):
             if isinstance(f, FileResult):
-                yield f
-                continue
-            mine, scored = scored[: len(f[0].utterances)], scored[len(f[0].utterances) :]
-            mine = [replace(p, index=k) for k, p in enumerate(mine)]
-            result = self._result(path, *f, mine, share_s * len(mine))
-            self.log(f"{path}: {result.status}, {len(mine)} utterances")
+                result = f
+            else:
+                mine, scored = scored[: len(f[0].utterances)], scored[len(f[0].utterances) :]
+                mine = [replace(p, index=k) for k, p in enumerate(mine)]
+                result = self._result(path, *f, mine, share_s * len(mine))
+            where = f"[{i + 1}/{len(paths)}] {path}"
+            self._log_done(where, result, seconds[i] + result.timings_s.get("model", 0.0))
             yield result
 
 

@@ -217,6 +217,8 @@ def test_same_speaker_reads_short_files_against_each_other(
     result = CliRunner().invoke(cli, [*args, "--same-speaker"])
     assert result.exit_code == 0, result.output
     together = json.loads(result.stdout)["files"]
+    for i, p in enumerate(paths, start=1):  # each file's line, as when analysed one by one
+        assert f"[{i}/2] {p}: ok, 1 utterances in" in " ".join(result.stderr.split())
     assert [f["path"] for f in together] == [str(p) for p in paths]
     assert [f["utterances"][0]["index"] for f in together] == [0, 0]
     utterances = [extract(p, None).utterances[0] for p in paths]
