@@ -9,14 +9,14 @@ folder loads for ``mer evaluate`` and ``mer analyze`` (not for training). The
 checkpoint's recorded metrics are the training run's: evaluate the packaged folder
 (``mer evaluate --checkpoint OUT``) for the figures of what ships::
 
-    python benchmarks/package_checkpoint.py runs/text-mpnet-top2/seed_42 mercli/weights/default
+    python benchmarks/package_checkpoint.py runs/text-mpnet-top2/seed_42 mercli/weights/text-mpnet
 
 ``--base NAME`` (a checkpoint trained with ``mer train --init NAME``): the tensors equal to the
 base's are left out and read from it when the folder loads, which checks that the base's
 weights are still the ones packaged against (``extra.weights_base`` in ``checkpoint.json``)::
 
     python benchmarks/package_checkpoint.py runs/voice-graft/seed_42/best \
-        mercli/weights/voice-preview --base default
+        mercli/weights/default --base text-mpnet
 """
 
 from __future__ import annotations

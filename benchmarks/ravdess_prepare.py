@@ -44,7 +44,8 @@ not shipped"). Valid and test clips are never scaled.
 (``mer prepare --voice-relative``: the video, here the actor, is the speaker), and the dataset's
 profile records it, so that a model trained on it reads ``analyze``'s files the same way, each
 file's (or diarised speaker's) utterances together (:mod:`mercli.features.speaker_norm`).
-``voice-preview`` is trained on ``--trim --audio-features whisper --voice-relative``.
+The ``default`` checkpoint's voice is trained on ``--trim --audio-features whisper
+--voice-relative``.
 """
 
 from __future__ import annotations

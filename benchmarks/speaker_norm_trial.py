@@ -1,6 +1,7 @@
 """Voice states read relative to the speaker (:mod:`mercli.features.speaker_norm`): the trial
 that led to ``mer prepare --voice-relative`` (which ``ravdess_prepare.py --voice-relative``
-runs, writing the same frames to 3e-5 and recording the normalisation) and ``voice-preview``.
+runs, writing the same frames to 3e-5 and recording the normalisation) and the ``default``
+checkpoint's voice (first shipped as ``voice-preview``).
 
 Two steps, each normalising by hand, so that a checkpoint trained on frames as extracted can be
 read both ways::
@@ -10,7 +11,7 @@ read both ways::
 
 ``dataset`` copies a prepared RAVDESS dataset (``benchmarks/ravdess_prepare.py --audio-features
 whisper``) with each clip's audio frames standardised over all the frames of its actor in its
-split (a VTLP copy counts as its actor); train on it as ``voice-preview``'s card says, and
+split (a VTLP copy counts as its actor); train on it as the ``default`` card says, and
 ``benchmarks/voice_eval.py --ravdess OUT_PKL`` reads the held-out actors the same way.
 
 ``media`` prints one JSON line per utterance (score, audio contribution, text) of the shared

@@ -5,9 +5,10 @@ config, the feature profile, metrics and versions. Neither file can run code whe
 A frozen text backbone is not stored: it is reloaded by name from ``config.text_backbone``.
 
 Named checkpoints ship inside the package under ``mercli/weights/<name>/``. ``default`` is the
-one ``mer analyze`` uses without ``--checkpoint``: a text-only model trained on CMU-MOSI/MOSEI
-transcripts. A name or path is resolved and its ``checkpoint.json`` read once
-(:func:`open_checkpoint`); the weights are loaded from that (:func:`load_model`).
+one ``mer analyze`` uses without ``--checkpoint``: the transcript as ``text-mpnet`` reads it
+(CMU-MOSI/MOSEI transcripts) and the voice (RAVDESS speech). A name or path is resolved and
+its ``checkpoint.json`` read once (:func:`open_checkpoint`); the weights are loaded from that
+(:func:`load_model`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ META_FILE = "checkpoint.json"
 FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "default"
+# Packaged names that moved: old name -> the checkpoint it now is.
+RENAMED = {"voice-preview": DEFAULT_MODEL}
 
 
 class CheckpointError(ValueError):
@@ -468,6 +471,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
     path = Path(os.path.expanduser(name_or_path))
     if path.is_dir() and _is_checkpoint(path):
         return path
+    name_or_path = RENAMED.get(name_or_path, name_or_path)
     packaged = WEIGHTS_DIR / name_or_path
     if "/" not in name_or_path and _is_checkpoint(packaged):
         return packaged
@@ -479,7 +483,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
     if name_or_path == DEFAULT_MODEL:
         raise ModelNotFoundError(
             f"the default checkpoint is not installed: {packaged} must hold {WEIGHTS_FILE} and "
-            f"{META_FILE} (a text-only model trained with `mer train`); until it ships, pass "
+            f"{META_FILE} (a model trained with `mer train`); until it ships, pass "
             "--checkpoint PATH to a checkpoint folder written by `mer train`"
         )
     names = ", ".join(available_models()) or "none installed"

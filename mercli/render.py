@@ -268,13 +268,14 @@ def _modalities_read(predictions: list[Any]) -> str:
 
 
 def analysis_header(model: Any) -> None:
-    """What the model reads, above the tables: a text-only model is said to be one."""
+    """What the model reads, above the tables, and which columns are descriptors only."""
     modalities = ", ".join(model.modalities)
-    note = (
-        " (text only: audio and face columns are descriptors, not model inputs)"
-        if model.text_only
-        else ""
-    )
+    if model.text_only:
+        note = " (text only: audio and face columns are descriptors, not model inputs)"
+    elif "vision" not in model.modalities:
+        note = " (face columns are descriptors, not model inputs)"
+    else:
+        note = ""
     stdout.print(f"model: {model.checkpoint}; reads {modalities}{note}")
 
 

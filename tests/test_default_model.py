@@ -10,9 +10,9 @@ import torch
 from mercli.checkpoint import WEIGHTS_DIR, available_models, load_model
 
 DEFAULT = WEIGHTS_DIR / "default"
+TEXT_MPNET = WEIGHTS_DIR / "text-mpnet"
 TEXT_MINILM = WEIGHTS_DIR / "text-minilm"
 TEXT_MPNET_FROZEN = WEIGHTS_DIR / "text-mpnet-frozen"
-VOICE = WEIGHTS_DIR / "voice-preview"
 
 
 def _meta(folder) -> dict:
@@ -26,19 +26,19 @@ def _meta(folder) -> dict:
 
 
 def test_packaged_checkpoints_are_listed() -> None:
-    names = {"default", "text-mpnet-frozen", "text-minilm", "voice-preview"}
+    names = {"default", "text-mpnet", "text-mpnet-frozen", "text-minilm"}
     assert names <= set(available_models())
 
 
-def test_default_checkpoint_reads_the_transcript_through_mpnet_top_layers_tuned() -> None:
-    meta = _meta(DEFAULT)
+def test_text_mpnet_checkpoint_reads_the_transcript_through_mpnet_top_layers_tuned() -> None:
+    meta = _meta(TEXT_MPNET)
     assert meta["feature_profile"]["name"] == "text-only"
     assert meta["model_config"]["modalities"] == ["text"]
     assert meta["model_config"]["text_backbone"] == "all-mpnet-base-v2"
     assert meta["model_config"]["tune_top_layers"] == 2
 
 
-def test_text_mpnet_frozen_checkpoint_is_the_earlier_default() -> None:
+def test_text_mpnet_frozen_checkpoint_is_text_mpnet_frozen_whole() -> None:
     meta = _meta(TEXT_MPNET_FROZEN)
     assert meta["feature_profile"]["name"] == "text-only"
     assert meta["model_config"]["text_backbone"] == "all-mpnet-base-v2"
@@ -52,8 +52,8 @@ def test_text_minilm_checkpoint_is_the_first_default() -> None:
     assert meta["model_config"]["text_backbone"] == "all-MiniLM-L6-v2"
 
 
-def test_voice_preview_checkpoint_reads_the_transcript_and_the_voice() -> None:
-    meta = _meta(VOICE)
+def test_default_checkpoint_reads_the_transcript_and_the_voice() -> None:
+    meta = _meta(DEFAULT)
     assert meta["model_config"]["modalities"] == ["text", "audio"]
     assert meta["model_config"]["text_backbone"] == "all-mpnet-base-v2"
     assert meta["feature_profile"]["name"] == "mer-raw-v1"  # audio analyze can reproduce
@@ -78,7 +78,7 @@ def _scores(name: str, texts: list[str], audio: torch.Tensor | None = None) -> t
         return loaded.model(Batch(inputs, masks)).prediction
 
 
-@pytest.mark.parametrize("name", ["default", "text-mpnet-frozen", "text-minilm", "voice-preview"])
+@pytest.mark.parametrize("name", ["default", "text-mpnet", "text-mpnet-frozen", "text-minilm"])
 def test_packaged_models_read_sentiment_from_text(name: str) -> None:
     positive = [
         "I absolutely loved this movie, it was wonderful.",
@@ -93,27 +93,33 @@ def test_packaged_models_read_sentiment_from_text(name: str) -> None:
     assert torch.all(scores[2:] < -0.5), scores
 
 
-def test_the_voice_preview_model_hears_the_audio() -> None:
+def test_the_default_model_hears_the_audio() -> None:
     text = ["Kids are talking by the door."] * 2
-    d = json.loads((VOICE / "checkpoint.json").read_text())["feature_profile"]["audio"]["d"]
+    d = json.loads((DEFAULT / "checkpoint.json").read_text())["feature_profile"]["audio"]["d"]
     calm, loud = (
         torch.zeros(2, 100, d),
         torch.randn(2, 100, d, generator=torch.Generator().manual_seed(0)),
     )
-    without = _scores("voice-preview", text)
-    with_loud = _scores("voice-preview", text, loud)
+    without = _scores("default", text)
+    with_loud = _scores("default", text, loud)
     assert not torch.allclose(with_loud, without, atol=1e-3)
-    assert not torch.allclose(with_loud, _scores("voice-preview", text, calm), atol=1e-3)
+    assert not torch.allclose(with_loud, _scores("default", text, calm), atol=1e-3)
 
 
-def test_the_voice_preview_reads_a_transcript_without_audio_as_the_default() -> None:
-    # voice-preview is the default with a voice grafted on (mer train --init default
+def test_the_default_reads_a_transcript_without_audio_as_text_mpnet() -> None:
+    # the default is text-mpnet with a voice grafted on (mer train --init text-mpnet
     # --freeze-init) and stores only what differs from it
     texts = ["It was fine, I guess.", "Never again.", "What a lovely surprise!"]
     torch.testing.assert_close(
-        _scores("voice-preview", texts), _scores("default", texts), atol=1e-5, rtol=1e-5
+        _scores("default", texts), _scores("text-mpnet", texts), atol=1e-5, rtol=1e-5
     )
-    assert load_model("voice-preview").meta.extra["weights_base"]["checkpoint"] == "default"
+    assert load_model("default").meta.extra["weights_base"]["checkpoint"] == "text-mpnet"
+
+
+def test_the_voice_preview_name_still_loads_the_default() -> None:
+    from mercli.checkpoint import resolve_checkpoint
+
+    assert resolve_checkpoint("voice-preview") == DEFAULT
 
 
 @pytest.mark.slow
@@ -128,9 +134,12 @@ def test_demo_sample_through_the_default_model() -> None:
     result = CliRunner().invoke(cli, ["analyze", str(demo), "--json", "--no-cache"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["model"]["text_only"] is True
+    assert doc["model"]["modalities"] == ["text", "audio"]
     (file,) = doc["files"]
     first, last = file["utterances"][0], file["utterances"][-1]
     assert "camera" in first["text"].lower() and first["score"] > 0.5
     assert "disappointed" in last["text"].lower() and last["score"] < -0.5
+    for utterance in (first, last):  # two utterances of one voice: each read against the other
+        assert utterance["modalities_read"] == ["text", "audio"]
+        assert utterance["contributions"]["audio"] is not None
     assert first["presence"]["face_coverage"] > 0.8

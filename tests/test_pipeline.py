@@ -85,7 +85,7 @@ def test_shipped_profiles_round_trip_unchanged() -> None:
         profile = open_checkpoint(name).meta.feature_profile
         assert profile is not None and profile.to_dict() == stored["feature_profile"]
         check_profile(profile)  # analyze accepts every shipped checkpoint
-    voice = open_checkpoint("voice-preview").meta.feature_profile
+    voice = open_checkpoint("default").meta.feature_profile
     assert voice is not None and voice.modalities == ("text", "audio")
     assert voice.vision == VisionProfile("mtcnn+fer-mini-xception+landmarks", 154, 5.0)
 

@@ -140,7 +140,7 @@ def _extract_config(
     "--same-speaker",
     is_flag=True,
     help="The files are all one person's (e.g. short clips): a model that reads the voice "
-    "relative to the speaker (voice-preview) reads each file's voice against all of them, "
+    "relative to the speaker (the default) reads each file's voice against all of them, "
     "not against that file's alone. The files are scored once all are extracted.",
 )
 @click.option(
