@@ -712,7 +712,7 @@ def test_cli_refuses_live_with_files_and_reports_bad_sources(fake_whisper, clip,
 def real_session(loaded, use_faces: bool) -> LiveSession:
     # every segment alone, however late: these tests compare segmentations, and on a loaded
     # machine the catch-up (``max_lag_s``) would join segments depending on the load
-    config = ExtractConfig(use_faces=use_faces)
+    config = ExtractConfig.for_profile(loaded.meta.feature_profile, use_faces=use_faces)
     session = LiveSession(loaded, FrontEnd(config), use_video=use_faces, max_lag_s=None)
     session.warm_up()
     return session
@@ -744,7 +744,8 @@ def test_real_speech_streamed_in_real_time_matches_the_file(shared_dir: Path) ->
     assert len(file_run) >= 2
     assert_same_utterances(live_run, file_run, atol=1e-4)
     # `mer analyze FILE` (Whisper over the whole file) hears the same words over the same span
-    analysed = Analyzer(loaded, ExtractConfig(use_faces=False), use_cache=False).analyze_file(clip)
+    config = ExtractConfig.for_profile(loaded.meta.feature_profile, use_faces=False)
+    analysed = Analyzer(loaded, config, use_cache=False).analyze_file(clip)
     words = normalize_text(" ".join(p.text for p in analysed.predictions))
     assert normalize_text(" ".join(u.prediction.text for u in live_run)) == words
     assert live_run[0].prediction.start_s == pytest.approx(analysed.predictions[0].start_s, abs=0.5)
