@@ -38,7 +38,7 @@ def test_text_mpnet_checkpoint_reads_the_transcript_through_mpnet_top_layers_tun
     assert meta["model_config"]["tune_top_layers"] == 2
 
 
-def test_text_mpnet_frozen_checkpoint_is_text_mpnet_frozen_whole() -> None:
+def test_text_mpnet_frozen_checkpoint_keeps_the_whole_backbone_frozen() -> None:
     meta = _meta(TEXT_MPNET_FROZEN)
     assert meta["feature_profile"]["name"] == "text-only"
     assert meta["model_config"]["text_backbone"] == "all-mpnet-base-v2"
