@@ -21,7 +21,14 @@ from mercli.features.profile import (
     check_profile,
     raw_profile,
 )
-from mercli.features.whisper_states import D_STATES, encoder_states, load_states_model
+from mercli.features.whisper_states import (
+    D_STATES,
+    STATES_VERSION,
+    WINDOW_S,
+    encoder_states,
+    load_states_model,
+    window_s,
+)
 
 RATE = 16_000
 
@@ -51,6 +58,33 @@ def test_one_row_per_20_ms_and_each_15_s_piece_encoded_alone(states_model) -> No
     rest = encoder_states(audio[15 * RATE :], states_model)
     assert first.shape == (750, D_STATES) and rest.shape == (115, D_STATES)
     np.testing.assert_array_equal(states, np.concatenate([first, rest]))
+
+
+def test_each_piece_is_encoded_in_a_window_just_longer_than_itself(states_model) -> None:
+    assert [window_s(d) for d in (0.3, 2.0, 3.2, 4.0, 9.5, 12.9, 13.0, 14.5, 15.0)] == [
+        6.0,
+        6.0,
+        6.0,
+        6.0,
+        12.0,
+        15.0,
+        15.0,
+        15.0,
+        15.0,
+    ]
+    assert all(window_s(d) - d >= 2.0 for d in np.linspace(0.01, 13.0, 200))
+    assert all(window_s(d) <= WINDOW_S for d in np.linspace(0.01, 15.0, 200))
+    # the window is padding: states of the same audio in a 15 s window differ a little
+    audio = voiced(3.0)
+    fitted = encoder_states(audio, states_model)
+    mel = np.asarray(states_model.feature_extractor(audio), np.float32)
+    padded = np.zeros((1, mel.shape[0], 1500), np.float32)
+    padded[0, :, : mel.shape[1]] = mel
+    wide = np.asarray(states_model.encode(padded), np.float32)[0, : len(fitted)]
+    cosine = (
+        np.sum(fitted * wide, 1) / np.linalg.norm(fitted, axis=1) / np.linalg.norm(wide, axis=1)
+    )
+    assert 0.9 < cosine.mean() < 0.99999
 
 
 def test_a_window_is_its_samples_cut_out(states_model) -> None:
@@ -93,7 +127,8 @@ def test_profile_config_and_cache_key_name_the_extractor() -> None:
     plain = ExtractConfig().cache_fields()
     assert "audio_extractor" not in plain  # keys made before the option stay valid
     states = ExtractConfig(audio_extractor=WHISPER_AUDIO_EXTRACTOR).cache_fields()
-    assert states.pop("audio_extractor") == WHISPER_AUDIO_EXTRACTOR and states == plain
+    assert states.pop("audio_extractor") == WHISPER_AUDIO_EXTRACTOR
+    assert states.pop("states_version") == STATES_VERSION == 2 and states == plain
 
 
 def test_the_transcribers_whisper_is_reused(states_model) -> None:

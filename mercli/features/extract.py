@@ -155,6 +155,10 @@ class ExtractConfig:
         fields.pop("overlap_faces")  # the same features within tolerances (see the field)
         if self.audio_extractor == AUDIO_EXTRACTOR:  # keys made before the field stay valid
             fields.pop("audio_extractor")
+        else:  # Whisper's states changed with their encoder window
+            from mercli.features.whisper_states import STATES_VERSION
+
+            fields["states_version"] = STATES_VERSION
         if not self.use_speakers:  # keys of files analysed without speakers stay as they were
             fields.pop("use_speakers")
             fields.pop("n_speakers")

@@ -8,10 +8,18 @@ they separate the emotions of unseen actors better than the acoustic features do
 voice in the model").
 
 Each utterance (or each ``WINDOW_S`` piece of a longer one) is encoded on its own: its log-mel
-spectrogram padded with silence to a ``WINDOW_S`` window (CTranslate2's encoder accepts windows
-shorter than Whisper's 30 s; one utterance's states then do not depend on the audio around it,
-so prepared clips and ``analyze``'s windows are encoded alike), and the states over the audio
-kept: one row of ``d`` (384 for tiny.en) per ``HOP_S`` (two 10 ms log-mel frames).
+spectrogram padded with silence to a window just longer than itself (:func:`window_s`;
+CTranslate2's encoder accepts windows shorter than Whisper's 30 s; one utterance's states then
+do not depend on the audio around it, so prepared clips and ``analyze``'s windows are encoded
+alike), and the states over the audio kept: one row of ``d`` (384 for tiny.en) per ``HOP_S``
+(two 10 ms log-mel frames).
+
+The encoder's cost grows with its window, not with the audio in it: a 15 s window for every
+utterance took 0.26 s of CPU per utterance of the shared speech (3.7 s on average), the fitted
+window 0.11 s. The padding still changes the states a little (attention reads the silence), so
+the fitted window is ``STATES_VERSION`` 2 of the states; models trained on version 1 (every
+piece in a 15 s window) read version 2 within the differences README.md measures ("The voice in
+the model").
 """
 
 from __future__ import annotations
@@ -27,7 +35,16 @@ from mercli.features.profile import AUDIO_EXTRACTORS, WHISPER_AUDIO_EXTRACTOR
 WHISPER = "tiny.en"  # the encoder's weights: always these, whatever Whisper transcribes
 D_STATES = AUDIO_EXTRACTORS[WHISPER_AUDIO_EXTRACTOR]  # tiny.en's encoder width, 384
 HOP_S = 0.02  # an encoder step
-WINDOW_S = 15.0  # audio encoded at once (analyze's utterances are at most 15 s)
+WINDOW_S = 15.0  # audio encoded at once at most (analyze's utterances are at most 15 s)
+MIN_WINDOW_S = 6.0  # shorter windows moved scores more (0.13 mean on RAVDESS at 4 s, 0.09 at 6 s)
+PADDING_S = 2.0  # silence after the audio, at least; the window is whole seconds
+STATES_VERSION = 2  # 1: every piece in a WINDOW_S window; 2: fitted windows (window_s)
+
+
+def window_s(duration_s: float) -> float:
+    """The encoder window of a piece of ``duration_s`` seconds (at most ``WINDOW_S``): whole
+    seconds, at least ``PADDING_S`` more than the piece and at least ``MIN_WINDOW_S``."""
+    return min(WINDOW_S, max(MIN_WINDOW_S, math.ceil(duration_s - 1e-9) + PADDING_S))
 
 
 def encoder_states(
@@ -42,7 +59,8 @@ def encoder_states(
 
     Returns:
         float32 ``(n_steps, d)``, ``n_steps = ceil(window samples / (HOP_S * 16 kHz))``; each
-        ``WINDOW_S`` piece encoded alone. ``(0, D_STATES)`` for an empty window.
+        ``WINDOW_S`` piece encoded alone, in a :func:`window_s` window. ``(0, D_STATES)`` for
+        an empty window.
     """
     begin = max(0, round(start_s * SAMPLE_RATE_HZ))
     end = len(audio) if end_s is None else min(len(audio), round(end_s * SAMPLE_RATE_HZ))
@@ -55,7 +73,7 @@ def encoder_states(
 def _encoded(samples: np.ndarray, model: Any) -> np.ndarray:
     n_steps = max(1, math.ceil(len(samples) / (HOP_S * SAMPLE_RATE_HZ)))
     mel = np.asarray(model.feature_extractor(samples), np.float32)  # (n_mels, n_frames)
-    n_frames = round(WINDOW_S / HOP_S) * 2
+    n_frames = round(window_s(len(samples) / SAMPLE_RATE_HZ) / HOP_S) * 2
     padded = np.zeros((1, mel.shape[0], n_frames), np.float32)
     kept = min(mel.shape[1], n_frames)
     padded[0, :, :kept] = mel[:, :kept]
