@@ -8,7 +8,7 @@ they separate the emotions of unseen actors better than the acoustic features do
 voice in the model").
 
 Each utterance (or each ``WINDOW_S`` piece of a longer one) is encoded on its own: its log-mel
-spectrogram padded with silence to a window just longer than itself (:func:`window_s`;
+spectrogram padded with silence to a window a little longer than itself (:func:`window_s`;
 CTranslate2's encoder accepts windows shorter than Whisper's 30 s; one utterance's states then
 do not depend on the audio around it, so prepared clips and ``analyze``'s windows are encoded
 alike), and the states over the audio kept: one row of ``d`` (384 for tiny.en) per ``HOP_S``
@@ -37,13 +37,14 @@ D_STATES = AUDIO_EXTRACTORS[WHISPER_AUDIO_EXTRACTOR]  # tiny.en's encoder width,
 HOP_S = 0.02  # an encoder step
 WINDOW_S = 15.0  # audio encoded at once at most (analyze's utterances are at most 15 s)
 MIN_WINDOW_S = 6.0  # shorter windows moved scores more (0.13 mean on RAVDESS at 4 s, 0.09 at 6 s)
-PADDING_S = 2.0  # silence after the audio, at least; the window is whole seconds
+PADDING_S = 2.0  # silence after the audio rounded up to whole seconds (below WINDOW_S)
 STATES_VERSION = 2  # 1: every piece in a WINDOW_S window; 2: fitted windows (window_s)
 
 
 def window_s(duration_s: float) -> float:
-    """The encoder window of a piece of ``duration_s`` seconds (at most ``WINDOW_S``): whole
-    seconds, at least ``PADDING_S`` more than the piece and at least ``MIN_WINDOW_S``."""
+    """The encoder window of a piece of ``duration_s`` seconds (at most ``WINDOW_S``): its
+    length rounded up to whole seconds plus ``PADDING_S``, at least ``MIN_WINDOW_S`` and at
+    most ``WINDOW_S`` (a piece of over 13 s gets less padding)."""
     return min(WINDOW_S, max(MIN_WINDOW_S, math.ceil(duration_s - 1e-9) + PADDING_S))
 
 
