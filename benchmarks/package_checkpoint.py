@@ -13,7 +13,9 @@ checkpoint's recorded metrics are the training run's: evaluate the packaged fold
 
 ``--base NAME`` (a checkpoint trained with ``mer train --init NAME``): the tensors equal to the
 base's are left out and read from it when the folder loads, which checks that the base's
-weights are still the ones packaged against (``extra.weights_base`` in ``checkpoint.json``)::
+weights are still the ones packaged against (``extra.weights_base`` in ``checkpoint.json``;
+weights that have since moved to another packaged name, as the text-only ``default`` did to
+``text-mpnet``, are found there by their sha256)::
 
     python benchmarks/package_checkpoint.py runs/voice-graft/seed_42/best \
         mercli/weights/default --base text-mpnet

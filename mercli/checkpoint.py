@@ -304,6 +304,8 @@ def _base_weights(directory: Path, meta: CheckpointMeta) -> Path | None:
 
     A packaged checkpoint that adds a modality to another stores only the tensors that differ
     from it (``benchmarks/package_checkpoint.py --base``); the rest are read from the base.
+    A base named by a packaged name whose weights now ship under another name (``default``
+    before it became the voice model: ``text-mpnet``) is found by its sha256.
     """
     base = meta.extra.get("weights_base")
     if base is None:
@@ -315,12 +317,17 @@ def _base_weights(directory: Path, meta: CheckpointMeta) -> Path | None:
         weights = resolve_checkpoint(str(base["checkpoint"])) / WEIGHTS_FILE
     except ModelNotFoundError as err:
         raise CheckpointError(f"{where}: its base weights are missing ({err})") from err
-    if weights_sha256(weights) != base["sha256"]:
-        raise CheckpointError(
-            f"{where}: built on other weights than {weights} holds now (sha256 differs); "
-            "package it again on the current base"
-        )
-    return weights
+    if weights_sha256(weights) == base["sha256"]:
+        return weights
+    if weights.parent.parent == WEIGHTS_DIR:
+        for name in available_models():
+            moved = WEIGHTS_DIR / name / WEIGHTS_FILE
+            if moved != weights and weights_sha256(moved) == base["sha256"]:
+                return moved
+    raise CheckpointError(
+        f"{where}: built on other weights than {weights} holds now (sha256 differs); "
+        "package it again on the current base"
+    )
 
 
 def read_weights(

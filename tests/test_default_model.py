@@ -122,6 +122,28 @@ def test_the_voice_preview_name_still_loads_the_default() -> None:
     assert resolve_checkpoint("voice-preview") == DEFAULT
 
 
+def test_a_base_that_moved_to_another_name_is_found_by_its_sha256(tmp_path) -> None:
+    # packaged with --base default while the default was text-only: that base now ships as
+    # text-mpnet, the same bytes, so its sha256 finds it
+    import shutil
+
+    from mercli.checkpoint import CheckpointError
+
+    old = tmp_path / "built-on-the-old-default"
+    shutil.copytree(DEFAULT, old, ignore=shutil.ignore_patterns("MODEL_CARD.md"))
+    meta = json.loads((old / "checkpoint.json").read_text())
+    meta["extra"]["weights_base"]["checkpoint"] = "default"
+    (old / "checkpoint.json").write_text(json.dumps(meta))
+    texts = ["It was fine, I guess.", "Never again."]
+    audio = torch.randn(2, 50, 384, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(_scores(str(old), texts, audio), _scores("default", texts, audio))
+
+    meta["extra"]["weights_base"]["sha256"] = "0" * 64  # bytes nothing packaged holds
+    (old / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"built on other weights.*package it again"):
+        load_model(str(old))
+
+
 @pytest.mark.slow
 def test_demo_sample_through_the_default_model() -> None:
     from pathlib import Path
